@@ -1,0 +1,58 @@
+// Input gradient, gather form: one thread per dx element collects the (output channel, tap) pairs whose
+// read landed on it: t = (l + pad_lo - k*dilation) / stride when that division is exact and t is in range.
+// No zero-stuffed dy is ever built, and positions no tap reaches are written as zero.
+#include "conv1d_cuda.h"
+#include "cuda_types.cuh"
+
+namespace jax_conv1d::cuda {
+
+namespace {
+
+template <typename T>
+__global__ void conv1d_dgrad_direct(Conv1dParams p, const T* __restrict__ dy, const T* __restrict__ w,
+                                    T* __restrict__ dx) {
+  using Acc = acc_t<T>;
+  const int64_t total = p.x_size();
+  const int64_t cg = p.in_per_group(), og = p.out_per_group();
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t n, c, l;
+    if (p.layout == Layout::kNCW) {
+      l = i % p.in_length, c = (i / p.in_length) % p.in_channels, n = i / (p.in_length * p.in_channels);
+    } else {
+      c = i % p.in_channels, l = (i / p.in_channels) % p.in_length, n = i / (p.in_channels * p.in_length);
+    }
+    const int64_t g = c / cg, cc = c % cg;
+    Acc acc = Acc(0);
+    for (int64_t k = 0; k < p.kernel_size; ++k) {
+      const int64_t num = l + p.pad_lo - k * p.dilation;
+      if (num < 0 || num % p.stride != 0) continue;
+      const int64_t t = num / p.stride;
+      if (t >= p.out_length) continue;
+      const T* dyt = dy + n * p.y_n + t * p.y_t;
+      for (int64_t o = g * og; o < (g + 1) * og; ++o)
+        acc += to_acc(w[o * p.w_o + cc * p.w_c + k * p.w_k]) * to_acc(dyt[o * p.y_o]);
+    }
+    dx[i] = from_acc<T>(acc);
+  }
+}
+
+}  // namespace
+
+template <typename T>
+cudaError_t conv1d_dgrad_cuda(const Conv1dParams& p, const T* dy, const T* w, T* dx, cudaStream_t stream) {
+  const int64_t total = p.x_size();
+  if (total == 0) return cudaSuccess;
+  constexpr int kThreads = 256;
+  conv1d_dgrad_direct<T><<<grid_for(total, kThreads), kThreads, 0, stream>>>(p, dy, w, dx);
+  return cudaGetLastError();
+}
+
+template cudaError_t conv1d_dgrad_cuda<float>(const Conv1dParams&, const float*, const float*, float*, cudaStream_t);
+template cudaError_t conv1d_dgrad_cuda<double>(const Conv1dParams&, const double*, const double*, double*,
+                                               cudaStream_t);
+template cudaError_t conv1d_dgrad_cuda<__nv_bfloat16>(const Conv1dParams&, const __nv_bfloat16*,
+                                                      const __nv_bfloat16*, __nv_bfloat16*, cudaStream_t);
+template cudaError_t conv1d_dgrad_cuda<__half>(const Conv1dParams&, const __half*, const __half*, __half*,
+                                               cudaStream_t);
+
+}  // namespace jax_conv1d::cuda

@@ -1,0 +1,121 @@
+// XLA FFI handlers for CUDA: decode buffers and attributes, dispatch on dtype, launch on XLA's stream, and
+// return CUDA errors as FFI errors.
+#include <string>
+
+#include "../ffi_params.h"
+#include "conv1d_cuda.h"
+#include "cuda_handlers.h"
+#include "cuda_types.cuh"
+
+namespace jax_conv1d::cuda {
+
+int grid_for(int64_t count, int threads) {
+  static const int max_blocks = [] {
+    int device = 0, sms = 132;
+    if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    return sms * 32;
+  }();
+  const int64_t needed = (count + threads - 1) / threads;
+  return static_cast<int>(needed < max_blocks ? needed : max_blocks);
+}
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+using f16 = __half;
+using DT = ffi::DataType;
+
+template <typename T>
+const T* as(const ffi::AnyBuffer& b) { return reinterpret_cast<const T*>(b.untyped_data()); }
+template <typename T>
+T* as_mut(ffi::Result<ffi::AnyBuffer>& b) { return reinterpret_cast<T*>(b->untyped_data()); }
+
+ffi::Error cuda_result(cudaError_t err) {
+  if (err == cudaSuccess) return ffi::Error::Success();
+  return ffi::Error::Internal(std::string("jax_conv1d CUDA error: ") + cudaGetErrorString(err));
+}
+
+ffi::Error unsupported(DT in, DT out) {
+  return shape_error("unsupported dtype combination (" + std::to_string(static_cast<int>(in)) + " -> " +
+                     std::to_string(static_cast<int>(out)) + ") on CUDA");
+}
+
+ffi::Error Conv1dFwd(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer bias,
+                     ffi::Result<ffi::AnyBuffer> y, ConvAttrs attrs) {
+  Conv1dParams p;
+  if (auto err = make_params(x.dimensions(), w.dimensions(), y->dimensions(), attrs, &p); err.failure()) return err;
+  if (w.element_type() != x.element_type() || (bias.element_count() && bias.element_type() != x.element_type()))
+    return shape_error("x, w and bias must share one dtype");
+  if (bias.element_count() != 0 && static_cast<int64_t>(bias.element_count()) != p.out_channels)
+    return shape_error("bias must have one element per output channel");
+  const bool has_bias = bias.element_count() != 0;
+  const auto in = x.element_type(), out = y->element_type();
+#define JC_FWD(TIN, TOUT)                                                                             \
+  return cuda_result(conv1d_fwd_cuda<TIN, TOUT>(p, as<TIN>(x), as<TIN>(w), has_bias ? as<TIN>(bias) : nullptr, \
+                                                as_mut<TOUT>(y), stream))
+  if (in == DT::F32 && out == DT::F32) JC_FWD(float, float);
+  if (in == DT::F64 && out == DT::F64) JC_FWD(double, double);
+  if (in == DT::BF16 && out == DT::BF16) JC_FWD(bf16, bf16);
+  if (in == DT::BF16 && out == DT::F32) JC_FWD(bf16, float);
+  if (in == DT::F16 && out == DT::F16) JC_FWD(f16, f16);
+  if (in == DT::F16 && out == DT::F32) JC_FWD(f16, float);
+#undef JC_FWD
+  return unsupported(in, out);
+}
+
+ffi::Error Conv1dDgrad(cudaStream_t stream, ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx,
+                       ConvAttrs attrs) {
+  Conv1dParams p;
+  if (auto err = make_params(dx->dimensions(), w.dimensions(), dy.dimensions(), attrs, &p); err.failure()) return err;
+  const auto t = dy.element_type();
+  if (w.element_type() != t || dx->element_type() != t) return unsupported(t, dx->element_type());
+#define JC_DGRAD(T) return cuda_result(conv1d_dgrad_cuda<T>(p, as<T>(dy), as<T>(w), as_mut<T>(dx), stream))
+  if (t == DT::F32) JC_DGRAD(float);
+  if (t == DT::F64) JC_DGRAD(double);
+  if (t == DT::BF16) JC_DGRAD(bf16);
+  if (t == DT::F16) JC_DGRAD(f16);
+#undef JC_DGRAD
+  return unsupported(t, t);
+}
+
+ffi::Error Conv1dWgrad(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
+                       ConvAttrs attrs) {
+  Conv1dParams p;
+  if (auto err = make_params(x.dimensions(), dw->dimensions(), dy.dimensions(), attrs, &p); err.failure()) return err;
+  const auto t = x.element_type();
+  if (dy.element_type() != t || dw->element_type() != t) return unsupported(t, dw->element_type());
+#define JC_WGRAD(T) return cuda_result(conv1d_wgrad_cuda<T>(p, as<T>(x), as<T>(dy), as_mut<T>(dw), stream))
+  if (t == DT::F32) JC_WGRAD(float);
+  if (t == DT::F64) JC_WGRAD(double);
+  if (t == DT::BF16) JC_WGRAD(bf16);
+  if (t == DT::F16) JC_WGRAD(f16);
+#undef JC_WGRAD
+  return unsupported(t, t);
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv1dFwdCuda, Conv1dFwd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attrs<ConvAttrs>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv1dDgradCuda, Conv1dDgrad,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attrs<ConvAttrs>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv1dWgradCuda, Conv1dWgrad,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attrs<ConvAttrs>());
+
+}  // namespace jax_conv1d::cuda

@@ -1,0 +1,253 @@
+"""The three primitives (forward, input gradient, weight gradient), each with the same parts:
+abstract evaluation (shapes only), lowering to the FFI target per platform, eager implementation, and a
+batching rule. Differentiation lives one level up, in conv.py, as custom_vjp rules built from these.
+
+Batching never loops: a batch of inputs folds into N, and a batch of weights becomes extra groups of one
+grouped convolution (the batch index becomes the outer part of the group index), so one launch covers it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend.core import Primitive
+from jax.interpreters import batching, mlir
+
+from . import _ffi, _lax_impl
+from ._shapes import ConvConfig, output_length
+
+conv1d_fwd_p = Primitive("jax_conv1d_fwd")
+conv1d_dgrad_p = Primitive("jax_conv1d_dgrad")
+conv1d_wgrad_p = Primitive("jax_conv1d_wgrad")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Shapes
+
+
+def _dims(cfg: ConvConfig, x_shape, w_shape):
+    """(N, C, L) of x and (O, Cg, K) of w, whatever the layout."""
+    n, c, length = (x_shape[a] for a in cfg.x_axes)
+    o, cg, k = (w_shape[a] for a in cfg.w_axes)
+    return n, c, length, o, cg, k
+
+
+def y_shape(cfg: ConvConfig, x_shape, w_shape):
+    n, _, length, o, _, k = _dims(cfg, x_shape, w_shape)
+    lout = output_length(length, k, cfg.stride, cfg.dilation, *cfg.padding)
+    return (n, o, lout) if cfg.layout == "NCW" else (n, lout, o)
+
+
+def x_shape_from(cfg: ConvConfig, dy_shape, w_shape, in_length):
+    n = dy_shape[0]
+    cg = w_shape[1]
+    c = cg * cfg.groups
+    return (n, c, in_length) if cfg.layout == "NCW" else (n, in_length, c)
+
+
+def w_shape_from(cfg: ConvConfig, x_shape, dy_shape, kernel_size):
+    c = x_shape[cfg.x_axes[1]]
+    o = dy_shape[1] if cfg.layout == "NCW" else dy_shape[2]
+    cg = c // cfg.groups
+    return (o, cg, kernel_size) if cfg.layout == "NCW" else (kernel_size, cg, o)
+
+
+def _fwd_abstract(x, w, bias, *, cfg, out_dtype):
+    return jax.core.ShapedArray(y_shape(cfg, x.shape, w.shape), out_dtype)
+
+
+def _dgrad_abstract(dy, w, *, cfg, in_length):
+    return jax.core.ShapedArray(x_shape_from(cfg, dy.shape, w.shape, in_length), w.dtype)
+
+
+def _wgrad_abstract(x, dy, *, cfg, kernel_size):
+    return jax.core.ShapedArray(w_shape_from(cfg, x.shape, dy.shape, kernel_size), x.dtype)
+
+
+conv1d_fwd_p.def_abstract_eval(_fwd_abstract)
+conv1d_dgrad_p.def_abstract_eval(_dgrad_abstract)
+conv1d_wgrad_p.def_abstract_eval(_wgrad_abstract)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Lowering
+
+
+def _ffi_attrs(cfg: ConvConfig):
+    # Names and order match ConvAttrs in csrc/ffi_params.h.
+    return dict(stride=np.int64(cfg.stride), dilation=np.int64(cfg.dilation), pad_lo=np.int64(cfg.padding[0]),
+                pad_hi=np.int64(cfg.padding[1]), groups=np.int64(cfg.groups),
+                layout=np.int64(1 if cfg.channels_last else 0), precision=np.int64(cfg.precision))
+
+
+def _ffi_rule(target):
+    lower = jax.ffi.ffi_lowering(target)
+
+    def rule(ctx, *args, cfg, **_):
+        return lower(ctx, *args, **_ffi_attrs(cfg))
+
+    return rule
+
+
+# lax-based versions of each pass, for platforms without native handlers.
+def _fwd_lax(x, w, bias, *, cfg, out_dtype):
+    return _lax_impl.forward(x, w, bias, cfg, out_dtype)
+
+
+def _dgrad_lax(dy, w, *, cfg, in_length):
+    return _lax_impl.dgrad(dy, w, cfg, x_shape_from(cfg, dy.shape, w.shape, in_length))
+
+
+def _wgrad_lax(x, dy, *, cfg, kernel_size):
+    return _lax_impl.wgrad(x, dy, cfg, w_shape_from(cfg, x.shape, dy.shape, kernel_size))
+
+
+def _fallback_rule(lax_fn, platform):
+    lowered = mlir.lower_fun(lax_fn, multiple_results=False)
+
+    def rule(ctx, *args, **params):
+        if platform is not None:
+            _ffi.warn_gpu_fallback(platform)
+        return lowered(ctx, *args, **params)
+
+    return rule
+
+
+for _prim, _target, _lax_fn in ((conv1d_fwd_p, "jax_conv1d_fwd", _fwd_lax),
+                                (conv1d_dgrad_p, "jax_conv1d_dgrad", _dgrad_lax),
+                                (conv1d_wgrad_p, "jax_conv1d_wgrad", _wgrad_lax)):
+    mlir.register_lowering(_prim, _ffi_rule(_target), platform="cpu")
+    if _ffi.has_cuda_handlers():
+        mlir.register_lowering(_prim, _ffi_rule(_target), platform="cuda")
+    else:
+        mlir.register_lowering(_prim, _fallback_rule(_lax_fn, "cuda"), platform="cuda")
+    mlir.register_lowering(_prim, _fallback_rule(_lax_fn, "rocm"), platform="rocm")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Eager implementation: compile the single primitive once per parameter set.
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(prim, params):
+    return jax.jit(functools.partial(prim.bind, **dict(params)))
+
+
+def _impl(prim):
+    def impl(*args, **params):
+        return _jitted(prim, tuple(sorted(params.items())))(*args)
+
+    return impl
+
+
+conv1d_fwd_p.def_impl(_impl(conv1d_fwd_p))
+conv1d_dgrad_p.def_impl(_impl(conv1d_dgrad_p))
+conv1d_wgrad_p.def_impl(_impl(conv1d_wgrad_p))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Batching
+
+
+def _fold_into_batch(prim, operand, bdim, others, params):
+    """vmap over the batch-carrying operand only: merge the vmapped axis with N."""
+    if bdim not in (0, 1):
+        operand = jnp.moveaxis(operand, bdim, 0)
+        bdim = 0
+    a, b = operand.shape[:2]
+    out = prim.bind(operand.reshape((a * b,) + operand.shape[2:]), *others, **params)
+    return out.reshape((a, b) + out.shape[1:]), bdim
+
+
+def _batched(v, bdim, size):
+    """The operand with its vmapped axis first, broadcasting an unbatched one."""
+    if bdim is None:
+        return jnp.broadcast_to(v[None], (size,) + v.shape)
+    return jnp.moveaxis(v, bdim, 0)
+
+
+def _activations_to_groups(cfg: ConvConfig, a):
+    """(B, N, ...) activations -> one tensor whose channel axis is B*channels (b outer), as a grouped conv sees it."""
+    if cfg.layout == "NCW":  # (B, N, C, L) -> (N, B*C, L)
+        bsz, n, c, length = a.shape
+        return jnp.moveaxis(a, 0, 1).reshape(n, bsz * c, length)
+    bsz, n, length, c = a.shape  # (B, N, L, C) -> (N, L, B*C)
+    return jnp.moveaxis(a, 0, 2).reshape(n, length, bsz * c)
+
+
+def _activations_from_groups(cfg: ConvConfig, a, size):
+    """Inverse of _activations_to_groups, without a transpose: returns (array, batch axis)."""
+    if cfg.layout == "NCW":
+        n, bc, length = a.shape
+        return a.reshape(n, size, bc // size, length), 1
+    n, length, bc = a.shape
+    return a.reshape(n, length, size, bc // size), 2
+
+
+def _weights_to_groups(cfg: ConvConfig, w):
+    """(B, *w) -> w of a conv with B times the output channels, b outer."""
+    if cfg.layout == "NCW":  # (B, O, Cg, K) -> (B*O, Cg, K)
+        bsz, o, cg, k = w.shape
+        return w.reshape(bsz * o, cg, k)
+    bsz, k, cg, o = w.shape  # (B, K, Cg, O) -> (K, Cg, B*O)
+    return jnp.moveaxis(w, 0, 2).reshape(k, cg, bsz * o)
+
+
+def _weights_from_groups(cfg: ConvConfig, w, size):
+    if cfg.layout == "NCW":
+        bo, cg, k = w.shape
+        return w.reshape(size, bo // size, cg, k), 0
+    k, cg, bo = w.shape
+    return w.reshape(k, cg, size, bo // size), 2
+
+
+def _fwd_batch(args, dims, *, cfg, out_dtype):
+    x, w, bias = args
+    bx, bw, bb = dims
+    params = dict(cfg=cfg, out_dtype=out_dtype)
+    if bw is None and bb is None:
+        return _fold_into_batch(conv1d_fwd_p, x, bx, (w, bias), params)
+    size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+    w_b = _batched(w, bw, size)
+    if bias.shape[-1] == 0 and bb is None:
+        bias_b = bias
+    else:
+        bias_b = _batched(bias, bb, size).reshape(-1)
+    if bx is None and cfg.groups == 1:
+        # Shared input, a batch of weights: one conv with size*O output channels reads x once.
+        y = conv1d_fwd_p.bind(x, _weights_to_groups(cfg, w_b), bias_b, **params)
+        return _activations_from_groups(cfg, y, size)
+    x_g = _activations_to_groups(cfg, _batched(x, bx, size))
+    y = conv1d_fwd_p.bind(x_g, _weights_to_groups(cfg, w_b), bias_b,
+                          cfg=cfg.with_groups(cfg.groups * size), out_dtype=out_dtype)
+    return _activations_from_groups(cfg, y, size)
+
+
+def _dgrad_batch(args, dims, *, cfg, in_length):
+    dy, w = args
+    bdy, bw = dims
+    if bw is None:
+        return _fold_into_batch(conv1d_dgrad_p, dy, bdy, (w,), dict(cfg=cfg, in_length=in_length))
+    size = w.shape[bw]
+    dy_g = _activations_to_groups(cfg, _batched(dy, bdy, size))
+    w_g = _weights_to_groups(cfg, _batched(w, bw, size))
+    dx = conv1d_dgrad_p.bind(dy_g, w_g, cfg=cfg.with_groups(cfg.groups * size), in_length=in_length)
+    return _activations_from_groups(cfg, dx, size)
+
+
+def _wgrad_batch(args, dims, *, cfg, kernel_size):
+    x, dy = args
+    bx, bdy = dims
+    size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+    x_g = _activations_to_groups(cfg, _batched(x, bx, size))
+    dy_g = _activations_to_groups(cfg, _batched(dy, bdy, size))
+    dw = conv1d_wgrad_p.bind(x_g, dy_g, cfg=cfg.with_groups(cfg.groups * size), kernel_size=kernel_size)
+    return _weights_from_groups(cfg, dw, size)
+
+
+batching.primitive_batchers[conv1d_fwd_p] = _fwd_batch
+batching.primitive_batchers[conv1d_dgrad_p] = _dgrad_batch
+batching.primitive_batchers[conv1d_wgrad_p] = _wgrad_batch
