@@ -275,3 +275,17 @@ def test_optax_steps_give_the_same_losses():
     ours, ref = run(Conv1D), run(nn.Conv)
     assert ours[-1] < ours[0]
     np.testing.assert_allclose(ours, ref, rtol=1e-5)
+
+
+def test_pytorch_conv1d_weights_load_transposed():
+    """docs/migration.md: a PyTorch Conv1d kernel (O, C/g, K) becomes Flax's (K, C/g, O); the NCW op takes it as is."""
+    from jax_conv1d import dilated_conv1d
+
+    torch_weight = jax.random.normal(jax.random.key(0), (8, 3, 5))  # Conv1d(6, 8, 5, groups=2).weight
+    torch_bias = jax.random.normal(jax.random.key(1), (8,))
+    x_ncw = jax.random.normal(jax.random.key(2), (2, IN_FEATURES, LENGTH))
+    y_ncw = dilated_conv1d(x_ncw, torch_weight, torch_bias, padding=2, dilation=2, groups=2, layout="NCW")
+    layer = Conv1D(8, 5, padding=2, kernel_dilation=2, feature_group_count=2)
+    variables = {"params": {"kernel": jnp.transpose(torch_weight, (2, 1, 0)), "bias": torch_bias}}
+    y = layer.apply(variables, jnp.swapaxes(x_ncw, 1, 2))
+    np.testing.assert_allclose(jnp.swapaxes(y, 1, 2), y_ncw, rtol=2e-5, atol=2e-5)

@@ -299,3 +299,15 @@ def test_optax_steps_give_the_same_losses():
     assert ours[-1] < ours[0]
     np.testing.assert_allclose(ours, ref, rtol=1e-5)
     _assert_trees_close(params, params_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_loading_pytorch_conv1d_weights():
+    """docs/migration.md: assign the transposed PyTorch kernel in place."""
+    torch_weight = jax.random.normal(jax.random.key(0), (8, IN_FEATURES, 3))  # (O, C, K)
+    torch_bias = jax.random.normal(jax.random.key(1), (8,))
+    layer = Conv1D(IN_FEATURES, 8, 3, padding=1, rngs=nnx.Rngs(0))
+    layer.kernel[...] = jnp.transpose(torch_weight, (2, 1, 0))
+    layer.bias[...] = torch_bias
+    x_ncw = _x((2, IN_FEATURES, LENGTH))
+    y_ncw = jax.lax.conv_general_dilated(x_ncw, torch_weight, (1,), [(1, 1)]) + torch_bias[:, None]
+    np.testing.assert_allclose(jnp.swapaxes(layer(jnp.swapaxes(x_ncw, 1, 2)), 1, 2), y_ncw, rtol=2e-5, atol=2e-5)
