@@ -178,6 +178,7 @@ def conv1d_call(spec: Conv1DSpec, inputs, kernel, bias, *, promote: Callable, pr
     x, kernel, bias = promote(x, kernel, bias)
     strides, input_dilation, kernel_dilation = (spec.stride,), (spec.input_dilation,), (spec.kernel_dilation,)
 
+    y = None
     if conv_general_dilated is None:
         # Causal zero padding is plain op padding; no need to materialise a padded copy of the input.
         op_padding = [pad.pre_pad] if pad.pre_pad_mode == "constant" else pad.lax_padding
@@ -185,18 +186,22 @@ def conv1d_call(spec: Conv1DSpec, inputs, kernel, bias, *, promote: Callable, pr
             x, kernel, strides, op_padding, input_dilation, kernel_dilation, NWC_DIMENSION_NUMBERS, spec.groups,
             1, precision, conv_kwargs.get("preferred_element_type"), conv_kwargs.get("out_sharding"))
         if native is not None:
-            y = dilated_conv1d(x, kernel, bias, **native)
-            return jnp.reshape(y, batch_shape + y.shape[1:])
-        # Not a case the op covers (input dilation, complex dtypes, a sharded output...): lax, as Flax does it.
-        conv_general_dilated = lax.conv_general_dilated
-        if conv_kwargs.get("out_sharding", 0) is None:
-            del conv_kwargs["out_sharding"]  # older lax has no out_sharding; None is its default anyway
+            # The bias is fused unless a custom promote_dtype left it in another dtype.
+            fuse_bias = bias is not None and bias.dtype == x.dtype
+            y = dilated_conv1d(x, kernel, bias if fuse_bias else None, **native)
+            bias = None if fuse_bias else bias
+        else:
+            # Not a case the op covers (input dilation, complex dtypes, a sharded output...): lax, as Flax does.
+            conv_general_dilated = lax.conv_general_dilated
+            if conv_kwargs.get("out_sharding", 0) is None:
+                del conv_kwargs["out_sharding"]  # older lax has no out_sharding; None is its default anyway
 
-    if pad.pre_pad_mode == "constant":
-        x = _pad_input(x, pad.pre_pad, "constant")
-    y = conv_general_dilated(x, kernel, strides, pad.lax_padding, lhs_dilation=input_dilation,
-                             rhs_dilation=kernel_dilation, dimension_numbers=NWC_DIMENSION_NUMBERS,
-                             feature_group_count=spec.groups, precision=precision, **conv_kwargs)
+    if y is None:
+        if pad.pre_pad_mode == "constant":
+            x = _pad_input(x, pad.pre_pad, "constant")
+        y = conv_general_dilated(x, kernel, strides, pad.lax_padding, lhs_dilation=input_dilation,
+                                 rhs_dilation=kernel_dilation, dimension_numbers=NWC_DIMENSION_NUMBERS,
+                                 feature_group_count=spec.groups, precision=precision, **conv_kwargs)
     if bias is not None:
         y = y + jnp.reshape(bias, (1, 1, -1))
     return jnp.reshape(y, batch_shape + y.shape[1:])

@@ -133,8 +133,7 @@ def native_conv1d_kwargs(lhs, rhs, window_strides, padding, lhs_dilation, rhs_di
     if pads is None:
         return None
     return dict(stride=stride, dilation=dilation, padding=pads, groups=feature_group_count, layout=layout,
-                precision=op_precision,
-                preferred_element_type=preferred_element_type)
+                precision=op_precision, preferred_element_type=preferred_element_type)
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,

@@ -289,3 +289,15 @@ def test_pytorch_conv1d_weights_load_transposed():
     variables = {"params": {"kernel": jnp.transpose(torch_weight, (2, 1, 0)), "bias": torch_bias}}
     y = layer.apply(variables, jnp.swapaxes(x_ncw, 1, 2))
     np.testing.assert_allclose(jnp.swapaxes(y, 1, 2), y_ncw, rtol=2e-5, atol=2e-5)
+
+
+def test_promote_dtype_that_leaves_the_bias_alone():
+    def promote(x, kernel, bias, dtype=None):  # casts the operands, not the bias
+        return x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16), bias
+
+    flax_conv, ours = _pair("SAME", 3, 1, 1, 1, 4, promote_dtype=promote)
+    x = _x()
+    v = jax.tree.map(lambda p: p + 0.1, flax_conv.init(jax.random.key(0), x))
+    y_ref, y = flax_conv.apply(v, x), ours.apply(v, x)
+    assert y.dtype == y_ref.dtype == jnp.float32
+    np.testing.assert_allclose(y, y_ref, rtol=2e-2, atol=2e-2)
