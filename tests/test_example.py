@@ -68,3 +68,19 @@ def test_the_model_is_causal(wavenet):
 def test_bad_steps(wavenet):
     with pytest.raises(SystemExit):
         wavenet.main(TINY + ["--steps", "0"])
+
+
+def test_backends_use_the_convolution_they_name(wavenet):
+    import jax
+
+    cfg = wavenet.Config(layers=2, channels=4, skip_channels=4, length=32, batch=1)
+    params = wavenet.init_params(cfg)
+    signal = jax.numpy.zeros((1, 32))
+
+    def primitives(backend):
+        model = wavenet.WaveNet(wavenet.BACKENDS[backend], cfg)
+        text = str(jax.make_jaxpr(lambda p: model.apply({"params": p}, signal))(params))
+        return "jax_conv1d_fwd" in text, "conv_general_dilated" in text
+
+    assert primitives("ours") == (True, False)
+    assert primitives("flax") == (False, True)
