@@ -3,6 +3,7 @@
 from . import _ffi  # registers the FFI targets, once
 from ._ffi import has_cuda_handlers
 from .conv import dilated_conv1d
+from .lax_compat import conv_general_dilated
 
 __version__ = "0.1.0"
-__all__ = ["dilated_conv1d", "has_cuda_handlers", "__version__"]
+__all__ = ["conv_general_dilated", "dilated_conv1d", "has_cuda_handlers", "__version__"]
