@@ -24,8 +24,15 @@ def _lax_precision(cfg: ConvConfig):
 def forward(x, w, bias, cfg: ConvConfig, out_dtype=None):
     """bias: an (O,) array or an empty array for none."""
     out_dtype = x.dtype if out_dtype is None else out_dtype
+    # Negative pads become a crop before the conv: XLA:CPU (jax 0.10) miscomputes negative low padding
+    # combined with positive high padding.
+    lo, hi = cfg.padding
+    axis = cfg.x_axes[2]
+    length = x.shape[axis]
+    if lo < 0 or hi < 0:
+        x = lax.slice_in_dim(x, max(-lo, 0), length - max(-hi, 0), axis=axis)
     y = lax.conv_general_dilated(
-        x, w, window_strides=(cfg.stride,), padding=[cfg.padding], rhs_dilation=(cfg.dilation,),
+        x, w, window_strides=(cfg.stride,), padding=[(max(lo, 0), max(hi, 0))], rhs_dilation=(cfg.dilation,),
         dimension_numbers=_dimension_numbers(cfg), feature_group_count=cfg.groups,
         precision=_lax_precision(cfg), preferred_element_type=jnp.float32 if x.dtype != jnp.float64 else None)
     if bias is not None and bias.size:

@@ -10,6 +10,7 @@ import dataclasses
 import operator
 from typing import Any
 
+import jax
 import numpy as np
 from jax import lax
 
@@ -130,7 +131,14 @@ def resolve_precision(precision: Any) -> int:
             raise ValueError(f"precision must be a single value or a pair, got {precision!r}")
         return max(resolve_precision(p) for p in precision)
     if precision is None:
-        return PRECISION_DEFAULT
+        # As in lax: None means the global jax.default_matmul_precision, which may ask for float32 accuracy.
+        configured = jax.config.jax_default_matmul_precision
+        if configured is None:
+            return PRECISION_DEFAULT
+        try:
+            return resolve_precision(configured)
+        except (TypeError, ValueError):  # an algorithm preset name lax.Precision does not know
+            return PRECISION_DEFAULT
     if isinstance(precision, str):
         try:
             precision = lax.Precision(precision.lower() if precision.lower() in ("default", "high", "highest")
