@@ -127,8 +127,8 @@ class _AxisBudget:
 
 
 def length_plan(cfg: ConvConfig, in_length: int, kernel_size: int, axes: Axes, shards: int):
-    """Halo geometry for sharding the length over `shards` blocks, or None when a block-local exchange with
-    the two neighbours cannot express it (uneven blocks, a halo longer than a block)."""
+    """Halo geometry for sharding the length over `shards` blocks, or None when a small exchange with the two
+    neighbours cannot express it (uneven blocks, a halo longer than a block or than (K-1)*dilation)."""
     out_len = output_length(in_length, kernel_size, cfg.stride, cfg.dilation, *cfg.padding)
     if shards < 2 or out_len == 0 or in_length % shards or out_len % shards:
         return None
@@ -139,7 +139,10 @@ def length_plan(cfg: ConvConfig, in_length: int, kernel_size: int, axes: Axes, s
     offsets = [p * drift - cfg.padding[0] for p in range(shards)]
     halo_lo = max(0, max(-o for o in offsets))
     halo_hi = max(0, max(o + window - x_block for o in offsets))
-    if halo_lo > x_block or halo_hi > x_block:
+    # Only the neighbours, and at most (K-1)*dilation elements from each: SAME, CAUSAL and VALID padding
+    # stay within that; unusual explicit paddings that would need more fall back to a gather.
+    limit = min(x_block, span - 1)
+    if halo_lo > limit or halo_hi > limit:
         return None
     return LengthPlan(axes=axes, shards=shards, x_block=x_block, y_block=y_block, window=window,
                       halo_lo=halo_lo, halo_hi=halo_hi, drift=drift, pad_lo=cfg.padding[0])
@@ -331,7 +334,7 @@ def _psum(a, axes: Axes, accumulate_f32=False):
     return lax.psum(a, axes)
 
 
-def _local_fwd(inner, plan: Plan, cfg: ConvConfig, out_dtype):
+def _local_fwd(inner, plan: Plan, *, cfg: ConvConfig, out_dtype):
     axis = cfg.x_axes[2]
 
     def run(x, w, bias):
@@ -344,29 +347,27 @@ def _local_fwd(inner, plan: Plan, cfg: ConvConfig, out_dtype):
         y = lax.psum(y, plan.psum_axes)
         if bias.shape[0]:
             shape = (1, -1, 1) if cfg.layout == "NCW" else (1, 1, -1)
-            y = (y.astype(jnp.float32) + bias.astype(jnp.float32).reshape(shape)).astype(y.dtype)
+            acc = jnp.promote_types(y.dtype, jnp.float32)  # as the kernel adds it: in f32 (f64 for f64)
+            y = (y.astype(acc) + bias.astype(acc).reshape(shape)).astype(y.dtype)
         return y
 
     return run
 
 
-def _local_dgrad(inner, plan: Plan, cfg: ConvConfig, in_length: int):
+def _local_dgrad(inner, plan: Plan, *, cfg: ConvConfig, in_length: int):
     axis = cfg.x_axes[2]
 
     def run(dy, w):
         if plan.length is None:
-            local_len = in_length
-        else:
-            local_len = plan.length.window
-        dx = inner.bind(dy, w, cfg=plan.local_cfg, in_length=local_len)
-        if plan.length is not None:
-            dx = scatter_window(dx, axis, plan.length)
-        return _psum(dx, plan.psum_axes)
+            return _psum(inner.bind(dy, w, cfg=plan.local_cfg, in_length=in_length), plan.psum_axes)
+        # The gradient of this shard's input window, folded back onto the block and its neighbours'.
+        dx_window = inner.bind(dy, w, cfg=plan.local_cfg, in_length=plan.length.window)
+        return _psum(scatter_window(dx_window, axis, plan.length), plan.psum_axes)
 
     return run
 
 
-def _local_wgrad(inner, plan: Plan, cfg: ConvConfig, kernel_size: int):
+def _local_wgrad(inner, plan: Plan, *, cfg: ConvConfig, kernel_size: int):
     axis = cfg.x_axes[2]
 
     def run(x, dy):
@@ -418,17 +419,16 @@ class _Pass:
     # -- callbacks (static params come first, then what custom_partitioning passes) --
 
     def partition(self, *args):
-        static, (mesh, arg_shapes, result_shape) = args[:-3], args[-3:]
-        shapes = [a.shape for a in arg_shapes]
-        plan = self.plan(static, _mesh_sizes(mesh), _operand_specs(arg_shapes), shapes)
-        p = self.params(static)
-        other = {k: v for k, v in p.items() if k != "cfg"}
-        program = self.local_program(self.inner, plan, p["cfg"], *other.values())
+        """The per-shard program and the operand/result shardings it expects; XLA reshards any operand that
+        arrives otherwise (that is where a fallback communicates)."""
+        static, (mesh, arg_shapes, _) = args[:-3], args[-3:]
+        plan = self.plan(static, _mesh_sizes(mesh), _operand_specs(arg_shapes), [a.shape for a in arg_shapes])
+        program = self.local_program(self.inner, plan, **self.params(static))
         arg_shardings = tuple(_named(mesh, s) for s in plan.operand_specs)
         return mesh, program, _named(mesh, plan.result_spec), arg_shardings
 
-    def infer_sharding_from_operands(self, *args):
-        static, (mesh, arg_shapes, result_shape) = args[:-3], args[-3:]
+    def infer_sharding_from_operands(self, *args):  # GSPMD's propagation (Shardy uses sharding_rule)
+        static, (mesh, arg_shapes, _) = args[:-3], args[-3:]
         plan = self.plan(static, _mesh_sizes(mesh), _operand_specs(arg_shapes), [a.shape for a in arg_shapes])
         return _named(mesh, plan.result_spec)
 
@@ -476,35 +476,43 @@ def shardy_rule(pass_name, params, shapes) -> SdyShardingRule:
 # Registration: outer primitive lowers through custom_partitioning around the inner (FFI) primitive
 
 
-_PASSES = {
-    FWD: (("cfg", "out_dtype"), 3, _local_fwd),
-    DGRAD: (("cfg", "in_length"), 2, _local_dgrad),
-    WGRAD: (("cfg", "kernel_size"), 2, _local_wgrad),
-}
-
-
-def _body(inner, names, n_operands):
-    def body(*args):
-        operands, static = args[:n_operands], args[n_operands:]
-        return inner.bind(*operands, **dict(zip(names, static)))
+def _fwd_body(inner):
+    def body(x, w, bias, cfg, out_dtype):
+        return inner.bind(x, w, bias, cfg=cfg, out_dtype=out_dtype)
 
     return body
 
 
-def partitioned_lowering(pass_name: str, inner):
-    """The lowering rule of an outer primitive: a custom_partitioning call whose body binds `inner`."""
-    names, n_operands, local_program = _PASSES[pass_name]
-    spec = _Pass(pass_name, inner, local_program, names, n_operands)
-    body = _body(inner, names, n_operands)
-    # custom_partitioning resolves arguments by signature; give it explicit positional names.
-    import inspect
+def _dgrad_body(inner):
+    def body(dy, w, cfg, in_length):
+        return inner.bind(dy, w, cfg=cfg, in_length=in_length)
 
-    operand_names = [f"a{i}" for i in range(n_operands)]
-    body.__signature__ = inspect.Signature(
-        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in operand_names + list(names)])
-    fn = custom_partitioning(body, static_argnums=tuple(range(n_operands, n_operands + len(names))))
-    fn.def_partition(partition=spec.partition, infer_sharding_from_operands=spec.infer_sharding_from_operands,
-                     sharding_rule=spec.sharding_rule)
+    return body
+
+
+def _wgrad_body(inner):
+    def body(x, dy, cfg, kernel_size):
+        return inner.bind(x, dy, cfg=cfg, kernel_size=kernel_size)
+
+    return body
+
+
+# per pass: static parameter names (in the body's order, after the operands), operand count, body, program
+_PASSES = {
+    FWD: (("cfg", "out_dtype"), 3, _fwd_body, _local_fwd),
+    DGRAD: (("cfg", "in_length"), 2, _dgrad_body, _local_dgrad),
+    WGRAD: (("cfg", "kernel_size"), 2, _wgrad_body, _local_wgrad),
+}
+
+
+def partitioned_lowering(pass_name: str, inner):
+    """The lowering rule of an outer primitive: a custom_partitioning call whose body binds `inner` (what
+    runs when there is a single device, or inside shard_map where every axis is manual)."""
+    names, n_operands, make_body, local_program = _PASSES[pass_name]
+    rules = _Pass(pass_name, inner, local_program, names, n_operands)
+    fn = custom_partitioning(make_body(inner), static_argnums=tuple(range(n_operands, n_operands + len(names))))
+    fn.def_partition(partition=rules.partition, infer_sharding_from_operands=rules.infer_sharding_from_operands,
+                     sharding_rule=rules.sharding_rule)
     return mlir.lower_fun(fn, multiple_results=False)
 
 
