@@ -91,6 +91,9 @@ CASES = [
          fwd_collectives=frozenset({"collective-permute"}), k=9),  # Lout 56: blocks drift by one per shard
     Case("length_and_out_channels", "2d", x=(None, None, "data"), w=("model", None, None),
          y=(None, "model", "data"), fwd_collectives=frozenset({"collective-permute"}), padding=(3, 1), k=5),
+    Case("length_over_two_axes", "2d", x=(None, None, ("data", "model")), w=(None, None, None),
+         y=(None, None, ("data", "model")), fwd_collectives=frozenset({"collective-permute"}), k=9),
+    # 8 blocks numbered data-major, as ppermute and axis_index over both axes number them; drifting windows
     Case("length_uneven_falls_back", "1d", x=(None, None, "dev"), w=(None, None, None), y=None,
          fwd_collectives=frozenset(), fallback=True),  # Lout 62 does not split in 8
 ]
@@ -104,7 +107,8 @@ def _to_layout(logical, layout, kind):
 
 def _norm(spec, ndim=3):
     entries = tuple(spec) + (None,) * (ndim - len(tuple(spec)))
-    return tuple(e[0] if isinstance(e, tuple) and len(e) == 1 else e for e in entries)
+    return tuple(e[0] if isinstance(e, tuple) and len(e) == 1 else (tuple(e) if isinstance(e, (tuple, list))
+                 else e) for e in entries)
 
 
 def _data(case: Case, layout, dtype=np.float64, seed=0):
@@ -232,7 +236,10 @@ def test_gspmd_partitioner(name):
     """The same plans through GSPMD's callbacks (jax_use_shardy_partitioner=False)."""
     case = _case(name)
     previous = jax.config.jax_use_shardy_partitioner
-    jax.config.update("jax_use_shardy_partitioner", False)
+    try:
+        jax.config.update("jax_use_shardy_partitioner", False)
+    except Exception as err:  # GSPMD propagation is deprecated; a later jax may refuse the switch
+        pytest.skip(f"GSPMD partitioner unavailable: {err}")
     try:
         mesh = make_mesh(case.mesh)
         f = _conv_fn(case, "NWC")
