@@ -14,7 +14,10 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 import jax  # noqa: E402
 
 port, process_id = int(sys.argv[1]), int(sys.argv[2])
-jax.config.update("jax_cpu_collectives_implementation", "gloo")
+try:  # cross-process collectives on CPU; gloo is the default in some versions, the option may go away
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+except (AttributeError, ValueError, KeyError):
+    pass
 jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=process_id,
                            initialization_timeout=60, heartbeat_timeout_seconds=30, shutdown_timeout_seconds=30)
 
