@@ -1,6 +1,12 @@
 """The three primitives (forward, input gradient, weight gradient), each with the same parts:
-abstract evaluation (shapes only), lowering to the FFI target per platform, eager implementation, and a
-batching rule. Differentiation lives one level up, in conv.py, as custom_vjp rules built from these.
+abstract evaluation (shapes, and result shardings under explicit sharding), lowering, eager implementation,
+a batching rule, and partitioning (in _sharding.py). Differentiation lives one level up, in conv.py, as
+custom_vjp rules built from these.
+
+Lowering goes in two levels so that sharded operands are convolved where they live. Each primitive lowers to
+a custom_partitioning call (_sharding.py decides, per sharding, what each shard runs); that call's per-shard
+body binds an inner primitive of the same signature, and only the inner primitive lowers to the FFI target
+for the platform (or to lax where no native handler exists).
 
 Batching never loops: a batch of inputs folds into N, and a batch of weights becomes extra groups of one
 grouped convolution (the batch index becomes the outer part of the group index), so one launch covers it.
@@ -16,12 +22,17 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
 
-from . import _ffi, _lax_impl
+from . import _ffi, _lax_impl, _sharding
 from ._shapes import ConvConfig, output_length
 
 conv1d_fwd_p = Primitive("jax_conv1d_fwd")
 conv1d_dgrad_p = Primitive("jax_conv1d_dgrad")
 conv1d_wgrad_p = Primitive("jax_conv1d_wgrad")
+
+# What each shard runs: lowered straight to the FFI target (or lax). Only seen during lowering.
+conv1d_fwd_local_p = Primitive("jax_conv1d_fwd_local")
+conv1d_dgrad_local_p = Primitive("jax_conv1d_dgrad_local")
+conv1d_wgrad_local_p = Primitive("jax_conv1d_wgrad_local")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -56,20 +67,25 @@ def w_shape_from(cfg: ConvConfig, x_shape, dy_shape, kernel_size):
 
 
 def _fwd_abstract(x, w, bias, *, cfg, out_dtype):
-    return jax.core.ShapedArray(y_shape(cfg, x.shape, w.shape), out_dtype)
+    return _sharding.result_aval(_sharding.FWD, x, (x, w, bias), y_shape(cfg, x.shape, w.shape), out_dtype,
+                                 dict(cfg=cfg, out_dtype=out_dtype))
 
 
 def _dgrad_abstract(dy, w, *, cfg, in_length):
-    return jax.core.ShapedArray(x_shape_from(cfg, dy.shape, w.shape, in_length), w.dtype)
+    return _sharding.result_aval(_sharding.DGRAD, dy, (dy, w), x_shape_from(cfg, dy.shape, w.shape, in_length),
+                                 w.dtype, dict(cfg=cfg, in_length=in_length))
 
 
 def _wgrad_abstract(x, dy, *, cfg, kernel_size):
-    return jax.core.ShapedArray(w_shape_from(cfg, x.shape, dy.shape, kernel_size), x.dtype)
+    return _sharding.result_aval(_sharding.WGRAD, x, (x, dy), w_shape_from(cfg, x.shape, dy.shape, kernel_size),
+                                 x.dtype, dict(cfg=cfg, kernel_size=kernel_size))
 
 
-conv1d_fwd_p.def_abstract_eval(_fwd_abstract)
-conv1d_dgrad_p.def_abstract_eval(_dgrad_abstract)
-conv1d_wgrad_p.def_abstract_eval(_wgrad_abstract)
+for _outer, _local, _abstract in ((conv1d_fwd_p, conv1d_fwd_local_p, _fwd_abstract),
+                                  (conv1d_dgrad_p, conv1d_dgrad_local_p, _dgrad_abstract),
+                                  (conv1d_wgrad_p, conv1d_wgrad_local_p, _wgrad_abstract)):
+    _outer.def_abstract_eval(_abstract)
+    _local.def_abstract_eval(_abstract)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -116,15 +132,20 @@ def _fallback_rule(lax_fn, platform):
     return rule
 
 
-for _prim, _target, _lax_fn in ((conv1d_fwd_p, "jax_conv1d_fwd", _fwd_lax),
-                                (conv1d_dgrad_p, "jax_conv1d_dgrad", _dgrad_lax),
-                                (conv1d_wgrad_p, "jax_conv1d_wgrad", _wgrad_lax)):
-    mlir.register_lowering(_prim, _ffi_rule(_target), platform="cpu")
+for _outer, _local, _pass, _target, _lax_fn in (
+        (conv1d_fwd_p, conv1d_fwd_local_p, _sharding.FWD, "jax_conv1d_fwd", _fwd_lax),
+        (conv1d_dgrad_p, conv1d_dgrad_local_p, _sharding.DGRAD, "jax_conv1d_dgrad", _dgrad_lax),
+        (conv1d_wgrad_p, conv1d_wgrad_local_p, _sharding.WGRAD, "jax_conv1d_wgrad", _wgrad_lax)):
+    # The per-shard primitive: native handlers where they exist, lax elsewhere.
+    mlir.register_lowering(_local, _ffi_rule(_target), platform="cpu")
     if _ffi.has_cuda_handlers():
-        mlir.register_lowering(_prim, _ffi_rule(_target), platform="cuda")
+        mlir.register_lowering(_local, _ffi_rule(_target), platform="cuda")
     else:
-        mlir.register_lowering(_prim, _fallback_rule(_lax_fn, "cuda"), platform="cuda")
-    mlir.register_lowering(_prim, _fallback_rule(_lax_fn, "rocm"), platform="rocm")
+        mlir.register_lowering(_local, _fallback_rule(_lax_fn, "cuda"), platform="cuda")
+    mlir.register_lowering(_local, _fallback_rule(_lax_fn, "rocm"), platform="rocm")
+    # The public primitive: through the partitioner, on every platform.
+    mlir.register_lowering(_outer, _sharding.partitioned_lowering(_pass, _local))
+    _sharding.lowering_needs_devices(_outer)
 
 
 # --------------------------------------------------------------------------------------------------------

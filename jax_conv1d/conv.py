@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
+from . import _sharding
 from ._primitives import conv1d_dgrad_p, conv1d_fwd_p, conv1d_wgrad_p
 from ._shapes import SUPPORTED_DTYPES, ConvConfig, check_dtype, make_config
 
@@ -48,6 +49,13 @@ def _bias_axes(cfg: ConvConfig):
 
 def _empty(dtype):
     return jnp.zeros((0,), dtype)
+
+
+def _typed(geom, which, ct):
+    """A cotangent cast to the sharding of its primal (0: x, 1: w, 2: bias) when types carry explicit
+    shardings: the backward passes' own partitioning may choose another one (_sharding.py)."""
+    shardings = geom[2]
+    return ct if shardings is None else _sharding.cast_like(ct, shardings[which])
 
 
 # ---- forward ------------------------------------------------------------------------------------------
@@ -81,7 +89,7 @@ def _conv_bwd(cfg, out_dtype, geom, residuals, g):
     db = None
     if db_marker is not None:
         db = jnp.sum(g, axis=_bias_axes(cfg), dtype=jnp.promote_types(g.dtype, jnp.float32)).astype(in_dtype)
-    return dx, dw, db
+    return _typed(geom, 0, dx), _typed(geom, 1, dw), _typed(geom, 2, db)
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd, symbolic_zeros=True)
@@ -106,7 +114,7 @@ def _dgrad_bwd(cfg, geom, residuals, u):
         return None, None
     d_dy = _conv(cfg, w.dtype, geom, u, w, _empty(w.dtype)) if w is not None else None
     d_w = _wgrad(cfg, geom, u, dy) if dy is not None else None
-    return d_dy, d_w
+    return d_dy, _typed(geom, 1, d_w)
 
 
 _dgrad.defvjp(_dgrad_fwd, _dgrad_bwd, symbolic_zeros=True)
@@ -131,7 +139,7 @@ def _wgrad_bwd(cfg, geom, residuals, v):
         return None, None
     d_x = _dgrad(cfg, geom, dy, v) if dy is not None else None
     d_dy = _conv(cfg, x.dtype, geom, x, v, _empty(x.dtype)) if x is not None else None
-    return d_x, d_dy
+    return _typed(geom, 0, d_x), d_dy
 
 
 _wgrad.defvjp(_wgrad_fwd, _wgrad_bwd, symbolic_zeros=True)
@@ -178,7 +186,9 @@ def dilated_conv1d(x, w, bias=None, *, stride=1, dilation=1, padding="VALID", gr
     else:
         out_dtype = check_dtype(preferred_element_type, "preferred_element_type")
     kernel_dtype = _kernel_out_dtype(in_dtype, out_dtype)
-    geom = (x.shape[cfg.x_axes[2]], w.shape[cfg.w_axes[2]])  # (L, K): static shapes the gradients need
     b = _empty(in_dtype) if bias is None else bias
+    x, w, b = _sharding.match_varying(x, w, b)  # inside shard_map: one set of varying axes for all operands
+    # (L, K, explicit shardings of x, w, b or None): static facts the gradients need
+    geom = (x.shape[cfg.x_axes[2]], w.shape[cfg.w_axes[2]], _sharding.explicit_shardings(x, w, b))
     y = _conv(cfg, kernel_dtype, geom, x, w, b)
     return y if kernel_dtype == out_dtype else y.astype(out_dtype)
