@@ -185,6 +185,45 @@ def test_nested_vmap(layout, rng):
     _assert_no_loops(counts)
 
 
+@pytest.mark.parametrize("in_axes", [(0, None, None), (None, 0, None), (None, None, 0), (0, 0, 0), (2, 1, None)],
+                         ids=str)
+@pytest.mark.parametrize("groups", [1, 2])
+def test_vmap_over_an_empty_axis(in_axes, groups, rng):
+    """A vmapped axis of size 0 is legal in JAX; results and gradients are empty, with lax's shapes."""
+    layout = "NCW"
+    x_shape, w_shape = shapes(layout, 2, 4, 16, 6, 4 // groups, 3)
+
+    def empty_batch(shape, axis):
+        if axis is None:
+            return random_array(rng, shape, F32)
+        full = list(shape)
+        full.insert(axis, 0)
+        return jnp.zeros(full, F32)
+
+    x, w, b = empty_batch(x_shape, in_axes[0]), empty_batch(w_shape, in_axes[1]), empty_batch((6,), in_axes[2])
+    kw = dict(stride=2, padding="SAME", groups=groups, layout=layout)
+    y = jax.vmap(lambda x, w, b: dilated_conv1d(x, w, b, **kw), in_axes=in_axes)(x, w, b)
+    ref = jax.eval_shape(jax.vmap(lambda x, w, b: lax_conv1d(x, w, b, **kw), in_axes=in_axes), x, w, b)
+    assert (y.shape, y.dtype) == (ref.shape, ref.dtype)
+
+    def loss(x, w, b):
+        return jnp.sum(jax.vmap(lambda x, w, b: dilated_conv1d(x, w, b, **kw), in_axes=in_axes)(x, w, b) ** 2)
+
+    grads = jax.grad(loss, argnums=(0, 1, 2))(x, w, b)
+    for g, a, axis in zip(grads, (x, w, b), in_axes):
+        assert g.shape == a.shape
+        if axis is None:  # an unbatched operand gets the sum over zero examples
+            np.testing.assert_array_equal(np.asarray(g), 0)
+    per_example = jax.vmap(jax.grad(lambda x, w, b: jnp.sum(dilated_conv1d(x, w, b, **kw)), argnums=(0, 1, 2)),
+                           in_axes=in_axes)(x, w, b)
+    for g, a, axis in zip(per_example, (x, w, b), in_axes):
+        assert g.shape == (0,) + _unbatched_shape(a.shape, axis)
+
+
+def _unbatched_shape(shape, axis):
+    return shape if axis is None else shape[:axis] + shape[axis + 1:]
+
+
 # ---- vmap with grad ---------------------------------------------------------------------------------------
 
 
