@@ -3,6 +3,8 @@ needed backward kernels run, and second and third order."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -207,9 +209,8 @@ def test_grad_of_grad_matches_lax(dtype, layout, groups, stride, dilation, paddi
     c = random_array(rng, jax.eval_shape(lambda: lax_conv1d(x, w, b, **kw)).shape, dtype)
     vs = [random_array(rng, a.shape, dtype) for a in (x, w, b)]
     ours = jax.jit(lambda *a: _second_order(dilated_conv1d, *a, precision="highest", **kw))(x, w, b, c, vs)
-    with jax.default_device(jax.devices("cpu")[0]):
-        exact = _second_order(lax_conv1d, *(to_float64_on_cpu(a) for a in (x, w, b, c)),
-                              [to_float64_on_cpu(v) for v in vs], **kw)
+    exact = jax.jit(lambda *a: _second_order(lax_conv1d, *a, **kw))(
+        *(to_float64_on_cpu(a) for a in (x, w, b, c)), [to_float64_on_cpu(v) for v in vs])  # runs on the CPU
     tol = 1e-11 if dtype == F64 else 1e-4
     for name, g, g64 in zip(("x", "w", "bias"), ours, exact):
         assert g.dtype == dtype
@@ -220,11 +221,12 @@ def test_third_order_matches_lax(rng):
     x, w, _ = random_inputs(rng, layout="NWC", dtype=F64, batch=1, in_ch=2, length=9, out_ch=2, groups=1,
                             ksize=2, bias=False)
 
-    def third(conv):
+    @functools.partial(jax.jit, static_argnums=0)
+    def third(conv, x, w):
         f = lambda x, w: jnp.sum(jnp.tanh(conv(x, w, None, layout="NWC", padding="SAME")))  # noqa: E731
         g1 = lambda x, w: jnp.sum(jax.grad(f, argnums=1)(x, w) ** 2)  # noqa: E731
         g2 = lambda x, w: jnp.sum(jax.grad(g1, argnums=0)(x, w) ** 2)  # noqa: E731
         return jax.grad(g2, argnums=(0, 1))(x, w)
 
-    for g, g_lax in zip(third(dilated_conv1d), third(lax_conv1d)):
+    for g, g_lax in zip(third(dilated_conv1d, x, w), third(lax_conv1d, x, w)):
         assert_close(g, g_lax, 1e-10)

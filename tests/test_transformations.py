@@ -10,7 +10,7 @@ import pytest
 
 import jax_conv1d._primitives as primitives
 from conv_reference import (BF16, F16, F32, LOOP_PRIMITIVES, assert_close, conv_eqns, lax_conv1d,
-                            primitive_counts, random_array, random_inputs, shapes)
+                            primitive_counts, random_array, random_inputs, shapes, tolerance)
 from jax_conv1d import dilated_conv1d
 
 FWD, DGRAD, WGRAD = "jax_conv1d_fwd", "jax_conv1d_dgrad", "jax_conv1d_wgrad"
@@ -33,7 +33,7 @@ def test_jit_matches_eager_bitwise(layout, rng):
     eager = dilated_conv1d(x, w, b, **kw)
     jitted = jax.jit(lambda x, w, b: dilated_conv1d(x, w, b, **kw))(x, w, b)
     np.testing.assert_array_equal(np.asarray(jitted), np.asarray(eager))
-    assert_close(eager, lax_conv1d(x, w, b, **kw), 1e-5)
+    assert_close(eager, lax_conv1d(x, w, b, **kw), tolerance(F32))
 
 
 def test_jit_with_static_arguments_retraces_per_configuration(rng):
@@ -42,7 +42,7 @@ def test_jit_with_static_arguments_retraces_per_configuration(rng):
     conv = jax.jit(dilated_conv1d, static_argnames=("stride", "dilation", "padding", "groups", "layout"))
     for stride, dilation, padding in ((1, 1, "VALID"), (2, 3, "SAME"), (4, 2, "CAUSAL"), (1, 1, (2, 1))):
         kw = dict(stride=stride, dilation=dilation, padding=padding)
-        assert_close(conv(x, w, **kw), lax_conv1d(x, w, **kw), 1e-5)
+        assert_close(conv(x, w, **kw), lax_conv1d(x, w, **kw), tolerance(F32))
 
 
 @pytest.fixture

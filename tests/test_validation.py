@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from conv_reference import assert_close, lax_conv1d
+from conv_reference import assert_close, lax_conv1d, tolerance
 from jax_conv1d import dilated_conv1d
 
 # The valid call the bad ones are variations of: NCW, x (2, 4, 16), w (6, 2, 3), groups 2, bias (6,).
@@ -198,4 +198,4 @@ def test_legal_spellings_are_accepted(variant, rng):
     y = dilated_conv1d(x, w, b, **params)
     ref_params = dict(params, layout=params["layout"].upper(), precision=lax.Precision.HIGHEST,
                       padding=params["padding"].upper() if isinstance(params["padding"], str) else params["padding"])
-    assert_close(y, lax_conv1d(x, w, b, **ref_params), 1e-5)
+    assert_close(y, lax_conv1d(x, w, b, **ref_params), tolerance(jnp.float32, params["precision"]))
