@@ -323,3 +323,46 @@ def test_vmap_half_types_with_float32_output(dtype, rng):
     assert y.dtype == jnp.float32
     for i in range(B):
         assert_close(y[i], lax_conv1d(x[:, i], w, layout="NWC", preferred_element_type=jnp.float32), 1e-5)
+
+
+@pytest.mark.parametrize("argnum", [0, 1])
+@pytest.mark.parametrize("in_axes", [(None, 0), (0, None), (0, 0)], ids=str)
+@pytest.mark.parametrize("layout,groups", [("NCW", 1), ("NWC", 2)])
+def test_vmap_of_grad_with_an_unbatched_cotangent(argnum, in_axes, layout, groups, rng):
+    """d(sum(y))/dy is the same for every example, so the backward kernels see an unbatched dy next to a
+    batched x or w."""
+    x_shape, w_shape = shapes(layout, 2, 4, 20, 6, 4 // groups, 3)
+    x = _with_batch_axis(rng, x_shape, in_axes[0], jnp.float64)
+    w = _with_batch_axis(rng, w_shape, in_axes[1], jnp.float64)
+    kw = dict(stride=2, padding="SAME", groups=groups, layout=layout)
+
+    def per_example(conv):
+        return jax.vmap(jax.grad(lambda x, w: jnp.sum(conv(x, w, None, **kw)), argnums=argnum), in_axes=in_axes)
+
+    assert_close(per_example(dilated_conv1d)(x, w), per_example(lax_conv1d)(x, w), 1e-12)
+
+
+# ---- inside other transformations -------------------------------------------------------------------------
+
+
+def _residual_stack(conv, x, ws):
+    """A WaveNet-like stack: lax.scan over layers of causal dilated convolutions with residual connections."""
+    def layer(h, w):
+        return h + jnp.tanh(conv(h, w, None, padding="CAUSAL", dilation=2)), None
+
+    h, _ = jax.lax.scan(layer, x, ws)
+    return jnp.sum(h ** 2)
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_grad_through_scan_and_checkpoint(remat, rng):
+    x = random_array(rng, (2, 8, 40), jnp.float64)
+    ws = random_array(rng, (4, 8, 8, 2), jnp.float64, scale=0.3)
+
+    def loss(conv):
+        fn = lambda x, ws: _residual_stack(conv, x, ws)  # noqa: E731
+        return jax.checkpoint(fn) if remat else fn
+
+    grads = jax.jit(jax.grad(loss(dilated_conv1d), argnums=(0, 1)))(x, ws)
+    for g, r in zip(grads, jax.grad(loss(lax_conv1d), argnums=(0, 1))(x, ws)):
+        assert_close(g, r, 1e-12)
