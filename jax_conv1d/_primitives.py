@@ -225,6 +225,15 @@ def _weights_from_groups(cfg: ConvConfig, w, size):
     return w.reshape(k, cg, size, bo // size), 2
 
 
+def _unbatched(shape, bdim):
+    return shape if bdim is None else shape[:bdim] + shape[bdim + 1:]
+
+
+def _empty_batch(shape, dtype):
+    """vmap over an axis of size 0: nothing to compute (and a grouped conv with 0 groups does not exist)."""
+    return jnp.zeros((0,) + tuple(shape), dtype), 0
+
+
 def _fwd_batch(args, dims, *, cfg, out_dtype):
     x, w, bias = args
     bx, bw, bb = dims
@@ -232,6 +241,8 @@ def _fwd_batch(args, dims, *, cfg, out_dtype):
     if bw is None and bb is None:
         return _fold_into_batch(conv1d_fwd_p, x, bx, (w, bias), params)
     size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+    if size == 0:
+        return _empty_batch(y_shape(cfg, _unbatched(x.shape, bx), _unbatched(w.shape, bw)), out_dtype)
     w_b = _batched(w, bw, size)
     if bias.shape[-1] == 0 and bb is None:
         bias_b = bias
@@ -253,6 +264,8 @@ def _dgrad_batch(args, dims, *, cfg, in_length):
     if bw is None:
         return _fold_into_batch(conv1d_dgrad_p, dy, bdy, (w,), dict(cfg=cfg, in_length=in_length))
     size = w.shape[bw]
+    if size == 0:
+        return _empty_batch(x_shape_from(cfg, _unbatched(dy.shape, bdy), _unbatched(w.shape, bw), in_length), w.dtype)
     dy_g = _activations_to_groups(cfg, _batched(dy, bdy, size))
     w_g = _weights_to_groups(cfg, _batched(w, bw, size))
     dx = conv1d_dgrad_p.bind(dy_g, w_g, cfg=cfg.with_groups(cfg.groups * size), in_length=in_length)
@@ -263,6 +276,9 @@ def _wgrad_batch(args, dims, *, cfg, kernel_size):
     x, dy = args
     bx, bdy = dims
     size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+    if size == 0:
+        return _empty_batch(w_shape_from(cfg, _unbatched(x.shape, bx), _unbatched(dy.shape, bdy), kernel_size),
+                            x.dtype)
     x_g = _activations_to_groups(cfg, _batched(x, bx, size))
     dy_g = _activations_to_groups(cfg, _batched(dy, bdy, size))
     dw = conv1d_wgrad_p.bind(x_g, dy_g, cfg=cfg.with_groups(cfg.groups * size), kernel_size=kernel_size)
