@@ -140,7 +140,7 @@ def _batch_groups():
 
 def _permuted_layout():
     x, _ = _operands(None)  # (N, C, L) in, (K, I, O) kernel, (N, L, O) out
-    w = jax.random.normal(jax.random.key(2), (3, 6, 4))
+    w = jax.random.normal(jax.random.key(2), (3, 6, 4), jnp.float32)
     return (x, w, (1,), "SAME"), dict(dimension_numbers=("NCW", "WIO", "NWC"))
 
 

@@ -303,8 +303,8 @@ def test_optax_steps_give_the_same_losses():
 
 def test_loading_pytorch_conv1d_weights():
     """docs/migration.md: assign the transposed PyTorch kernel in place."""
-    torch_weight = jax.random.normal(jax.random.key(0), (8, IN_FEATURES, 3))  # (O, C, K)
-    torch_bias = jax.random.normal(jax.random.key(1), (8,))
+    torch_weight = jax.random.normal(jax.random.key(0), (8, IN_FEATURES, 3), jnp.float32)  # (O, C, K)
+    torch_bias = jax.random.normal(jax.random.key(1), (8,), jnp.float32)
     layer = Conv1D(IN_FEATURES, 8, 3, padding=1, rngs=nnx.Rngs(0))
     layer.kernel[...] = jnp.transpose(torch_weight, (2, 1, 0))
     layer.bias[...] = torch_bias
