@@ -1,12 +1,22 @@
-// Forward pass, direct form: one thread per output element in memory order, so the stores coalesce in
-// either layout. The tensor-core kernels of the forward issue will dispatch ahead of this one.
+// Forward pass: the dispatcher that picks a kernel family from the shape, and the direct kernel that is
+// always correct and catches everything the fast families decline (float64, shapes past their limits).
+//
+// Order: depthwise (groups == C) -> implicit GEMM on tensor cores (any other groups) -> direct.
+// JAX_CONV1D_FWD_KERNEL=direct|igemm|depthwise|auto (read per call) pins one family, for tests and benchmarks;
+// a pinned family that declines the shape still falls back to the direct kernel.
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
+
 #include "conv1d_cuda.h"
 #include "cuda_types.cuh"
+#include "fwd_kernels.h"
 
 namespace jax_conv1d::cuda {
 
 namespace {
 
+// One thread per output element in memory order, so the stores coalesce in either layout.
 template <typename T, typename TOut>
 __global__ void conv1d_fwd_direct(Conv1dParams p, const T* __restrict__ x, const T* __restrict__ w,
                                   const T* __restrict__ bias, TOut* __restrict__ y) {
@@ -33,13 +43,64 @@ __global__ void conv1d_fwd_direct(Conv1dParams p, const T* __restrict__ x, const
   }
 }
 
+enum class FwdFamily { kAuto, kDirect, kIgemm, kDepthwise };
+
+FwdFamily pinned_family() {
+  const char* v = std::getenv("JAX_CONV1D_FWD_KERNEL");
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "auto") == 0) return FwdFamily::kAuto;
+  if (std::strcmp(v, "direct") == 0) return FwdFamily::kDirect;
+  if (std::strcmp(v, "igemm") == 0) return FwdFamily::kIgemm;
+  if (std::strcmp(v, "depthwise") == 0) return FwdFamily::kDepthwise;
+  return FwdFamily::kAuto;
+}
+
 }  // namespace
+
+DeviceLimits device_limits() {
+  constexpr int kMaxDevices = 64;
+  static DeviceLimits cache[kMaxDevices];
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0) device = 0;
+  DeviceLimits& d = cache[device < kMaxDevices ? device : 0];
+  if (d.sms == 0) {  // benign race: every thread computes the same values
+    DeviceLimits v;
+    if (cudaDeviceGetAttribute(&v.sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) v.sms = 1;
+    if (cudaDeviceGetAttribute(&v.max_smem_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess)
+      v.max_smem_block = 48 * 1024;
+    d = v;
+  }
+  return d;
+}
+
+int64_t blocks_per_combo(int64_t combos, int64_t tiles, int64_t capacity) {
+  if (combos < 1 || tiles < 1) return 1;
+  capacity = capacity < 1 ? 1 : capacity;
+  int64_t best = 1, best_cost = -1;
+  const int64_t limit = tiles < capacity ? tiles : capacity;
+  for (int64_t b = 1; b <= limit; ++b) {
+    const int64_t waves = (combos * b + capacity - 1) / capacity;
+    const int64_t cost = waves * ((tiles + b - 1) / b);
+    if (best_cost < 0 || cost < best_cost) best = b, best_cost = cost;
+  }
+  return best;
+}
 
 template <typename T, typename TOut>
 cudaError_t conv1d_fwd_cuda(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y,
                             cudaStream_t stream) {
   const int64_t total = p.y_size();
   if (total == 0) return cudaSuccess;
+  if constexpr (!std::is_same_v<T, double>) {
+    const FwdFamily pin = pinned_family();
+    cudaError_t err = cudaSuccess;
+    const bool depthwise = p.groups == p.in_channels && p.in_per_group() == 1;
+    if (depthwise && (pin == FwdFamily::kAuto || pin == FwdFamily::kDepthwise) &&
+        conv1d_fwd_depthwise<T, TOut>(p, x, w, bias, y, stream, &err))
+      return err;
+    if ((pin == FwdFamily::kAuto && !depthwise) || pin == FwdFamily::kIgemm) {
+      if (conv1d_fwd_igemm<T, TOut>(p, x, w, bias, y, stream, &err)) return err;
+    }
+  }
   constexpr int kThreads = 256;
   conv1d_fwd_direct<T, TOut><<<grid_for(total, kThreads), kThreads, 0, stream>>>(p, x, w, bias, y);
   return cudaGetLastError();
