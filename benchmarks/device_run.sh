@@ -16,13 +16,17 @@ cd /tmp
 for step in "$@"; do
   t0=$(date +%s)
   case "$step" in
-    check) python3 "$ROOT/benchmarks/fwd_check.py" --count "${CHECK_COUNT:-60}" 2>&1 | tee "$OUT/check.log" | grep -v "^   ok" ;;
+    check) timeout 200 python3 "$ROOT/benchmarks/fwd_check.py" --count "${CHECK_COUNT:-60}" 2>&1 | tee "$OUT/check.log" | grep -v "^   ok" ;;
     sanitize)
       for tool in memcheck racecheck; do
         XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 150 compute-sanitizer --tool $tool --kernel-name kns=conv1d_fwd \
           --print-limit 20 python3 "$ROOT/benchmarks/fwd_check.py" --sanitize 2>&1 | tail -6 | tee "$OUT/sanitize_$tool.log"
       done ;;
-    bench-*) python3 -m jax_conv1d.bench ${BENCH_ARGS} --json "$OUT/$step.json" 2>&1 | tee "$OUT/$step.log" | tail -40 ;;
+    profile)
+      timeout 200 ncu --kernel-name regex:conv1d_fwd --section SpeedOfLight --section WarpStateStats \
+        --section MemoryWorkloadAnalysis python3 "$ROOT/benchmarks/fwd_profile.py" > "$OUT/ncu.txt" 2>&1
+      grep -E "conv1d_fwd_|Duration|DRAM Throughput|Compute \(SM\) Throughput|Warp Cycles Per Issued|stalled|Memory Throughput" "$OUT/ncu.txt" | cut -c1-240 | head -80 ;;
+    bench-*) timeout ${BENCH_TIMEOUT:-200} python3 -m jax_conv1d.bench ${BENCH_ARGS} --json "$OUT/$step.json" 2>&1 | tee "$OUT/$step.log" | tail -40 ;;
     *) echo "unknown step $step" ;;
   esac
   echo "$step: $(( $(date +%s) - t0 )) s"

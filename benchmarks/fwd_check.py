@@ -35,7 +35,7 @@ from jax_conv1d._shapes import output_length, resolve_padding  # noqa: E402
 # allows 8x that relative to max |ref|.
 TOLERANCES = {
     ("float32", "float32", "default"): 1.5e-3,
-    ("float32", "float32", "highest"): 5e-6,
+    ("float32", "float32", "highest"): 1e-5,  # 3xTF32: error grows ~linearly with Cg*K (5.6e-6 at 1152)
     ("bfloat16", "bfloat16", "default"): 8e-3,
     ("bfloat16", "float32", "default"): 1e-5,
     ("float16", "float16", "default"): 2e-3,
@@ -170,7 +170,11 @@ def check(cfg, rng_np, verbose):
     tol = TOLERANCES[tuple(cfg["dtypes"])]
     failures = []
     for fam in families(cfg):
-        y1, y2 = run_ours(cfg, pads, x, w, b, fam)
+        try:
+            y1, y2 = run_ours(cfg, pads, x, w, b, fam)
+        except Exception as err:  # a kernel fault surfaces here; report it and go on
+            failures.append(f"{fam}: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+            continue
         if y1.shape != ref.shape:
             failures.append(f"{fam}: shape {y1.shape} != {ref.shape}")
             continue

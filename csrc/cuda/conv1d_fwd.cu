@@ -4,6 +4,8 @@
 // Order: depthwise (groups == C) -> implicit GEMM on tensor cores (any other groups) -> direct.
 // JAX_CONV1D_FWD_KERNEL=direct|igemm|depthwise|auto (read per call) pins one family, for tests and benchmarks;
 // a pinned family that declines the shape still falls back to the direct kernel.
+#include <cuda.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
@@ -67,9 +69,44 @@ DeviceLimits device_limits() {
     if (cudaDeviceGetAttribute(&v.sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) v.sms = 1;
     if (cudaDeviceGetAttribute(&v.max_smem_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess)
       v.max_smem_block = 48 * 1024;
+    if (cudaDeviceGetAttribute(&v.cc_major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) v.cc_major = 0;
     d = v;
   }
   return d;
+}
+
+bool bulk_copies_enabled() {
+  const char* v = std::getenv("JAX_CONV1D_FWD_BULK");
+  return v == nullptr || std::strcmp(v, "0") != 0;
+}
+
+bool encode_nwc_window_map(void* map, const void* x, int elem_bytes, int64_t n, int64_t length, int64_t channels,
+                           int box_channels, int box_rows, bool swizzle64) {
+  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                              const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                              CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+  // Through the runtime, so the module needs no link against libcuda (CI machines have none).
+  static const Encode encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult status{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &status) !=
+            cudaSuccess ||
+        status != cudaDriverEntryPointSuccess)
+      fn = nullptr;
+    return reinterpret_cast<Encode>(fn);
+  }();
+  if (encode == nullptr || (elem_bytes != 4 && elem_bytes != 2)) return false;
+  const cuuint64_t dims[3] = {cuuint64_t(channels), cuuint64_t(length), cuuint64_t(n)};
+  const cuuint64_t strides[2] = {cuuint64_t(channels * elem_bytes), cuuint64_t(channels * length * elem_bytes)};
+  const cuuint32_t box[3] = {cuuint32_t(box_channels), cuuint32_t(box_rows), 1};
+  const cuuint32_t element_strides[3] = {1, 1, 1};
+  // Out-of-range elements arrive as zeros either way; the type only sets the element size here.
+  const CUtensorMapDataType type = elem_bytes == 4 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32 : CU_TENSOR_MAP_DATA_TYPE_UINT16;
+  const CUresult r = encode(static_cast<CUtensorMap*>(map), type, 3, const_cast<void*>(x), dims, strides, box,
+                            element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            swizzle64 ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_NONE,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS;
 }
 
 int64_t blocks_per_combo(int64_t combos, int64_t tiles, int64_t capacity) {

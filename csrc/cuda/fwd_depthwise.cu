@@ -7,6 +7,8 @@
 //        positions, with that vector's K weights re-read per tap from L1.
 //   NCW: a tile is 8 output channels (one per warp) x 256 positions; lane i owns positions i, i+32, ...,
 //        so shared-memory reads and global stores are consecutive across the warp.
+#include <cuda.h>
+
 #include <algorithm>
 
 #include "fwd_common.cuh"
@@ -29,7 +31,14 @@ struct DwArgs {
   int64_t c_tiles, t_tiles, tiles;
   bool vec_x;       // 16-byte input copies
   bool vec_y;       // 16-byte output stores (NWC)
+  int box_rows;     // NWC with bulk copies: window rows per tensor-map box (a multiple of 8) ...
+  int boxes;        // ... and boxes per stage
 };
+
+// Stage buffers start on 1 KiB boundaries (bulk copies need 128-byte aligned destinations).
+__device__ __forceinline__ unsigned char* align_smem(unsigned char* p) {
+  return p + ((1024 - smem_addr(p) % 1024) % 1024);
+}
 
 constexpr int kDwThreads = 256;
 constexpr int kNwcVectors = 16;  // channel vectors per NWC tile
@@ -37,12 +46,17 @@ constexpr int kNwcBT = 128;      // positions per NWC tile
 constexpr int kNcwChannels = kDwThreads / 32;
 constexpr int kNcwBT = 256;
 
-template <typename T, typename TOut, bool kMult1>
-__global__ void __launch_bounds__(kDwThreads) conv1d_fwd_depthwise_nwc(const DwArgs a) {
+// kBulk (sm_90+, multiplier 1): each stage is tensor-map boxes of BO channels x box_rows positions, padding
+// zero-filled by the copy engine.
+template <typename T, typename TOut, bool kMult1, bool kBulk>
+__global__ void __launch_bounds__(kDwThreads)
+    conv1d_fwd_depthwise_nwc(const DwArgs a, const __grid_constant__ CUtensorMap tmap) {
   constexpr int VEC = vec_width<T>(), BO = kNwcVectors * VEC;
   constexpr int TPR = kDwThreads / kNwcVectors, R = kNwcBT / TPR;  // position lanes; positions per thread
-  extern __shared__ __align__(16) unsigned char smem[];
-  T* xs = reinterpret_cast<T*>(smem);
+  static_assert(!kBulk || kMult1, "bulk copies read whole channel vectors");
+  extern __shared__ unsigned char smem_raw[];
+  __shared__ uint64_t stage_full[4];
+  T* xs = reinterpret_cast<T*>(align_smem(smem_raw));
   const Conv1dParams& p = a.p;
   const T* __restrict__ x = static_cast<const T*>(a.x);
   const T* __restrict__ w = static_cast<const T*>(a.w);
@@ -152,14 +166,38 @@ __global__ void __launch_bounds__(kDwThreads) conv1d_fwd_depthwise_nwc(const DwA
     }
   };
 
-  run_pipeline(my, a.stages, load, compute);
+  auto issue = [&](int64_t f, uint64_t* bar) {
+    if (threadIdx.x != 0) return;
+    int64_t n, tt, cb;
+    coords(f, n, tt, cb);
+    const int64_t l0 = tt * kNwcBT * s - p.pad_lo;
+    T* dst = xs + size_t(f % a.stages) * a.stage_elems;
+    mbar_arrive_expect_tx(bar, uint32_t(a.boxes) * a.box_rows * BO * sizeof(T));
+    for (int b = 0; b < a.boxes; ++b)
+      tma_load_3d(dst + size_t(b) * a.box_rows * BO, &tmap, int(cb * BO), int(l0 + int64_t(b) * a.box_rows), int(n),
+                  bar);
+  };
+
+  if constexpr (kBulk) {
+#ifdef JC_BULK_COPY_AVAILABLE
+    run_pipeline_bulk(my, a.stages, stage_full, issue, compute);
+#else
+    __trap();
+#endif
+  } else {
+    run_pipeline(my, a.stages, load, compute);
+  }
 }
 
-template <typename T, typename TOut>
-__global__ void __launch_bounds__(kDwThreads) conv1d_fwd_depthwise_ncw(const DwArgs a) {
+// kBulk (sm_90+): each channel row of a stage is one 1-D bulk copy; warp 0 issues them and writes the zeros
+// of the padding.
+template <typename T, typename TOut, bool kBulk>
+__global__ void __launch_bounds__(kDwThreads)
+    conv1d_fwd_depthwise_ncw(const DwArgs a, const __grid_constant__ CUtensorMap) {
   constexpr int VEC = vec_width<T>(), R = kNcwBT / 32;
-  extern __shared__ __align__(16) unsigned char smem[];
-  T* xs = reinterpret_cast<T*>(smem);
+  extern __shared__ unsigned char smem_raw[];
+  __shared__ uint64_t stage_full[4];
+  T* xs = reinterpret_cast<T*>(align_smem(smem_raw));
   const Conv1dParams& p = a.p;
   const T* __restrict__ x = static_cast<const T*>(a.x);
   const T* __restrict__ w = static_cast<const T*>(a.w);
@@ -229,16 +267,54 @@ __global__ void __launch_bounds__(kDwThreads) conv1d_fwd_depthwise_ncw(const DwA
     }
   };
 
-  run_pipeline(my, a.stages, load, compute);
+  auto issue = [&](int64_t f, uint64_t* bar) {
+    if (warp != 0) return;
+    int64_t n, tt, cb;
+    coords(f, n, tt, cb);
+    const int64_t l0 = tt * kNcwBT * s - p.pad_lo;
+    const int64_t la = floor_div(l0, VEC) * VEC;
+    const int span = int(ceil_div(int64_t(l0 - la) + a.win, VEC) * VEC);
+    const int64_t lo = std::max<int64_t>(la, 0), hi = std::min<int64_t>(la + span, p.in_length);
+    const uint32_t row_bytes = hi > lo ? uint32_t((hi - lo) * sizeof(T)) : 0u;
+    const int rows = int(std::min<int64_t>(kNcwChannels, p.out_channels - cb * kNcwChannels));
+    T* stage = xs + size_t(f % a.stages) * a.stage_elems;
+    if (lane == 0) mbar_arrive_expect_tx(bar, row_bytes * uint32_t(rows));
+    __syncwarp();
+    if (lane < rows && row_bytes > 0) {
+      const int64_t o = cb * kNcwChannels + lane;
+      bulk_copy_g2s(stage + lane * a.row + (lo - la), x + n * p.x_n + (o / mult) * p.x_c + lo, row_bytes, bar);
+    }
+    const int z0 = row_bytes > 0 ? int(lo - la) : span, z1 = row_bytes > 0 ? int(hi - la) : span;
+    if (z0 > 0 || z1 < span) {
+      for (int r = 0; r < rows; ++r) {
+        T* row = stage + r * a.row;
+        for (int i = lane; i < z0; i += 32) row[i] = T(0.f);
+        for (int i = std::max(z1, z0) + lane; i < span; i += 32) row[i] = T(0.f);
+      }
+      fence_proxy_async();
+    }
+  };
+
+  if constexpr (kBulk) {
+#ifdef JC_BULK_COPY_AVAILABLE
+    run_pipeline_bulk(my, a.stages, stage_full, issue, compute);
+#else
+    __trap();
+#endif
+  } else {
+    run_pipeline(my, a.stages, load, compute);
+  }
 }
 
 // Deepest pipeline (up to 4 stages) that fits; false when even two stages do not.
 bool pick_stages(DwArgs& a, size_t elem_bytes, const DeviceLimits& dev, int& smem) {
-  const int64_t stage_bytes = int64_t(a.stage_elems) * elem_bytes;
+  const int64_t stage_bytes = ceil_div(int64_t(a.stage_elems) * elem_bytes, 1024) * 1024;
+  a.stage_elems = int(stage_bytes / elem_bytes);
+  const int64_t budget = dev.max_smem_block - 1024 - 64;  // alignment slack, barriers
   for (int st = 4; st >= 2; --st) {
-    if (st * stage_bytes <= dev.max_smem_block) {
+    if (st * stage_bytes <= budget) {
       a.stages = st;
-      smem = int(st * stage_bytes);
+      smem = int(1024 + st * stage_bytes);
       return true;
     }
   }
@@ -246,7 +322,8 @@ bool pick_stages(DwArgs& a, size_t elem_bytes, const DeviceLimits& dev, int& sme
 }
 
 template <typename Kernel>
-cudaError_t launch_persistent(Kernel kernel, DwArgs& a, int smem, const DeviceLimits& dev, cudaStream_t stream) {
+cudaError_t launch_persistent(Kernel kernel, DwArgs& a, const CUtensorMap& tmap, int smem, const DeviceLimits& dev,
+                              cudaStream_t stream) {
   if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem); e != cudaSuccess)
     return e;
   int per_sm = 0;
@@ -254,7 +331,7 @@ cudaError_t launch_persistent(Kernel kernel, DwArgs& a, int smem, const DeviceLi
     return e;
   per_sm = std::max(per_sm, 1);
   const int64_t grid = std::min<int64_t>(blocks_per_combo(1, a.tiles, int64_t(per_sm) * dev.sms), 0x7fffffff);
-  kernel<<<unsigned(grid), kDwThreads, smem, stream>>>(a);
+  kernel<<<unsigned(grid), kDwThreads, smem, stream>>>(a, tmap);
   return cudaGetLastError();
 }
 
@@ -285,15 +362,26 @@ bool conv1d_fwd_depthwise(const Conv1dParams& p, const T* x, const T* w, const T
     a.row = int(ceil_div(span_in, VEC) * VEC);
     a.win = int(win);
     if (win * a.row > (int64_t(1) << 30)) return false;
-    a.stage_elems = int(win * a.row);
     a.vec_y = reinterpret_cast<uintptr_t>(y) % 16 == 0 && p.out_channels % VEC == 0;
     a.c_tiles = ceil_div(p.out_channels, BO);
     a.t_tiles = ceil_div(p.out_length, kNwcBT);
     a.tiles = p.batch * a.c_tiles * a.t_tiles;
+    CUtensorMap tmap{};
+    // Boxes of at most 256 rows, a multiple of 8 rows each.
+    a.boxes = int(ceil_div(win, 256));
+    a.box_rows = int(ceil_div(ceil_div(win, a.boxes), 8) * 8);
+    const bool bulk = dev.cc_major >= 9 && bulk_copies_enabled() && mult == 1 && a.vec_x &&
+                      p.in_length < (int64_t(1) << 31) && p.in_channels < (int64_t(1) << 31) &&
+                      encode_nwc_window_map(&tmap, x, sizeof(T), p.batch, p.in_length, p.in_channels, BO, a.box_rows,
+                                            false);
+    a.stage_elems = int(bulk ? int64_t(a.boxes) * a.box_rows * a.row : win * a.row);
     if (!pick_stages(a, sizeof(T), dev, smem)) return false;
-    *err = mult == 1
-               ? launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, true>, a, smem, dev, stream)
-               : launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, false>, a, smem, dev, stream);
+    if (bulk)
+      *err = launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, true, true>, a, tmap, smem, dev, stream);
+    else if (mult == 1)
+      *err = launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, true, false>, a, tmap, smem, dev, stream);
+    else
+      *err = launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, false, false>, a, tmap, smem, dev, stream);
   } else {
     const int64_t win = (kNcwBT - 1) * p.stride + span + 1;
     a.win = int(win);
@@ -306,7 +394,11 @@ bool conv1d_fwd_depthwise(const Conv1dParams& p, const T* x, const T* w, const T
     a.t_tiles = ceil_div(p.out_length, kNcwBT);
     a.tiles = p.batch * a.c_tiles * a.t_tiles;
     if (!pick_stages(a, sizeof(T), dev, smem)) return false;
-    *err = launch_persistent(conv1d_fwd_depthwise_ncw<T, TOut>, a, smem, dev, stream);
+    const CUtensorMap unused{};
+    if (dev.cc_major >= 9 && bulk_copies_enabled() && a.vec_x)
+      *err = launch_persistent(conv1d_fwd_depthwise_ncw<T, TOut, true>, a, unused, smem, dev, stream);
+    else
+      *err = launch_persistent(conv1d_fwd_depthwise_ncw<T, TOut, false>, a, unused, smem, dev, stream);
   }
   return true;
 }

@@ -18,6 +18,7 @@
 // 16-bit), so a B fragment's k pair is two adjacent channels at one tap: one 32-bit load in NWC.
 #pragma once
 
+#include <cuda.h>  // CUtensorMap (the type only; the encoder comes through the runtime's driver entry point)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -68,6 +69,9 @@ struct IgemmArgs {
   int m_tiles;       // o-tiles per group: ceil(Og / BM)
   int combos;        // groups * m_tiles: the (group, o-tile) pairs, each with its own resident weights
   int w_words;       // 32-bit words of resident weights
+  int w_bytes_padded;  // resident weights rounded up to 1 KiB; the stages follow
+  int box_rows;      // NWC with bulk copies: window rows per tensor-map box (a multiple of 8) ...
+  int boxes;         // ... and boxes per stage
   int64_t t_tiles;   // output tiles per sample: ceil(Lout / BN)
   int64_t tiles_per_combo;   // N * t_tiles
   int64_t blocks_per_combo;  // blocks sharing one (group, o-tile)
@@ -75,8 +79,12 @@ struct IgemmArgs {
   bool pair_store;   // NCW: two adjacent outputs can be stored as one aligned pair
 };
 
-template <typename T, typename TOut, Layout kLayout, FwdMath kMath, class Tile>
-__global__ void __launch_bounds__(Tile::kThreads, 1) conv1d_fwd_igemm_kernel(const IgemmArgs a) {
+// kBulk: stages are filled by the copy engine (sm_90+): NCW rows as 1-D bulk copies, NWC windows as tensor-map
+// boxes stored with the 64-byte swizzle (rows of exactly one 64-byte chunk, so B-fragment reads stay
+// conflict-free for odd strides). Otherwise by per-thread cp.async.
+template <typename T, typename TOut, Layout kLayout, FwdMath kMath, class Tile, bool kBulk>
+__global__ void __launch_bounds__(Tile::kThreads, 1)
+    conv1d_fwd_igemm_kernel(const IgemmArgs a, const __grid_constant__ CUtensorMap tmap) {
   using E = IgemmElem<T>;
   constexpr int kThreads = Tile::kThreads, kWarps = kThreads / 32;
   constexpr int BM = Tile::BM, BN = Tile::BN;
@@ -88,9 +96,13 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) conv1d_fwd_igemm_kernel(con
   constexpr bool k16 = sizeof(T) == 2;
   static_assert(MT >= 1 && NT >= 1 && WM % 16 == 0 && WN % 8 == 0, "warp tile must hold whole fragments");
 
-  extern __shared__ __align__(16) unsigned char smem[];
+  static_assert(!kBulk || kLayout == Layout::kNCW || BC * sizeof(T) == 64, "swizzled rows are 64 bytes");
+  extern __shared__ unsigned char smem_raw[];
+  __shared__ uint64_t stage_full[4];
+  // 1 KiB alignment: the swizzle pattern of tensor-map boxes follows absolute shared-memory address bits.
+  unsigned char* smem = smem_raw + ((1024 - smem_addr(smem_raw) % 1024) % 1024);
   uint32_t* ws = reinterpret_cast<uint32_t*>(smem);
-  T* xs = reinterpret_cast<T*>(smem + size_t(a.w_words) * 4);
+  T* xs = reinterpret_cast<T*>(smem + a.w_bytes_padded);
 
   const Conv1dParams& p = a.p;
   const T* __restrict__ x = static_cast<const T*>(a.x);
@@ -163,6 +175,49 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) conv1d_fwd_igemm_kernel(con
           copy_elem(dst + r * kRowNWC + c, ok ? xg + l * p.x_l + c : x, ok);
         }
       }
+    }
+  };
+
+  // Copy-engine version of load(): one warp (NCW rows) or one thread (NWC boxes) issues the copies.
+  auto issue = [&](int64_t f, uint64_t* bar) {
+    const int64_t tl = f / a.chunks;
+    const int chunk = int(f - tl * a.chunks);
+    int64_t n, tt;
+    tile_coords(tl, n, tt);
+    const int64_t l0 = tt * BN * s - p.pad_lo;
+    T* dst = xs + size_t(f % a.stages) * a.stage_elems;
+    if constexpr (kNCW) {
+      if (warp != 0) return;
+      const int c_valid = int(std::min<int64_t>(BC, cg - int64_t(chunk) * BC));
+      const T* xg = x + n * p.x_n + (grp * cg + int64_t(chunk) * BC) * p.x_c;
+      const int64_t la = floor_div(l0, VEC) * VEC;
+      const int span = int(ceil_div(int64_t(l0 - la) + a.win, VEC) * VEC);  // elements of each row read
+      // In-range part [lo, hi) of [la, la + span); L and la are multiples of VEC, so it is whole vectors.
+      const int64_t lo = std::max<int64_t>(la, 0), hi = std::min<int64_t>(la + span, p.in_length);
+      const uint32_t row_bytes = hi > lo ? uint32_t((hi - lo) * sizeof(T)) : 0u;
+      if (lane == 0) mbar_arrive_expect_tx(bar, row_bytes * uint32_t(c_valid));
+      __syncwarp();
+      for (int r = lane; r < c_valid && row_bytes > 0; r += 32)
+        bulk_copy_g2s(dst + r * x_row + (lo - la), xg + r * p.x_c + lo, row_bytes, bar);
+      // Zeros, written by the whole warp, for padding (left of 0, right of L) and channels past the group.
+      // Only tiles at the ends of a sequence, or groups narrower than a chunk, have any.
+      const int z0 = row_bytes > 0 ? int(lo - la) : span, z1 = row_bytes > 0 ? int(hi - la) : span;
+      if (z0 > 0 || z1 < span || c_valid < BC) {
+        for (int r = 0; r < BC; ++r) {
+          T* row = dst + r * x_row;
+          const int a0 = r < c_valid ? z0 : span, a1 = r < c_valid ? z1 : span;
+          for (int i = lane; i < a0; i += 32) row[i] = T(0.f);
+          for (int i = a1 + lane; i < span; i += 32) row[i] = T(0.f);
+        }
+        fence_proxy_async();
+      }
+    } else {
+      if (tid != 0) return;
+      const uint32_t box_bytes = uint32_t(a.box_rows) * BC * sizeof(T);
+      mbar_arrive_expect_tx(bar, box_bytes * uint32_t(a.boxes));
+      const int c = int(grp * cg + int64_t(chunk) * BC);
+      for (int b = 0; b < a.boxes; ++b)
+        tma_load_3d(dst + size_t(b) * a.box_rows * BC, &tmap, c, int(l0 + int64_t(b) * a.box_rows), int(n), bar);
     }
   };
 
@@ -274,6 +329,11 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) conv1d_fwd_igemm_kernel(con
             if constexpr (kNCW) {
               b0 = xst[(q * 8 + t) * x_row + pos];
               b1 = xst[(q * 8 + t + 4) * x_row + pos];
+            } else if constexpr (kBulk) {
+              const uint32_t* xw = reinterpret_cast<const uint32_t*>(xst);
+              const int sw = (pos >> 1) & 3;  // 64-byte swizzle: 16-byte chunk index ^= address bits 7..8
+              b0 = __uint_as_float(xw[pos * 16 + (((2 * q) ^ sw) << 2) + t]);
+              b1 = __uint_as_float(xw[pos * 16 + (((2 * q + 1) ^ sw) << 2) + t]);
             } else {
               b0 = xst[pos * kRowNWC + q * 8 + t];
               b1 = xst[pos * kRowNWC + q * 8 + t + 4];
@@ -285,6 +345,11 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) conv1d_fwd_igemm_kernel(con
               const int r0 = (q * 16 + 2 * t) * x_row + pos, r1 = r0 + 8 * x_row;
               bf[nt][0] = pack_16x2(xb[r0], xb[r0 + x_row]);
               bf[nt][1] = pack_16x2(xb[r1], xb[r1 + x_row]);
+            } else if constexpr (kBulk) {
+              const uint32_t* xw = reinterpret_cast<const uint32_t*>(xst);
+              const int sw = (pos >> 1) & 3;
+              bf[nt][0] = xw[pos * 16 + (((2 * q) ^ sw) << 2) + t];
+              bf[nt][1] = xw[pos * 16 + (((2 * q + 1) ^ sw) << 2) + t];
             } else {
               const uint32_t* xw = reinterpret_cast<const uint32_t*>(xb + pos * kRowNWC + q * 16 + 2 * t);
               bf[nt][0] = xw[0], bf[nt][1] = xw[4];
@@ -340,7 +405,15 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) conv1d_fwd_igemm_kernel(con
     }
   };
 
-  run_pipeline(my_tiles * a.chunks, a.stages, load, compute);
+  if constexpr (kBulk) {
+#ifdef JC_BULK_COPY_AVAILABLE
+    run_pipeline_bulk(my_tiles * a.chunks, a.stages, stage_full, issue, compute);
+#else
+    __trap();  // never launched: the host picks bulk copies only on sm_90+
+#endif
+  } else {
+    run_pipeline(my_tiles * a.chunks, a.stages, load, compute);
+  }
 }
 
 // ---- host side -------------------------------------------------------------------------------------------
@@ -348,7 +421,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) conv1d_fwd_igemm_kernel(con
 // Fills the tile-dependent fields of `a` and the shared-memory size; false when the shape does not fit this
 // tile (window or resident weights too large for shared memory, or sizes past the kernel's int ranges).
 template <typename T, class Tile>
-bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, IgemmArgs& a, int& smem_bytes) {
+bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, bool bulk, IgemmArgs& a, int& smem_bytes) {
   using E = IgemmElem<T>;
   constexpr int BC = E::kChunk, VEC = E::kVec, QS = BC / E::kStep;
   const int64_t cg = p.in_per_group(), og = p.out_per_group();
@@ -365,6 +438,8 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, IgemmArgs& a, in
   a.chunks = int(chunks);
   a.m_tiles = int(ceil_div(og, Tile::BM));
   a.w_words = int(w_words);
+  a.w_bytes_padded = int(ceil_div(w_words * 4, 1024) * 1024);
+  a.box_rows = a.boxes = 0;
   if (p.layout == Layout::kNCW) {
     // Room for the window plus up to VEC-1 elements of alignment slack; the row pitch in 32-bit words is
     // 8 mod 32 so the 4 k-rows x 8 columns of a B fragment hit 32 distinct banks for odd strides.
@@ -374,20 +449,29 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, IgemmArgs& a, in
     words += (8 - words % 32 + 32) % 32;
     a.x_row = int(words * elems_per_word);
     a.stage_elems = BC * a.x_row;
+  } else if (bulk) {
+    // Tensor-map boxes hold at most 256 rows; rows per box a multiple of 8 keeps every box on a 512-byte
+    // swizzle period.
+    a.boxes = int(ceil_div(win, 256));
+    a.box_rows = int(ceil_div(ceil_div(win, a.boxes), 8) * 8);
+    a.x_row = 0;
+    a.stage_elems = a.boxes * a.box_rows * BC;
   } else {
     a.x_row = 0;
     a.stage_elems = int(win * E::kRowNWC);
   }
-  const int64_t stage_bytes = int64_t(a.stage_elems) * sizeof(T);
+  const int64_t stage_bytes = ceil_div(int64_t(a.stage_elems) * sizeof(T), 1024) * 1024;
+  a.stage_elems = int(stage_bytes / sizeof(T));
+  const int64_t budget = dev.max_smem_block - 1024 - int64_t(sizeof(uint64_t)) * 4;  // alignment slack, barriers
   a.stages = 0;
   for (int st = 4; st >= 2; --st) {
-    if (w_words * 4 + st * stage_bytes <= dev.max_smem_block) {
+    if (a.w_bytes_padded + st * stage_bytes <= budget) {
       a.stages = st;
       break;
     }
   }
   if (a.stages == 0) return false;
-  smem_bytes = int(w_words * 4 + a.stages * stage_bytes);
+  smem_bytes = int(1024 + a.w_bytes_padded + a.stages * stage_bytes);
   a.t_tiles = ceil_div(p.out_length, Tile::BN);
   a.tiles_per_combo = p.batch * a.t_tiles;
   const int64_t combos = p.groups * int64_t(a.m_tiles);
@@ -396,13 +480,12 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, IgemmArgs& a, in
   return true;
 }
 
-template <typename T, typename TOut, Layout kLayout, FwdMath kMath, class Tile>
-bool igemm_try_tile(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y, cudaStream_t stream,
-                    cudaError_t* err) {
-  const DeviceLimits dev = device_limits();
+template <typename T, typename TOut, Layout kLayout, FwdMath kMath, class Tile, bool kBulk>
+bool igemm_launch_variant(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y,
+                          cudaStream_t stream, cudaError_t* err, const DeviceLimits& dev) {
   IgemmArgs a{};
   int smem = 0;
-  if (!igemm_plan<T, Tile>(p, dev, a, smem)) return false;
+  if (!igemm_plan<T, Tile>(p, dev, kBulk, a, smem)) return false;
   a.p = p;
   a.x = x, a.w = w, a.bias = bias, a.y = y;
   constexpr int VEC = IgemmElem<T>::kVec;
@@ -410,8 +493,20 @@ bool igemm_try_tile(const Conv1dParams& p, const T* x, const T* w, const T* bias
   a.vec_x = x_aligned && (kLayout == Layout::kNCW ? p.in_length % VEC == 0
                                                   : p.in_channels % VEC == 0 && p.in_per_group() % VEC == 0);
   a.pair_store = p.out_length % 2 == 0 && reinterpret_cast<uintptr_t>(y) % (2 * sizeof(TOut)) == 0;
+  CUtensorMap tmap{};
+  if constexpr (kBulk) {
+    if (!a.vec_x) return false;
+    if (kLayout == Layout::kNWC) {
+      // A box must not run into the next group's channels (NaN there times a zero weight is still NaN).
+      if (p.in_per_group() % IgemmElem<T>::kChunk != 0) return false;
+      if (p.in_length >= (int64_t(1) << 31) || p.in_channels >= (int64_t(1) << 31)) return false;
+      if (!encode_nwc_window_map(&tmap, x, sizeof(T), p.batch, p.in_length, p.in_channels,
+                                 IgemmElem<T>::kChunk, a.box_rows, true))
+        return false;
+    }
+  }
 
-  auto kernel = conv1d_fwd_igemm_kernel<T, TOut, kLayout, kMath, Tile>;
+  auto kernel = conv1d_fwd_igemm_kernel<T, TOut, kLayout, kMath, Tile, kBulk>;
   if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
       e != cudaSuccess) {
     *err = e;
@@ -427,9 +522,19 @@ bool igemm_try_tile(const Conv1dParams& p, const T* x, const T* w, const T* bias
   a.blocks_per_combo = blocks_per_combo(a.combos, a.tiles_per_combo, int64_t(per_sm) * dev.sms);
   const int64_t grid = a.blocks_per_combo * a.combos;
   if (grid > 0x7fffffff) return false;
-  kernel<<<unsigned(grid), Tile::kThreads, smem, stream>>>(a);
+  kernel<<<unsigned(grid), Tile::kThreads, smem, stream>>>(a, tmap);
   *err = cudaGetLastError();
   return true;
+}
+
+template <typename T, typename TOut, Layout kLayout, FwdMath kMath, class Tile>
+bool igemm_try_tile(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y, cudaStream_t stream,
+                    cudaError_t* err) {
+  const DeviceLimits dev = device_limits();
+  if (dev.cc_major >= 9 && bulk_copies_enabled() &&
+      igemm_launch_variant<T, TOut, kLayout, kMath, Tile, true>(p, x, w, bias, y, stream, err, dev))
+    return true;
+  return igemm_launch_variant<T, TOut, kLayout, kMath, Tile, false>(p, x, w, bias, y, stream, err, dev);
 }
 
 // Smallest tile covering a group's output channels first (little wasted MMA work on padding rows), then

@@ -26,6 +26,7 @@ bool conv1d_fwd_depthwise(const Conv1dParams& p, const T* x, const T* w, const T
 struct DeviceLimits {
   int sms = 0;            // multiprocessors
   int max_smem_block = 0;  // dynamic shared memory one block may opt into, bytes
+  int cc_major = 0;        // compute capability; 9+ has the bulk-copy engine (TMA)
 };
 DeviceLimits device_limits();
 
@@ -33,5 +34,14 @@ DeviceLimits device_limits();
 // tiles dealt in turn to that group's blocks, `capacity` blocks resident at once. Returns the blocks per group
 // giving the shortest schedule (the fewest such blocks on ties).
 int64_t blocks_per_combo(int64_t combos, int64_t tiles, int64_t capacity);
+
+// Bulk copies (TMA) are used on sm_90+ unless JAX_CONV1D_FWD_BULK=0 (read per call, for comparisons).
+bool bulk_copies_enabled();
+
+// Encodes the 3-D tensor map (C, L, N) of a channels-last input (16-byte aligned, C * elem_bytes a multiple
+// of 16) with boxes of box_channels x box_rows x 1, zero fill out of range, optionally the 64-byte swizzle.
+// `map` points to a CUtensorMap; false if the driver offers no encoder or rejects the shape.
+bool encode_nwc_window_map(void* map, const void* x, int elem_bytes, int64_t n, int64_t length, int64_t channels,
+                           int box_channels, int box_rows, bool swizzle64);
 
 }  // namespace jax_conv1d::cuda
