@@ -23,9 +23,10 @@ for step in "$@"; do
           --print-limit 20 python3 "$ROOT/benchmarks/fwd_check.py" --sanitize 2>&1 | tail -6 | tee "$OUT/sanitize_$tool.log"
       done ;;
     profile)
-      timeout 200 ncu --kernel-name regex:conv1d_fwd --section SpeedOfLight --section WarpStateStats \
-        --section MemoryWorkloadAnalysis python3 "$ROOT/benchmarks/fwd_profile.py" > "$OUT/ncu.txt" 2>&1
-      grep -E "conv1d_fwd_|Duration|DRAM Throughput|Compute \(SM\) Throughput|Warp Cycles Per Issued|stalled|Memory Throughput" "$OUT/ncu.txt" | cut -c1-240 | head -80 ;;
+      XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 120 ncu --kernel-name regex:conv1d_fwd --launch-count 1 \
+        --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section InstructionStats \
+        python3 "$ROOT/benchmarks/fwd_profile.py" ${PROFILE_CASES} > "$OUT/ncu.txt" 2>&1
+      grep -v "^==PROF== Profiling" "$OUT/ncu.txt" | cut -c1-200 | tail -90 ;;
     bench-*) timeout ${BENCH_TIMEOUT:-200} python3 -m jax_conv1d.bench ${BENCH_ARGS} --json "$OUT/$step.json" 2>&1 | tee "$OUT/$step.log" | tail -40 ;;
     *) echo "unknown step $step" ;;
   esac

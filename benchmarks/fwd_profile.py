@@ -1,10 +1,14 @@
 """Small versions of the suite's layers, each run twice, for Nsight Compute:
 
-    ncu --kernel-name regex:conv1d_fwd --section SpeedOfLight --section WarpStateStats \
-        python benchmarks/fwd_profile.py
+    XLA_PYTHON_CLIENT_PREALLOCATE=false ncu --kernel-name regex:conv1d_fwd --section SpeedOfLight \
+        --section WarpStateStats python benchmarks/fwd_profile.py [case ...]
 
-The first run of each compiles and warms up; both launches are profiled (ncu serialises them anyway).
+(Without XLA_PYTHON_CLIENT_PREALLOCATE=false, kernel replay backs up JAX's whole memory pool and crawls.)
+Each case runs twice: the first call compiles and warms up.
 """
+
+import sys
+
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +27,9 @@ CASES = {
 
 def main():
     key = jax.random.key(0)
-    for name, (xs, ws, kw, dt) in CASES.items():
+    names = sys.argv[1:] or list(CASES)
+    for name in names:
+        xs, ws, kw, dt = CASES[name]
         x = jax.random.normal(key, xs, jnp.float32).astype(dt)
         w = jax.random.normal(key, ws, jnp.float32).astype(dt)
         f = jax.jit(lambda x, w: dilated_conv1d(x, w, **kw))
