@@ -1,0 +1,34 @@
+#!/bin/bash
+# On the device machine, from the repository root: build for sm_90a only, then run the named steps.
+#   bash benchmarks/device_run.sh check bench-core sanitize
+# Logs and JSON land in $OUT (the device tool's return folder).
+set -o pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+ROOT=$(pwd)
+export CMAKE_BUILD_PARALLEL_LEVEL=16 PYTHONUNBUFFERED=1
+t0=$(date +%s)
+python3 -m pip install --no-build-isolation --no-deps \
+  --config-settings=cmake.define.JAX_CONV1D_CUDA_ARCHITECTURES=90a-real . > "$OUT/build.log" 2>&1 \
+  || { tail -60 "$OUT/build.log"; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
+cd /tmp
+for step in "$@"; do
+  t0=$(date +%s)
+  case "$step" in
+    check) timeout 200 python3 "$ROOT/benchmarks/fwd_check.py" --count "${CHECK_COUNT:-60}" 2>&1 | tee "$OUT/check.log" | grep -v "^   ok" ;;
+    sanitize)
+      for tool in memcheck racecheck; do
+        XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 150 compute-sanitizer --tool $tool --kernel-name kns=conv1d_fwd \
+          --print-limit 20 python3 "$ROOT/benchmarks/fwd_check.py" --sanitize 2>&1 | tail -6 | tee "$OUT/sanitize_$tool.log"
+      done ;;
+    profile)
+      XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 120 ncu --kernel-name regex:conv1d_fwd --launch-count 1 \
+        --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section InstructionStats \
+        python3 "$ROOT/benchmarks/fwd_profile.py" ${PROFILE_CASES} > "$OUT/ncu.txt" 2>&1
+      grep -v "^==PROF== Profiling" "$OUT/ncu.txt" | cut -c1-200 | tail -90 ;;
+    bench-*) timeout ${BENCH_TIMEOUT:-200} python3 -m jax_conv1d.bench ${BENCH_ARGS} --json "$OUT/$step.json" 2>&1 | tee "$OUT/$step.log" | tail -40 ;;
+    *) echo "unknown step $step" ;;
+  esac
+  echo "$step: $(( $(date +%s) - t0 )) s"
+done

@@ -1,0 +1,229 @@
+"""Device check of the CUDA forward kernels: every family against a float64 reference on random shapes.
+
+    python benchmarks/fwd_check.py [--count 200] [--seed 0] [--sanitize]
+
+For each random configuration (layout, groups incl. depthwise with multipliers, kernel size, stride, dilation,
+padding incl. negative, lengths that break vector alignment, bias, dtype and output dtype, precision) it runs
+the op with each applicable kernel family pinned through JAX_CONV1D_FWD_KERNEL, after poisoning the allocator
+with a NaN buffer of the output's size, and checks:
+  - no NaN/inf, relative error ||y - ref|| / ||ref|| and max-abs error / max |ref| within the dtype's tolerance
+    (reference: lax in float64 on the CPU, from the same input values);
+  - bitwise identical output on a second run.
+--sanitize runs a handful of small shapes only (for compute-sanitizer).
+Exit status 1 if any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+
+import numpy as np
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp  # noqa: E402
+from jax import lax  # noqa: E402
+
+from jax_conv1d import dilated_conv1d  # noqa: E402
+from jax_conv1d._shapes import output_length, resolve_padding  # noqa: E402
+
+# (input dtype, output dtype, precision) -> tolerance on the relative error (norm-wise); the max-abs check
+# allows 8x that relative to max |ref|.
+TOLERANCES = {
+    ("float32", "float32", "default"): 1.5e-3,
+    ("float32", "float32", "highest"): 1e-5,  # 3xTF32: error grows ~linearly with Cg*K (5.6e-6 at 1152)
+    ("bfloat16", "bfloat16", "default"): 8e-3,
+    ("bfloat16", "float32", "default"): 1e-5,
+    ("float16", "float16", "default"): 2e-3,
+    ("float16", "float32", "default"): 1e-5,
+}
+
+
+PLATFORM = "gpu"
+
+
+def random_config(rng: random.Random, big: bool):
+    layout = rng.choice(("NCW", "NWC"))
+    kind = rng.choice(("dense", "dense", "grouped", "depthwise"))
+    pick = lambda: rng.choice((1, 2, 3, 5, 8, 12, 16, 24, 32, 48, 64, 96, 128, 160)) if big else rng.randint(1, 40)
+    if kind == "depthwise":
+        c = pick()
+        groups, o = c, c * rng.choice((1, 1, 2, 3))
+    elif kind == "grouped":
+        groups = rng.choice((2, 3, 4, 8))
+        c, o = groups * max(1, pick() // groups), groups * max(1, pick() // groups)
+    else:
+        groups, c, o = 1, pick(), pick()
+    k, stride, dilation = rng.randint(1, 9), rng.randint(1, 4), rng.randint(1, 8)
+    n = rng.randint(1, 3)
+    length = rng.randint(1, 3000 if big else 700)
+    padding = rng.choice(("VALID", "SAME", "CAUSAL", "pair"))
+    if padding == "pair":
+        padding = (rng.randint(-3, 12), rng.randint(-3, 12))
+        if length + padding[0] < 0 or length + padding[1] < 0 or length + sum(padding) < 0:
+            padding = "VALID"
+    dt = rng.choice(list(TOLERANCES))
+    return dict(n=n, c=c, o=o, k=k, length=length, stride=stride, dilation=dilation, padding=padding,
+                groups=groups, layout=layout, dtypes=dt, bias=rng.random() < 0.5)
+
+
+def fixed_configs():
+    """Shapes that exercise multi-tile paths: several o-tiles, chunks, persistent tiles, long windows."""
+    out = []
+    for layout in ("NCW", "NWC"):
+        for dt in TOLERANCES:
+            out.append(dict(n=2, c=100, o=300, k=3, length=5000, stride=3, dilation=4, padding="VALID", groups=1,
+                            layout=layout, dtypes=dt, bias=True))
+        out += [
+            dict(n=2, c=64, o=128, k=3, length=4096, stride=3, dilation=4, padding="VALID", groups=1, layout=layout,
+                 dtypes=("float32", "float32", "default"), bias=False),
+            dict(n=2, c=128, o=256, k=2, length=3000, stride=1, dilation=64, padding="CAUSAL", groups=1,
+                 layout=layout, dtypes=("float32", "float32", "default"), bias=True),
+            dict(n=2, c=512, o=512, k=7, length=1000, stride=1, dilation=8, padding="SAME", groups=512,
+                 layout=layout, dtypes=("float32", "float32", "default"), bias=True),
+            dict(n=2, c=640, o=640, k=4, length=600, stride=1, dilation=1, padding="CAUSAL", groups=640,
+                 layout=layout, dtypes=("bfloat16", "bfloat16", "default"), bias=True),
+            dict(n=1, c=1024, o=1024, k=9, length=300, stride=2, dilation=3, padding="SAME", groups=8,
+                 layout=layout, dtypes=("float32", "float32", "highest"), bias=True),
+        ]
+    return out
+
+
+def sanitize_configs():
+    out = []
+    for layout in ("NCW", "NWC"):
+        for dt in (("float32", "float32", "default"), ("float32", "float32", "highest"),
+                   ("bfloat16", "bfloat16", "default")):
+            out.append(dict(n=2, c=20, o=40, k=3, length=301, stride=2, dilation=3, padding="SAME", groups=1,
+                            layout=layout, dtypes=dt, bias=True))
+            out.append(dict(n=2, c=16, o=32, k=5, length=256, stride=1, dilation=2, padding=(3, -1), groups=4,
+                            layout=layout, dtypes=dt, bias=False))
+            out.append(dict(n=2, c=24, o=48, k=4, length=200, stride=1, dilation=1, padding="CAUSAL", groups=24,
+                            layout=layout, dtypes=dt, bias=True))
+            out.append(dict(n=1, c=32, o=32, k=3, length=130, stride=1, dilation=5, padding="SAME", groups=32,
+                            layout=layout, dtypes=dt, bias=False))
+    return out
+
+
+def families(cfg):
+    if cfg["groups"] == cfg["c"]:
+        return ("auto", "depthwise", "igemm")
+    return ("auto", "igemm")
+
+
+def make_inputs(cfg, rng_np):
+    lo, hi = resolve_padding(cfg["padding"], cfg["length"], cfg["k"], cfg["stride"], cfg["dilation"])
+    cg = cfg["c"] // cfg["groups"]
+    if cfg["layout"] == "NCW":
+        xs, ws = (cfg["n"], cfg["c"], cfg["length"]), (cfg["o"], cg, cfg["k"])
+    else:
+        xs, ws = (cfg["n"], cfg["length"], cfg["c"]), (cfg["k"], cg, cfg["o"])
+    in_dt = cfg["dtypes"][0]
+    x = rng_np.standard_normal(xs).astype(np.float32)
+    w = (rng_np.standard_normal(ws) / np.sqrt(cg * cfg["k"])).astype(np.float32)
+    b = rng_np.standard_normal((cfg["o"],)).astype(np.float32) if cfg["bias"] else None
+    # round through the input dtype so the float64 reference sees exactly the values the kernel sees
+    cast = lambda a: None if a is None else np.asarray(jnp.asarray(a, in_dt).astype(jnp.float64))
+    return (lo, hi), x, w, b, cast(x), cast(w), cast(b)
+
+
+def reference(cfg, pads, x64, w64, b64):
+    cpu = jax.devices("cpu")[0]
+    dn = ("NCH", "OIH", "NCH") if cfg["layout"] == "NCW" else ("NHC", "HIO", "NHC")
+    with jax.default_device(cpu):
+        y = lax.conv_general_dilated(jnp.asarray(x64), jnp.asarray(w64), (cfg["stride"],), [pads],
+                                     rhs_dilation=(cfg["dilation"],), dimension_numbers=dn,
+                                     feature_group_count=cfg["groups"], precision=lax.Precision.HIGHEST)
+        if b64 is not None:
+            y = y + (b64.reshape(1, -1, 1) if cfg["layout"] == "NCW" else b64.reshape(1, 1, -1))
+        return np.asarray(y)
+
+
+def run_ours(cfg, pads, x, w, b, family):
+    os.environ["JAX_CONV1D_FWD_KERNEL"] = family
+    in_dt, out_dt, prec = cfg["dtypes"]
+    gpu = jax.devices(PLATFORM)[0]
+    xd, wd = jax.device_put(jnp.asarray(x, in_dt), gpu), jax.device_put(jnp.asarray(w, in_dt), gpu)
+    bd = None if b is None else jax.device_put(jnp.asarray(b, in_dt), gpu)
+    lout = output_length(cfg["length"], cfg["k"], cfg["stride"], cfg["dilation"], *pads)
+    out_shape = (cfg["n"], cfg["o"], lout) if cfg["layout"] == "NCW" else (cfg["n"], lout, cfg["o"])
+    results = []
+    for _ in range(2):
+        poison = jax.device_put(jnp.full(out_shape, jnp.nan, out_dt), gpu)
+        poison.block_until_ready()
+        del poison
+        y = dilated_conv1d(xd, wd, bd, stride=cfg["stride"], dilation=cfg["dilation"], padding=pads,
+                           groups=cfg["groups"], layout=cfg["layout"], precision=prec,
+                           preferred_element_type=out_dt)
+        results.append(np.asarray(jnp.asarray(y).astype(jnp.float64)))
+    os.environ["JAX_CONV1D_FWD_KERNEL"] = "auto"
+    return results
+
+
+def check(cfg, rng_np, verbose):
+    pads, x, w, b, x64, w64, b64 = make_inputs(cfg, rng_np)
+    ref = reference(cfg, pads, x64, w64, b64)
+    tol = TOLERANCES[tuple(cfg["dtypes"])]
+    failures = []
+    for fam in families(cfg):
+        try:
+            y1, y2 = run_ours(cfg, pads, x, w, b, fam)
+        except Exception as err:  # a kernel fault surfaces here; report it and go on
+            failures.append(f"{fam}: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+            continue
+        if y1.shape != ref.shape:
+            failures.append(f"{fam}: shape {y1.shape} != {ref.shape}")
+            continue
+        if ref.size == 0:
+            continue
+        if not np.all(np.isfinite(y1)):
+            failures.append(f"{fam}: {np.count_nonzero(~np.isfinite(y1))} non-finite outputs")
+            continue
+        scale = max(np.linalg.norm(ref), 1e-30)
+        rel = np.linalg.norm(y1 - ref) / scale
+        mx = np.max(np.abs(y1 - ref)) / max(np.max(np.abs(ref)), 1e-30)
+        same = np.array_equal(y1.view(np.uint64), y2.view(np.uint64))
+        if rel > tol or mx > 8 * tol or not same:
+            failures.append(f"{fam}: rel {rel:.2e} max {mx:.2e} (tol {tol:.0e}) deterministic={same}")
+        elif verbose:
+            print(f"   ok {fam:9s} rel {rel:.2e} max {mx:.2e}")
+    return failures
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--count", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sanitize", action="store_true")
+    ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--platform", default="gpu", help="where the op runs (cpu checks this script itself)")
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    rng_np = np.random.default_rng(args.seed)
+    if args.sanitize:
+        configs = sanitize_configs()
+    else:
+        configs = fixed_configs() + [random_config(rng, big=i % 3 == 0) for i in range(args.count)]
+    global PLATFORM
+    PLATFORM = args.platform
+    print(f"device: {jax.devices(PLATFORM)[0].device_kind}  jax {jax.__version__}  configs: {len(configs)}")
+    bad = 0
+    worst = {}
+    for i, cfg in enumerate(configs):
+        fails = check(cfg, rng_np, args.verbose)
+        if fails:
+            bad += 1
+            desc = {k: v for k, v in cfg.items()}
+            print(f"FAIL #{i} {desc}")
+            for f in fails:
+                print("   ", f)
+    print(f"forward check: {len(configs) - bad}/{len(configs)} configurations passed")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,420 @@
+// Forward pass for depthwise convolutions (groups == in_channels; output channel o reads input channel
+// o / multiplier). Two FMAs per input byte at most: the work is moving bytes, so the kernels are built around
+// the copy. Blocks are persistent; each tile's input window streams into a pipeline of shared-memory stages
+// while the previous tile computes and stores. On sm_90+ the copy engine fills the stages (tensor-map boxes for
+// NWC, 1-D bulk rows for NCW), which is what brought depthwise_tcn from 39% to 74% of the memory floor: with
+// per-thread cp.async the 8 warps of a block could not keep enough bytes in flight. Padding is zero fill, and
+// every other access to device memory is a 16-byte vector where alignment allows.
+//   NWC: a tile is 16 vectors of output channels x BT positions; a thread owns one channel vector and BT/16
+//        positions, with that vector's K weights re-read per tap from L1.
+//   NCW: a tile is 8 output channels (one per warp) x 256 positions; lane i owns positions i, i+32, ...,
+//        so shared-memory reads and global stores are consecutive across the warp.
+#include <cuda.h>
+
+#include <algorithm>
+
+#include "fwd_common.cuh"
+#include "fwd_kernels.h"
+
+namespace jax_conv1d::cuda {
+
+namespace {
+
+struct DwArgs {
+  Conv1dParams p;
+  const void* x;
+  const void* w;
+  const void* bias;
+  void* y;
+  int win;          // input positions a tile reads: (BT-1)*stride + (K-1)*dilation + 1
+  int row;          // elements per shared-memory row: NWC, input channels a tile reads; NCW, aligned window
+  int stage_elems;  // elements per pipeline stage
+  int stages;
+  int64_t c_tiles, t_tiles, tiles;
+  bool vec_x;       // 16-byte input copies
+  bool vec_y;       // 16-byte output stores (NWC)
+  int box_rows;     // NWC with bulk copies: window rows per tensor-map box (a multiple of 8) ...
+  int boxes;        // ... and boxes per stage
+};
+
+// Stage buffers start on 1 KiB boundaries (bulk copies need 128-byte aligned destinations).
+__device__ __forceinline__ unsigned char* align_smem(unsigned char* p) {
+  return p + ((1024 - smem_addr(p) % 1024) % 1024);
+}
+
+constexpr int kDwThreads = 256;
+constexpr int kNwcVectors = 16;  // channel vectors per NWC tile
+constexpr int kNwcBT = 128;      // positions per NWC tile
+constexpr int kNcwChannels = kDwThreads / 32;
+constexpr int kNcwBT = 256;
+
+// kBulk (sm_90+, multiplier 1): each stage is tensor-map boxes of BO channels x box_rows positions, padding
+// zero-filled by the copy engine.
+template <typename T, typename TOut, bool kMult1, bool kBulk>
+__global__ void __launch_bounds__(kDwThreads)
+    conv1d_fwd_depthwise_nwc(const DwArgs a, const __grid_constant__ CUtensorMap tmap) {
+  constexpr int VEC = vec_width<T>(), BO = kNwcVectors * VEC;
+  constexpr int TPR = kDwThreads / kNwcVectors, R = kNwcBT / TPR;  // position lanes; positions per thread
+  static_assert(!kBulk || kMult1, "bulk copies read whole channel vectors");
+  extern __shared__ unsigned char smem_raw[];
+  __shared__ uint64_t stage_full[4];
+  T* xs = reinterpret_cast<T*>(align_smem(smem_raw));
+  const Conv1dParams& p = a.p;
+  const T* __restrict__ x = static_cast<const T*>(a.x);
+  const T* __restrict__ w = static_cast<const T*>(a.w);
+  const T* __restrict__ bias = static_cast<const T*>(a.bias);
+  TOut* __restrict__ y = static_cast<TOut*>(a.y);
+  const int64_t mult = p.out_per_group();
+  const int tid = threadIdx.x, cv = tid % kNwcVectors, pr = tid / kNwcVectors;
+  const int K = int(p.kernel_size), s = int(p.stride), d = int(p.dilation);
+  const int64_t my = blockIdx.x < a.tiles ? (a.tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+
+  // Channel blocks vary fastest, so the blocks working at one time cover adjacent position tiles and find
+  // each other's halos in L2.
+  auto coords = [&](int64_t f, int64_t& n, int64_t& tt, int64_t& cb) {
+    const int64_t j = blockIdx.x + f * gridDim.x;
+    cb = j % a.c_tiles;
+    const int64_t r = j / a.c_tiles;
+    tt = r % a.t_tiles;
+    n = r / a.t_tiles;
+  };
+
+  auto load = [&](int64_t f) {
+    int64_t n, tt, cb;
+    coords(f, n, tt, cb);
+    const int64_t ci0 = cb * BO / mult;
+    const int64_t l0 = tt * kNwcBT * s - p.pad_lo;
+    T* dst = xs + size_t(f % a.stages) * a.stage_elems;
+    const T* xg = x + n * p.x_n + ci0 * p.x_c;
+    if (a.vec_x) {
+      const int vpr = a.row / VEC;
+      for (int i = tid; i < a.win * vpr; i += kDwThreads) {
+        const int r = i / vpr, v = i - r * vpr;
+        const int64_t l = l0 + r;
+        const bool ok = l >= 0 && l < p.in_length && ci0 + v * VEC < p.in_channels;
+        cp_async_16(dst + r * a.row + v * VEC, ok ? xg + l * p.x_l + v * VEC : x, ok);
+      }
+    } else {
+      for (int i = tid; i < a.win * a.row; i += kDwThreads) {
+        const int r = i / a.row, c = i - r * a.row;
+        const int64_t l = l0 + r;
+        const bool ok = l >= 0 && l < p.in_length && ci0 + c < p.in_channels;
+        copy_elem(dst + r * a.row + c, ok ? xg + l * p.x_l + c * p.x_c : x, ok);
+      }
+    }
+  };
+
+  auto compute = [&](int64_t f) {
+    int64_t n, tt, cb;
+    coords(f, n, tt, cb);
+    const int64_t ci0 = cb * BO / mult;
+    const int64_t ob = cb * BO + cv * VEC;  // this thread's first output channel
+    const T* xst = xs + size_t(f % a.stages) * a.stage_elems;
+    float acc[R][VEC];
+#pragma unroll
+    for (int i = 0; i < R; ++i)
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) acc[i][e] = 0.f;
+    // Shared-memory column of each of this thread's channels (only the multiplier > 1 path gathers).
+    int col[VEC];
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) {
+      const int64_t o = std::min<int64_t>(ob + e, p.out_channels - 1);
+      col[e] = int(o / mult - ci0);
+    }
+    for (int k = 0; k < K; ++k) {
+      float wv[VEC];
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) {
+        const int64_t o = ob + e;
+        wv[e] = o < p.out_channels ? to_acc(w[o * p.w_o + k * p.w_k]) : 0.f;
+      }
+#pragma unroll
+      for (int i = 0; i < R; ++i) {
+        const T* xr = xst + ((pr + i * TPR) * s + k * d) * a.row;
+        if constexpr (kMult1) {
+          float xv[VEC];
+          load_vec_as_float(xr + cv * VEC, xv);
+#pragma unroll
+          for (int e = 0; e < VEC; ++e) acc[i][e] = fmaf(wv[e], xv[e], acc[i][e]);
+        } else {
+#pragma unroll
+          for (int e = 0; e < VEC; ++e) acc[i][e] = fmaf(wv[e], to_acc(xr[col[e]]), acc[i][e]);
+        }
+      }
+    }
+    float bv[VEC];
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) {
+      const int64_t o = ob + e;
+      bv[e] = (bias && o < p.out_channels) ? to_acc(bias[o]) : 0.f;
+    }
+    const bool full = a.vec_y && ob + VEC <= p.out_channels;
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+      const int64_t tpos = tt * kNwcBT + pr + i * TPR;
+      if (tpos >= p.out_length) continue;
+      TOut* yp = y + n * p.y_n + tpos * p.y_t + ob * p.y_o;
+      float v[VEC];
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) v[e] = acc[i][e] + bv[e];
+      if (full) {
+        store_out_vec<TOut, VEC>(yp, v);
+      } else {
+#pragma unroll
+        for (int e = 0; e < VEC; ++e)
+          if (ob + e < p.out_channels) store_out(yp + e * p.y_o, v[e]);
+      }
+    }
+  };
+
+  auto issue = [&](int64_t f, uint64_t* bar) {
+    if (threadIdx.x != 0) return;
+    int64_t n, tt, cb;
+    coords(f, n, tt, cb);
+    const int64_t l0 = tt * kNwcBT * s - p.pad_lo;
+    T* dst = xs + size_t(f % a.stages) * a.stage_elems;
+    mbar_arrive_expect_tx(bar, uint32_t(a.boxes) * a.box_rows * BO * sizeof(T));
+    for (int b = 0; b < a.boxes; ++b)
+      tma_load_3d(dst + size_t(b) * a.box_rows * BO, &tmap, int(cb * BO), int(l0 + int64_t(b) * a.box_rows), int(n),
+                  bar);
+  };
+
+  if constexpr (kBulk) {
+#ifdef JC_BULK_COPY_AVAILABLE
+    run_pipeline_bulk(my, a.stages, stage_full, issue, compute);
+#else
+    (void)stage_full;
+    __trap();  // never launched: the host picks bulk copies only on sm_90+
+#endif
+  } else {
+    run_pipeline(my, a.stages, load, compute);
+  }
+}
+
+// kBulk (sm_90+): each channel row of a stage is one 1-D bulk copy; warp 0 issues them and writes the zeros
+// of the padding.
+template <typename T, typename TOut, bool kBulk>
+__global__ void __launch_bounds__(kDwThreads)
+    conv1d_fwd_depthwise_ncw(const DwArgs a, const __grid_constant__ CUtensorMap) {
+  constexpr int VEC = vec_width<T>(), R = kNcwBT / 32;
+  extern __shared__ unsigned char smem_raw[];
+  __shared__ uint64_t stage_full[4];
+  T* xs = reinterpret_cast<T*>(align_smem(smem_raw));
+  const Conv1dParams& p = a.p;
+  const T* __restrict__ x = static_cast<const T*>(a.x);
+  const T* __restrict__ w = static_cast<const T*>(a.w);
+  const T* __restrict__ bias = static_cast<const T*>(a.bias);
+  TOut* __restrict__ y = static_cast<TOut*>(a.y);
+  const int64_t mult = p.out_per_group();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int K = int(p.kernel_size), s = int(p.stride), d = int(p.dilation);
+  const int64_t my = blockIdx.x < a.tiles ? (a.tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+
+  // Position tiles vary fastest: concurrent blocks read neighbouring windows of one row.
+  auto coords = [&](int64_t f, int64_t& n, int64_t& tt, int64_t& cb) {
+    const int64_t j = blockIdx.x + f * gridDim.x;
+    tt = j % a.t_tiles;
+    const int64_t r = j / a.t_tiles;
+    cb = r % a.c_tiles;
+    n = r / a.c_tiles;
+  };
+
+  auto load = [&](int64_t f) {
+    int64_t n, tt, cb;
+    coords(f, n, tt, cb);
+    const int64_t o = cb * kNcwChannels + warp;
+    if (o >= p.out_channels) return;
+    const int64_t l0 = tt * kNcwBT * s - p.pad_lo;
+    const int64_t la = floor_div(l0, VEC) * VEC;
+    const int need = int(l0 - la) + a.win;
+    T* row = xs + size_t(f % a.stages) * a.stage_elems + warp * a.row;
+    const T* src = x + n * p.x_n + (o / mult) * p.x_c;
+    if (a.vec_x) {
+      for (int v = lane; v * VEC < need; v += 32) {
+        const int64_t l = la + v * VEC;
+        const bool ok = l >= 0 && l < p.in_length;
+        cp_async_16(row + v * VEC, ok ? src + l : x, ok);
+      }
+    } else {
+      for (int i = lane; i < need; i += 32) {
+        const int64_t l = la + i;
+        const bool ok = l >= 0 && l < p.in_length;
+        copy_elem(row + i, ok ? src + l : x, ok);
+      }
+    }
+  };
+
+  auto compute = [&](int64_t f) {
+    int64_t n, tt, cb;
+    coords(f, n, tt, cb);
+    const int64_t o = cb * kNcwChannels + warp;
+    if (o >= p.out_channels) return;
+    const int64_t l0 = tt * kNcwBT * s - p.pad_lo;
+    const int e = int(l0 - floor_div(l0, VEC) * VEC);
+    const T* row = xs + size_t(f % a.stages) * a.stage_elems + warp * a.row + e + lane * s;
+    float acc[R];
+#pragma unroll
+    for (int i = 0; i < R; ++i) acc[i] = 0.f;
+    for (int k = 0; k < K; ++k) {
+      const float wk = to_acc(w[o * p.w_o + k * p.w_k]);
+#pragma unroll
+      for (int i = 0; i < R; ++i) acc[i] = fmaf(wk, to_acc(row[(i * 32) * s + k * d]), acc[i]);
+    }
+    const float bv = bias ? to_acc(bias[o]) : 0.f;
+    TOut* yo = y + n * p.y_n + o * p.y_o;
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+      const int64_t tpos = tt * kNcwBT + lane + i * 32;
+      if (tpos < p.out_length) store_out(yo + tpos * p.y_t, acc[i] + bv);
+    }
+  };
+
+  auto issue = [&](int64_t f, uint64_t* bar) {
+    if (warp != 0) return;
+    int64_t n, tt, cb;
+    coords(f, n, tt, cb);
+    const int64_t l0 = tt * kNcwBT * s - p.pad_lo;
+    const int64_t la = floor_div(l0, VEC) * VEC;
+    const int span = int(ceil_div(int64_t(l0 - la) + a.win, VEC) * VEC);
+    const int64_t lo = std::max<int64_t>(la, 0), hi = std::min<int64_t>(la + span, p.in_length);
+    const uint32_t row_bytes = hi > lo ? uint32_t((hi - lo) * sizeof(T)) : 0u;
+    const int rows = int(std::min<int64_t>(kNcwChannels, p.out_channels - cb * kNcwChannels));
+    T* stage = xs + size_t(f % a.stages) * a.stage_elems;
+    if (lane == 0) mbar_arrive_expect_tx(bar, row_bytes * uint32_t(rows));
+    __syncwarp();
+    if (lane < rows && row_bytes > 0) {
+      const int64_t o = cb * kNcwChannels + lane;
+      bulk_copy_g2s(stage + lane * a.row + (lo - la), x + n * p.x_n + (o / mult) * p.x_c + lo, row_bytes, bar);
+    }
+    const int z0 = row_bytes > 0 ? int(lo - la) : span, z1 = row_bytes > 0 ? int(hi - la) : span;
+    if (z0 > 0 || z1 < span) {
+      for (int r = 0; r < rows; ++r) {
+        T* row = stage + r * a.row;
+        for (int i = lane; i < z0; i += 32) row[i] = T(0.f);
+        for (int i = std::max(z1, z0) + lane; i < span; i += 32) row[i] = T(0.f);
+      }
+      fence_proxy_async();
+    }
+  };
+
+  if constexpr (kBulk) {
+#ifdef JC_BULK_COPY_AVAILABLE
+    run_pipeline_bulk(my, a.stages, stage_full, issue, compute);
+#else
+    (void)stage_full;
+    __trap();  // never launched: the host picks bulk copies only on sm_90+
+#endif
+  } else {
+    run_pipeline(my, a.stages, load, compute);
+  }
+}
+
+// Deepest pipeline (up to 4 stages) that fits; false when even two stages do not.
+bool pick_stages(DwArgs& a, size_t elem_bytes, const DeviceLimits& dev, int& smem) {
+  const int64_t stage_bytes = ceil_div(int64_t(a.stage_elems) * elem_bytes, 1024) * 1024;
+  a.stage_elems = int(stage_bytes / elem_bytes);
+  const int64_t budget = dev.max_smem_block - 1024 - 64;  // alignment slack, barriers
+  for (int st = 4; st >= 2; --st) {
+    if (st * stage_bytes <= budget) {
+      a.stages = st;
+      smem = int(1024 + st * stage_bytes);
+      return true;
+    }
+  }
+  return false;
+}
+
+template <typename Kernel>
+cudaError_t launch_persistent(Kernel kernel, DwArgs& a, const CUtensorMap& tmap, int smem, const DeviceLimits& dev,
+                              cudaStream_t stream) {
+  if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem); e != cudaSuccess)
+    return e;
+  int per_sm = 0;
+  if (cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kDwThreads, smem); e != cudaSuccess)
+    return e;
+  per_sm = std::max(per_sm, 1);
+  const int64_t grid = std::min<int64_t>(blocks_per_combo(1, a.tiles, int64_t(per_sm) * dev.sms), 0x7fffffff);
+  kernel<<<unsigned(grid), kDwThreads, smem, stream>>>(a, tmap);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+template <typename T, typename TOut>
+bool conv1d_fwd_depthwise(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y,
+                          cudaStream_t stream, cudaError_t* err) {
+  if (p.groups != p.in_channels || p.in_per_group() != 1) return false;
+  const int64_t span = (p.kernel_size - 1) * p.dilation;
+  if (p.stride > (1 << 12) || span > (1 << 20)) return false;
+  constexpr int VEC = vec_width<T>();
+  const DeviceLimits dev = device_limits();
+  const int64_t mult = p.out_per_group();
+  const bool x_aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  DwArgs a{};
+  a.p = p;
+  a.x = x, a.w = w, a.bias = bias, a.y = y;
+  int smem = 0;
+  if (p.layout == Layout::kNWC) {
+    constexpr int BO = kNwcVectors * VEC;
+    const int64_t win = (kNwcBT - 1) * p.stride + span + 1;
+    // Input channels a tile of BO output channels reads, at worst: (BO-1)/mult + 2 when the block straddles
+    // an input channel; whole vectors when the tile starts on a vector boundary.
+    const bool mult_vec = mult == 1 || (BO % (mult * VEC) == 0);
+    a.vec_x = x_aligned && p.in_channels % VEC == 0 && mult_vec;
+    const int64_t span_in = mult == 1 ? BO : (BO - 1) / mult + 2;
+    a.row = int(ceil_div(span_in, VEC) * VEC);
+    a.win = int(win);
+    if (win * a.row > (int64_t(1) << 30)) return false;
+    a.vec_y = reinterpret_cast<uintptr_t>(y) % 16 == 0 && p.out_channels % VEC == 0;
+    a.c_tiles = ceil_div(p.out_channels, BO);
+    a.t_tiles = ceil_div(p.out_length, kNwcBT);
+    a.tiles = p.batch * a.c_tiles * a.t_tiles;
+    CUtensorMap tmap{};
+    // Boxes of at most 256 rows, a multiple of 8 rows each.
+    a.boxes = int(ceil_div(win, 256));
+    a.box_rows = int(ceil_div(ceil_div(win, a.boxes), 8) * 8);
+    const bool bulk = dev.cc_major >= 9 && bulk_copies_enabled() && mult == 1 && a.vec_x &&
+                      p.in_length < (int64_t(1) << 31) && p.in_channels < (int64_t(1) << 31) &&
+                      encode_nwc_window_map(&tmap, x, sizeof(T), p.batch, p.in_length, p.in_channels, BO, a.box_rows,
+                                            false);
+    a.stage_elems = int(bulk ? int64_t(a.boxes) * a.box_rows * a.row : win * a.row);
+    if (!pick_stages(a, sizeof(T), dev, smem)) return false;
+    if (bulk)
+      *err = launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, true, true>, a, tmap, smem, dev, stream);
+    else if (mult == 1)
+      *err = launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, true, false>, a, tmap, smem, dev, stream);
+    else
+      *err = launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, false, false>, a, tmap, smem, dev, stream);
+  } else {
+    const int64_t win = (kNcwBT - 1) * p.stride + span + 1;
+    a.win = int(win);
+    a.row = int(ceil_div(win + VEC - 1, VEC) * VEC);
+    if (int64_t(a.row) * kNcwChannels > (int64_t(1) << 30)) return false;
+    a.stage_elems = a.row * kNcwChannels;
+    a.vec_x = x_aligned && p.in_length % VEC == 0;
+    a.vec_y = false;
+    a.c_tiles = ceil_div(p.out_channels, kNcwChannels);
+    a.t_tiles = ceil_div(p.out_length, kNcwBT);
+    a.tiles = p.batch * a.c_tiles * a.t_tiles;
+    if (!pick_stages(a, sizeof(T), dev, smem)) return false;
+    const CUtensorMap unused{};
+    if (dev.cc_major >= 9 && bulk_copies_enabled() && a.vec_x)
+      *err = launch_persistent(conv1d_fwd_depthwise_ncw<T, TOut, true>, a, unused, smem, dev, stream);
+    else
+      *err = launch_persistent(conv1d_fwd_depthwise_ncw<T, TOut, false>, a, unused, smem, dev, stream);
+  }
+  return true;
+}
+
+#define JC_INSTANTIATE(T, TOUT)                                                                            \
+  template bool conv1d_fwd_depthwise<T, TOUT>(const Conv1dParams&, const T*, const T*, const T*, TOUT*, \
+                                               cudaStream_t, cudaError_t*);
+JC_INSTANTIATE(float, float)
+JC_INSTANTIATE(__nv_bfloat16, __nv_bfloat16)
+JC_INSTANTIATE(__nv_bfloat16, float)
+JC_INSTANTIATE(__half, __half)
+JC_INSTANTIATE(__half, float)
+#undef JC_INSTANTIATE
+
+}  // namespace jax_conv1d::cuda

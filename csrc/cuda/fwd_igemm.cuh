@@ -1,0 +1,571 @@
+// Forward pass as an implicit GEMM on tensor cores (mma.sync), for dense and grouped convolutions.
+//
+// Per group g the convolution is a matrix product  Y[o, t] = sum_{(c,k)} W[o, (c,k)] * X[(c,k), t]  with
+// X[(c,k), t] = x[c, t*stride + k*dilation - pad_lo] never materialised: a block owns an (o-tile, group)
+// pair and walks output tiles of BN positions. For each tile it streams the input *window* those positions
+// read, (BN-1)*stride + (K-1)*dilation + 1 positions of a chunk of BC channels, into shared memory (on sm_90+
+// through the copy engine: 1-D bulk copies per NCW channel row, tensor-map boxes for NWC; otherwise cp.async),
+// zero-filled outside [0, L) so padding costs nothing, and reads the B operand straight out of the window at
+// column t*stride + k*dilation. Every input byte therefore crosses DRAM once (halos aside, which
+// neighbouring blocks read at the same time and find in L2).
+//
+// The block's weights stay resident in shared memory for its whole life, stored in mma fragment order (one
+// 16-byte load per A fragment) and already rounded to tf32 or packed as 16-bit pairs. Blocks are persistent:
+// the pipeline runs over the flat sequence (tile, channel chunk), so the next tile's loads are in flight
+// while the current tile's epilogue stores. Accumulation is fp32 in registers; the epilogue adds the bias and
+// writes y directly (no scratch, no atomics: results are bitwise reproducible).
+//
+// K order of the GEMM within a chunk: tap-major, channel-minor, in steps of the MMA's k (8 for tf32, 16 for
+// 16-bit), so a B fragment's k pair is two adjacent channels at one tap: one 32-bit load in NWC.
+#pragma once
+
+#include <cuda.h>  // CUtensorMap (the type only; the encoder comes through the runtime's driver entry point)
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "../conv1d_params.h"
+#include "fwd_common.cuh"
+#include "fwd_kernels.h"
+#include "mma.cuh"
+
+namespace jax_conv1d::cuda {
+
+// How a float32 product is formed: one tf32 MMA (lax's DEFAULT), or three (3xTF32: float32-level accuracy).
+enum class FwdMath { kTF32, k3xTF32, k16bit };
+
+// Per element type: MMA k-step, channels per pipeline chunk, and the row pitch of an NWC window in shared
+// memory (channel chunk + 16 bytes, so 8 consecutive positions fall on distinct banks for odd strides).
+template <typename T>
+struct IgemmElem {
+  static constexpr int kStep = sizeof(T) == 4 ? 8 : 16;
+  static constexpr int kChunk = sizeof(T) == 4 ? 16 : 32;
+  static constexpr int kVec = vec_width<T>();
+  static constexpr int kRowNWC = kChunk + kVec;
+};
+
+// Block tile: BM output channels x BN output positions, WARPS_M x WARPS_N warps.
+template <int BM_, int BN_, int WARPS_M_, int WARPS_N_>
+struct IgemmTile {
+  static constexpr int BM = BM_, BN = BN_, WARPS_M = WARPS_M_, WARPS_N = WARPS_N_;
+  static constexpr int kThreads = WARPS_M * WARPS_N * 32;
+};
+using IgemmTile128 = IgemmTile<128, 128, 2, 4>;  // warp tile 64 x 32
+using IgemmTile64 = IgemmTile<64, 256, 1, 8>;    // warp tile 64 x 32
+using IgemmTile32 = IgemmTile<32, 256, 1, 8>;    // warp tile 32 x 32
+using IgemmTile16 = IgemmTile<16, 256, 1, 8>;    // warp tile 16 x 32
+
+// Everything the kernel needs beyond the template, computed once on the host.
+struct IgemmArgs {
+  Conv1dParams p;
+  const void* x;
+  const void* w;
+  const void* bias;  // null when absent
+  void* y;
+  int win;           // input positions one tile reads: (BN-1)*stride + (K-1)*dilation + 1
+  int x_row;         // NCW: elements per channel row of a stage (window + alignment slack, bank-padded)
+  int stage_elems;   // elements per pipeline stage
+  int stages;        // pipeline depth, 2..4
+  int chunks;        // channel chunks per group: ceil(Cg / BC)
+  int m_tiles;       // o-tiles per group: ceil(Og / BM)
+  int combos;        // groups * m_tiles: the (group, o-tile) pairs, each with its own resident weights
+  int w_words;       // 32-bit words of resident weights
+  int w_bytes_padded;  // resident weights rounded up to 1 KiB; the stages follow
+  int box_rows;      // NWC with bulk copies: window rows per tensor-map box (a multiple of 8) ...
+  int boxes;         // ... and boxes per stage
+  int64_t t_tiles;   // output tiles per sample: ceil(Lout / BN)
+  int64_t tiles_per_combo;   // N * t_tiles
+  int64_t blocks_per_combo;  // blocks sharing one (group, o-tile)
+  bool vec_x;        // x rows allow 16-byte copies
+  bool pair_store;   // NCW: two adjacent outputs can be stored as one aligned pair
+};
+
+// kBulk: stages are filled by the copy engine (sm_90+): NCW rows as 1-D bulk copies, NWC windows as tensor-map
+// boxes stored with the 64-byte swizzle (rows of exactly one 64-byte chunk, so B-fragment reads stay
+// conflict-free for odd strides). Otherwise by per-thread cp.async.
+template <typename T, typename TOut, Layout kLayout, FwdMath kMath, class Tile, bool kBulk>
+__global__ void __launch_bounds__(Tile::kThreads, 1)
+    conv1d_fwd_igemm_kernel(const IgemmArgs a, const __grid_constant__ CUtensorMap tmap) {
+  using E = IgemmElem<T>;
+  constexpr int kThreads = Tile::kThreads, kWarps = kThreads / 32;
+  constexpr int BM = Tile::BM, BN = Tile::BN;
+  constexpr int WM = BM / Tile::WARPS_M, WN = BN / Tile::WARPS_N;
+  constexpr int MT = WM / 16, NT = WN / 8;  // m16 / n8 fragments per warp
+  constexpr int kMTiles = BM / 16;          // m16 fragments per block
+  constexpr int BC = E::kChunk, KS = E::kStep, QS = BC / KS, VEC = E::kVec, kRowNWC = E::kRowNWC;
+  constexpr bool kNCW = kLayout == Layout::kNCW;
+  constexpr bool k16 = sizeof(T) == 2;
+  static_assert(MT >= 1 && NT >= 1 && WM % 16 == 0 && WN % 8 == 0, "warp tile must hold whole fragments");
+
+  static_assert(!kBulk || kLayout == Layout::kNCW || BC * sizeof(T) == 64, "swizzled rows are 64 bytes");
+  extern __shared__ unsigned char smem_raw[];
+  __shared__ uint64_t stage_full[4];
+  // 1 KiB alignment: the swizzle pattern of tensor-map boxes follows absolute shared-memory address bits.
+  unsigned char* smem = smem_raw + ((1024 - smem_addr(smem_raw) % 1024) % 1024);
+  uint32_t* ws = reinterpret_cast<uint32_t*>(smem);
+  T* xs = reinterpret_cast<T*>(smem + a.w_bytes_padded);
+
+  const Conv1dParams& p = a.p;
+  const T* __restrict__ x = static_cast<const T*>(a.x);
+  const T* __restrict__ w = static_cast<const T*>(a.w);
+  const T* __restrict__ bias = static_cast<const T*>(a.bias);
+  TOut* __restrict__ y = static_cast<TOut*>(a.y);
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wm = warp % Tile::WARPS_M, wn = warp / Tile::WARPS_M;
+  const int g = lane >> 2, t = lane & 3;
+  const int combo = int(blockIdx.x % unsigned(a.combos));
+  const int64_t bi = blockIdx.x / unsigned(a.combos);
+  const int64_t grp = combo / a.m_tiles;
+  const int mtile = combo % a.m_tiles;
+  const int64_t cg = p.in_per_group(), og = p.out_per_group();
+  const int K = int(p.kernel_size), s = int(p.stride), d = int(p.dilation);
+  const int x_row = a.x_row;
+  const int64_t my_tiles = bi < a.tiles_per_combo ? (a.tiles_per_combo - 1 - bi) / a.blocks_per_combo + 1 : 0;
+
+  // Window of a tile: (sample, first input position); for NCW also the 16-byte aligned start actually loaded.
+  auto tile_coords = [&](int64_t tl, int64_t& n, int64_t& tt) {
+    const int64_t j = bi + tl * a.blocks_per_combo;
+    n = j / a.t_tiles;
+    tt = j - n * a.t_tiles;
+  };
+
+  auto load = [&](int64_t f) {
+    const int64_t tl = f / a.chunks;
+    const int chunk = int(f - tl * a.chunks);
+    int64_t n, tt;
+    tile_coords(tl, n, tt);
+    const int64_t l0 = tt * BN * s - p.pad_lo;
+    T* dst = xs + size_t(f % a.stages) * a.stage_elems;
+    const int c_valid = int(std::min<int64_t>(BC, cg - int64_t(chunk) * BC));
+    const T* xg = x + n * p.x_n + (grp * cg + int64_t(chunk) * BC) * p.x_c;
+    if constexpr (kNCW) {
+      const int64_t la = floor_div(l0, VEC) * VEC;
+      const int need = int(l0 - la) + a.win;  // elements of each row the tile reads
+      for (int r = warp; r < BC; r += kWarps) {
+        const T* src = xg + r * p.x_c;
+        T* row = dst + r * x_row;
+        if (a.vec_x) {
+          for (int v = lane; v * VEC < need; v += 32) {
+            const int64_t l = la + v * VEC;
+            const bool ok = r < c_valid && l >= 0 && l < p.in_length;
+            cp_async_16(row + v * VEC, ok ? src + l : x, ok);
+          }
+        } else {
+          for (int i = lane; i < need; i += 32) {
+            const int64_t l = la + i;
+            const bool ok = r < c_valid && l >= 0 && l < p.in_length;
+            copy_elem(row + i, ok ? src + l : x, ok);
+          }
+        }
+      }
+    } else {
+      if (a.vec_x) {
+        constexpr int VPR = BC / VEC;
+        for (int i = tid; i < a.win * VPR; i += kThreads) {
+          const int r = i / VPR, v = i % VPR;
+          const int64_t l = l0 + r;
+          const bool ok = v * VEC < c_valid && l >= 0 && l < p.in_length;
+          cp_async_16(dst + r * kRowNWC + v * VEC, ok ? xg + l * p.x_l + v * VEC : x, ok);
+        }
+      } else {
+        for (int i = tid; i < a.win * BC; i += kThreads) {
+          const int r = i / BC, c = i % BC;
+          const int64_t l = l0 + r;
+          const bool ok = c < c_valid && l >= 0 && l < p.in_length;
+          copy_elem(dst + r * kRowNWC + c, ok ? xg + l * p.x_l + c : x, ok);
+        }
+      }
+    }
+  };
+
+  // Copy-engine version of load(): one warp (NCW rows) or one thread (NWC boxes) issues the copies.
+  auto issue = [&](int64_t f, uint64_t* bar) {
+    const int64_t tl = f / a.chunks;
+    const int chunk = int(f - tl * a.chunks);
+    int64_t n, tt;
+    tile_coords(tl, n, tt);
+    const int64_t l0 = tt * BN * s - p.pad_lo;
+    T* dst = xs + size_t(f % a.stages) * a.stage_elems;
+    if constexpr (kNCW) {
+      if (warp != 0) return;
+      const int c_valid = int(std::min<int64_t>(BC, cg - int64_t(chunk) * BC));
+      const T* xg = x + n * p.x_n + (grp * cg + int64_t(chunk) * BC) * p.x_c;
+      const int64_t la = floor_div(l0, VEC) * VEC;
+      const int span = int(ceil_div(int64_t(l0 - la) + a.win, VEC) * VEC);  // elements of each row read
+      // In-range part [lo, hi) of [la, la + span); L and la are multiples of VEC, so it is whole vectors.
+      const int64_t lo = std::max<int64_t>(la, 0), hi = std::min<int64_t>(la + span, p.in_length);
+      const uint32_t row_bytes = hi > lo ? uint32_t((hi - lo) * sizeof(T)) : 0u;
+      if (lane == 0) mbar_arrive_expect_tx(bar, row_bytes * uint32_t(c_valid));
+      __syncwarp();
+      for (int r = lane; r < c_valid && row_bytes > 0; r += 32)
+        bulk_copy_g2s(dst + r * x_row + (lo - la), xg + r * p.x_c + lo, row_bytes, bar);
+      // Zeros, written by the whole warp, for padding (left of 0, right of L) and channels past the group.
+      // Only tiles at the ends of a sequence, or groups narrower than a chunk, have any.
+      const int z0 = row_bytes > 0 ? int(lo - la) : span, z1 = row_bytes > 0 ? int(hi - la) : span;
+      if (z0 > 0 || z1 < span || c_valid < BC) {
+        for (int r = 0; r < BC; ++r) {
+          T* row = dst + r * x_row;
+          const int a0 = r < c_valid ? z0 : span, a1 = r < c_valid ? z1 : span;
+          for (int i = lane; i < a0; i += 32) row[i] = T(0.f);
+          for (int i = a1 + lane; i < span; i += 32) row[i] = T(0.f);
+        }
+        fence_proxy_async();
+      }
+    } else {
+      if (tid != 0) return;
+      const uint32_t box_bytes = uint32_t(a.box_rows) * BC * sizeof(T);
+      mbar_arrive_expect_tx(bar, box_bytes * uint32_t(a.boxes));
+      const int c = int(grp * cg + int64_t(chunk) * BC);
+      for (int b = 0; b < a.boxes; ++b)
+        tma_load_3d(dst + size_t(b) * a.box_rows * BC, &tmap, c, int(l0 + int64_t(b) * a.box_rows), int(n), bar);
+    }
+  };
+
+  // Resident weights, in fragment order: word ((((chunk*K + k)*QS + q)*kMTiles + m16)*32 + lane)*4 + reg.
+  // Rows past Og and channels past Cg are zero, so partial tiles need no masking in the main loop (the
+  // matching x rows are zero-filled too: 0 * garbage could be NaN).
+  // Unrolled so several weight loads (L2 hits: every block reads the same few KB) are in flight at once.
+#pragma unroll 4
+  for (int wi = tid; wi < a.w_words; wi += kThreads) {
+    const int r = wi & 3, ln = (wi >> 2) & 31;
+    int rest = wi >> 7;
+    const int m16 = rest % kMTiles;
+    rest /= kMTiles;
+    const int q = rest % QS;
+    rest /= QS;
+    const int k = rest % K, chunk = rest / K;
+    const int64_t o_local = int64_t(mtile) * BM + m16 * 16 + (ln >> 2) + 8 * (r & 1);
+    const bool m_ok = o_local < og;
+    const T* wo = w + (grp * og + o_local) * p.w_o + k * p.w_k;
+    uint32_t word;
+    if constexpr (!k16) {
+      const int64_t c = int64_t(chunk) * BC + q * 8 + (ln & 3) + 4 * (r >> 1);
+      const float v = (m_ok && c < cg) ? wo[c * p.w_c] : 0.f;
+      word = kMath == FwdMath::kTF32 ? tf32_round(v) : __float_as_uint(v);
+    } else {
+      const int64_t c = int64_t(chunk) * BC + q * 16 + 2 * (ln & 3) + 8 * (r >> 1);
+      const uint16_t* wb = reinterpret_cast<const uint16_t*>(wo);
+      const uint16_t lo = (m_ok && c < cg) ? wb[c * p.w_c] : uint16_t(0);
+      const uint16_t hi = (m_ok && c + 1 < cg) ? wb[(c + 1) * p.w_c] : uint16_t(0);
+      word = pack_16x2(lo, hi);
+    }
+    ws[wi] = word;
+  }
+
+  float acc[MT][NT][4];
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.f;
+
+  auto epilogue = [&](int64_t tl) {
+    int64_t n, tt;
+    tile_coords(tl, n, tt);
+    TOut* yn = y + n * p.y_n;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t o_local = int64_t(mtile) * BM + wm * WM + mt * 16 + g + 8 * h;
+        if (o_local >= og) continue;
+        const int64_t o = grp * og + o_local;
+        const float bv = bias ? to_acc(bias[o]) : 0.f;
+        TOut* yo = yn + o * p.y_o;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          const int64_t tc = tt * BN + wn * WN + nt * 8 + 2 * t;
+          const float v0 = acc[mt][nt][2 * h] + bv, v1 = acc[mt][nt][2 * h + 1] + bv;
+          if (tc + 1 < p.out_length) {
+            if (kNCW && a.pair_store) {
+              store_out2(yo + tc, v0, v1);
+            } else {
+              store_out(yo + tc * p.y_t, v0);
+              store_out(yo + (tc + 1) * p.y_t, v1);
+            }
+          } else if (tc < p.out_length) {
+            store_out(yo + tc * p.y_t, v0);
+          }
+        }
+      }
+    }
+  };
+
+  auto compute = [&](int64_t f) {
+    const int64_t tl = f / a.chunks;
+    const int chunk = int(f - tl * a.chunks);
+    const T* xst = xs + size_t(f % a.stages) * a.stage_elems;
+    int e = 0;  // NCW: offset of the window start inside the 16-byte aligned row
+    if constexpr (kNCW) {
+      int64_t n, tt;
+      tile_coords(tl, n, tt);
+      const int64_t l0 = tt * BN * s - p.pad_lo;
+      e = int(l0 - floor_div(l0, VEC) * VEC);
+    }
+    // Window position of this thread's B column (g) in each n8 fragment, at tap 0.
+    int pos0[NT];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) pos0[nt] = e + (wn * WN + nt * 8 + g) * s;
+    const uint32_t* wck = ws + (size_t(chunk) * K * QS * kMTiles + wm * MT) * 128 + lane * 4;
+
+    for (int k = 0; k < K; ++k) {
+      const int tap = k * d;
+#pragma unroll
+      for (int q = 0; q < QS; ++q) {
+        const uint32_t* wq = wck + size_t(k * QS + q) * kMTiles * 128;
+        uint32_t af[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          const uint4 v = *reinterpret_cast<const uint4*>(wq + mt * 128);
+          af[mt][0] = v.x, af[mt][1] = v.y, af[mt][2] = v.z, af[mt][3] = v.w;
+        }
+        uint32_t bf[NT][2];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          const int pos = pos0[nt] + tap;
+          if constexpr (!k16) {
+            float b0, b1;
+            if constexpr (kNCW) {
+              b0 = xst[(q * 8 + t) * x_row + pos];
+              b1 = xst[(q * 8 + t + 4) * x_row + pos];
+            } else if constexpr (kBulk) {
+              const uint32_t* xw = reinterpret_cast<const uint32_t*>(xst);
+              const int sw = (pos >> 1) & 3;  // 64-byte swizzle: 16-byte chunk index ^= address bits 7..8
+              b0 = __uint_as_float(xw[pos * 16 + (((2 * q) ^ sw) << 2) + t]);
+              b1 = __uint_as_float(xw[pos * 16 + (((2 * q + 1) ^ sw) << 2) + t]);
+            } else {
+              b0 = xst[pos * kRowNWC + q * 8 + t];
+              b1 = xst[pos * kRowNWC + q * 8 + t + 4];
+            }
+            bf[nt][0] = __float_as_uint(b0), bf[nt][1] = __float_as_uint(b1);
+          } else {
+            const uint16_t* xb = reinterpret_cast<const uint16_t*>(xst);
+            if constexpr (kNCW) {
+              const int r0 = (q * 16 + 2 * t) * x_row + pos, r1 = r0 + 8 * x_row;
+              bf[nt][0] = pack_16x2(xb[r0], xb[r0 + x_row]);
+              bf[nt][1] = pack_16x2(xb[r1], xb[r1 + x_row]);
+            } else if constexpr (kBulk) {
+              const uint32_t* xw = reinterpret_cast<const uint32_t*>(xst);
+              const int sw = (pos >> 1) & 3;
+              bf[nt][0] = xw[pos * 16 + (((2 * q) ^ sw) << 2) + t];
+              bf[nt][1] = xw[pos * 16 + (((2 * q + 1) ^ sw) << 2) + t];
+            } else {
+              const uint32_t* xw = reinterpret_cast<const uint32_t*>(xb + pos * kRowNWC + q * 16 + 2 * t);
+              bf[nt][0] = xw[0], bf[nt][1] = xw[4];
+            }
+          }
+        }
+        if constexpr (kMath == FwdMath::kTF32) {
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            bf[nt][0] = tf32_round(__uint_as_float(bf[nt][0]));
+            bf[nt][1] = tf32_round(__uint_as_float(bf[nt][1]));
+          }
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) mma_tf32_16x8x8(acc[mt][nt], af[mt], bf[nt]);
+        } else if constexpr (kMath == FwdMath::k3xTF32) {
+          uint32_t ab[MT][4], as[MT][4], bb[NT][2], bs[NT][2];
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) tf32_split(__uint_as_float(af[mt][r]), ab[mt][r], as[mt][r]);
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int r = 0; r < 2; ++r) tf32_split(__uint_as_float(bf[nt][r]), bb[nt][r], bs[nt][r]);
+          // Small cross terms first, so they are not lost under the large partial sum's rounding.
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+              mma_tf32_16x8x8(acc[mt][nt], as[mt], bb[nt]);
+              mma_tf32_16x8x8(acc[mt][nt], ab[mt], bs[nt]);
+              mma_tf32_16x8x8(acc[mt][nt], ab[mt], bb[nt]);
+            }
+        } else {
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) mma_16bit_16x8x16<T>(acc[mt][nt], af[mt], bf[nt]);
+        }
+      }
+    }
+
+    if (chunk == a.chunks - 1) {
+      epilogue(tl);
+#pragma unroll
+      for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.f;
+    }
+  };
+
+  if constexpr (kBulk) {
+#ifdef JC_BULK_COPY_AVAILABLE
+    run_pipeline_bulk(my_tiles * a.chunks, a.stages, stage_full, issue, compute);
+#else
+    (void)stage_full;
+    __trap();  // never launched: the host picks bulk copies only on sm_90+
+#endif
+  } else {
+    run_pipeline(my_tiles * a.chunks, a.stages, load, compute);
+  }
+}
+
+// ---- host side -------------------------------------------------------------------------------------------
+
+// Fills the tile-dependent fields of `a` and the shared-memory size; false when the shape does not fit this
+// tile (window or resident weights too large for shared memory, or sizes past the kernel's int ranges).
+template <typename T, class Tile>
+bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, bool bulk, IgemmArgs& a, int& smem_bytes) {
+  using E = IgemmElem<T>;
+  constexpr int BC = E::kChunk, VEC = E::kVec, QS = BC / E::kStep;
+  const int64_t cg = p.in_per_group(), og = p.out_per_group();
+  if (cg < 1 || og < 1) return false;
+  const int64_t span = (p.kernel_size - 1) * p.dilation;
+  if (p.stride > (1 << 16) || span > (1 << 20)) return false;
+  const int64_t win = (Tile::BN - 1) * p.stride + span + 1;
+  if (win > 16384) return false;
+  const int64_t chunks = ceil_div(cg, BC);
+  const int64_t w_words = chunks * p.kernel_size * QS * (Tile::BM / 16) * 128;
+  if (w_words * 4 > dev.max_smem_block) return false;
+
+  a.win = int(win);
+  a.chunks = int(chunks);
+  a.m_tiles = int(ceil_div(og, Tile::BM));
+  a.w_words = int(w_words);
+  a.w_bytes_padded = int(ceil_div(w_words * 4, 1024) * 1024);
+  a.box_rows = a.boxes = 0;
+  if (p.layout == Layout::kNCW) {
+    // Room for the window plus up to VEC-1 elements of alignment slack; the row pitch in 32-bit words is
+    // 8 mod 32 so the 4 k-rows x 8 columns of a B fragment hit 32 distinct banks for odd strides.
+    const int64_t elems_per_word = 4 / sizeof(T);
+    int64_t row = ceil_div(win + VEC - 1, VEC) * VEC;
+    int64_t words = row / elems_per_word;
+    words += (8 - words % 32 + 32) % 32;
+    a.x_row = int(words * elems_per_word);
+    a.stage_elems = BC * a.x_row;
+  } else if (bulk) {
+    // Tensor-map boxes hold at most 256 rows; rows per box a multiple of 8 keeps every box on a 512-byte
+    // swizzle period.
+    a.boxes = int(ceil_div(win, 256));
+    a.box_rows = int(ceil_div(ceil_div(win, a.boxes), 8) * 8);
+    a.x_row = 0;
+    a.stage_elems = a.boxes * a.box_rows * BC;
+  } else {
+    a.x_row = 0;
+    a.stage_elems = int(win * E::kRowNWC);
+  }
+  const int64_t stage_bytes = ceil_div(int64_t(a.stage_elems) * sizeof(T), 1024) * 1024;
+  a.stage_elems = int(stage_bytes / sizeof(T));
+  const int64_t budget = dev.max_smem_block - 1024 - int64_t(sizeof(uint64_t)) * 4;  // alignment slack, barriers
+  a.stages = 0;
+  for (int st = 4; st >= 2; --st) {
+    if (a.w_bytes_padded + st * stage_bytes <= budget) {
+      a.stages = st;
+      break;
+    }
+  }
+  if (a.stages == 0) return false;
+  smem_bytes = int(1024 + a.w_bytes_padded + a.stages * stage_bytes);
+  a.t_tiles = ceil_div(p.out_length, Tile::BN);
+  a.tiles_per_combo = p.batch * a.t_tiles;
+  const int64_t combos = p.groups * int64_t(a.m_tiles);
+  if (combos > (int64_t(1) << 30)) return false;
+  a.combos = int(combos);
+  return true;
+}
+
+template <typename T, typename TOut, Layout kLayout, FwdMath kMath, class Tile, bool kBulk>
+bool igemm_launch_variant(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y,
+                          cudaStream_t stream, cudaError_t* err, const DeviceLimits& dev) {
+  IgemmArgs a{};
+  int smem = 0;
+  if (!igemm_plan<T, Tile>(p, dev, kBulk, a, smem)) return false;
+  a.p = p;
+  a.x = x, a.w = w, a.bias = bias, a.y = y;
+  constexpr int VEC = IgemmElem<T>::kVec;
+  const bool x_aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  a.vec_x = x_aligned && (kLayout == Layout::kNCW ? p.in_length % VEC == 0
+                                                  : p.in_channels % VEC == 0 && p.in_per_group() % VEC == 0);
+  a.pair_store = p.out_length % 2 == 0 && reinterpret_cast<uintptr_t>(y) % (2 * sizeof(TOut)) == 0;
+  CUtensorMap tmap{};
+  if constexpr (kBulk) {
+    if (!a.vec_x) return false;
+    if (kLayout == Layout::kNWC) {
+      // A box must not run into the next group's channels (NaN there times a zero weight is still NaN).
+      if (p.in_per_group() % IgemmElem<T>::kChunk != 0) return false;
+      if (p.in_length >= (int64_t(1) << 31) || p.in_channels >= (int64_t(1) << 31)) return false;
+      if (!encode_nwc_window_map(&tmap, x, sizeof(T), p.batch, p.in_length, p.in_channels,
+                                 IgemmElem<T>::kChunk, a.box_rows, true))
+        return false;
+    }
+  }
+
+  auto kernel = conv1d_fwd_igemm_kernel<T, TOut, kLayout, kMath, Tile, kBulk>;
+  if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+      e != cudaSuccess) {
+    *err = e;
+    return true;
+  }
+  int per_sm = 0;
+  if (cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Tile::kThreads, smem);
+      e != cudaSuccess) {
+    *err = e;
+    return true;
+  }
+  if (per_sm < 1) return false;
+  a.blocks_per_combo = blocks_per_combo(a.combos, a.tiles_per_combo, int64_t(per_sm) * dev.sms);
+  const int64_t grid = a.blocks_per_combo * a.combos;
+  if (grid > 0x7fffffff) return false;
+  kernel<<<unsigned(grid), Tile::kThreads, smem, stream>>>(a, tmap);
+  *err = cudaGetLastError();
+  return true;
+}
+
+template <typename T, typename TOut, Layout kLayout, FwdMath kMath, class Tile>
+bool igemm_try_tile(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y, cudaStream_t stream,
+                    cudaError_t* err) {
+  const DeviceLimits dev = device_limits();
+  if (dev.cc_major >= 9 && bulk_copies_enabled() &&
+      igemm_launch_variant<T, TOut, kLayout, kMath, Tile, true>(p, x, w, bias, y, stream, err, dev))
+    return true;
+  return igemm_launch_variant<T, TOut, kLayout, kMath, Tile, false>(p, x, w, bias, y, stream, err, dev);
+}
+
+// Smallest tile covering a group's output channels first (little wasted MMA work on padding rows), then
+// smaller tiles when the resident weights or the window do not fit shared memory.
+template <typename T, typename TOut, Layout kLayout, FwdMath kMath>
+bool igemm_launch(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y, cudaStream_t stream,
+                  cudaError_t* err) {
+  const int64_t og = p.out_per_group();
+  if (og > 64 && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile128>(p, x, w, bias, y, stream, err)) return true;
+  if (og > 32 && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile64>(p, x, w, bias, y, stream, err)) return true;
+  if (og > 16 && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile32>(p, x, w, bias, y, stream, err)) return true;
+  return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile16>(p, x, w, bias, y, stream, err);
+}
+
+template <typename T, typename TOut>
+bool igemm_dispatch(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y, cudaStream_t stream,
+                    cudaError_t* err) {
+  const bool ncw = p.layout == Layout::kNCW;
+  if constexpr (std::is_same_v<T, float>) {
+    if (p.precision == Precision::kAccurate) {
+      return ncw ? igemm_launch<T, TOut, Layout::kNCW, FwdMath::k3xTF32>(p, x, w, bias, y, stream, err)
+                 : igemm_launch<T, TOut, Layout::kNWC, FwdMath::k3xTF32>(p, x, w, bias, y, stream, err);
+    }
+    return ncw ? igemm_launch<T, TOut, Layout::kNCW, FwdMath::kTF32>(p, x, w, bias, y, stream, err)
+               : igemm_launch<T, TOut, Layout::kNWC, FwdMath::kTF32>(p, x, w, bias, y, stream, err);
+  } else {
+    return ncw ? igemm_launch<T, TOut, Layout::kNCW, FwdMath::k16bit>(p, x, w, bias, y, stream, err)
+               : igemm_launch<T, TOut, Layout::kNWC, FwdMath::k16bit>(p, x, w, bias, y, stream, err);
+  }
+}
+
+}  // namespace jax_conv1d::cuda

@@ -1,0 +1,47 @@
+// The forward kernel families behind conv1d_fwd_cuda's dispatcher (conv1d_fwd.cu).
+//
+// Each launcher returns false, launching nothing, when the shape is outside what its family handles (the
+// dispatcher then tries the next family, and finally the direct kernel); otherwise it launches on `stream` and
+// stores the launch status in *err.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "../conv1d_params.h"
+
+namespace jax_conv1d::cuda {
+
+// Implicit GEMM on tensor cores (fwd_igemm.cuh): dense and grouped convolutions, float (TF32, or 3xTF32 for
+// Precision::kAccurate), bfloat16 and float16.
+template <typename T, typename TOut>
+bool conv1d_fwd_igemm(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y, cudaStream_t stream,
+                      cudaError_t* err);
+
+// Depthwise (groups == in_channels, any channel multiplier), memory-bound (fwd_depthwise.cu).
+template <typename T, typename TOut>
+bool conv1d_fwd_depthwise(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y,
+                          cudaStream_t stream, cudaError_t* err);
+
+// Properties of the current device the launchers size their grids and tiles from (cached per device).
+struct DeviceLimits {
+  int sms = 0;            // multiprocessors
+  int max_smem_block = 0;  // dynamic shared memory one block may opt into, bytes
+  int cc_major = 0;        // compute capability; 9+ has the bulk-copy engine (TMA)
+};
+DeviceLimits device_limits();
+
+// Work split for persistent kernels: `combos` independent groups of `tiles` equal tiles each, every group's
+// tiles dealt in turn to that group's blocks, `capacity` blocks resident at once. Returns the blocks per group
+// giving the shortest schedule (the fewest such blocks on ties).
+int64_t blocks_per_combo(int64_t combos, int64_t tiles, int64_t capacity);
+
+// Bulk copies (TMA) are used on sm_90+ unless JAX_CONV1D_FWD_BULK=0 (read per call, for comparisons).
+bool bulk_copies_enabled();
+
+// Encodes the 3-D tensor map (C, L, N) of a channels-last input (16-byte aligned, C * elem_bytes a multiple
+// of 16) with boxes of box_channels x box_rows x 1, zero fill out of range, optionally the 64-byte swizzle.
+// `map` points to a CUtensorMap; false if the driver offers no encoder or rejects the shape.
+bool encode_nwc_window_map(void* map, const void* x, int elem_bytes, int64_t n, int64_t length, int64_t channels,
+                           int box_channels, int box_rows, bool swizzle64);
+
+}  // namespace jax_conv1d::cuda

@@ -1,0 +1,68 @@
+// Warp-level tensor-core products (mma.sync, sm_80+) and the operand conversions they need.
+//
+// Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k8 / m16n8k16"), with g = lane / 4 and
+// t = lane % 4:
+//   A (16 x k, row-major): reg 0 = (row g, k-col lo), reg 1 = (row g+8, lo), reg 2 = (row g, hi), reg 3 = (row g+8, hi)
+//     where lo/hi = t / t+4 for tf32 (one element per reg) and 2t..2t+1 / 2t+8..2t+9 for 16-bit (two per reg,
+//     the lower k index in the low half).
+//   B (k x 8, "col"): reg 0 = (k lo, col g), reg 1 = (k hi, col g), with lo/hi as for A.
+//   C/D (16 x 8, fp32): c0, c1 = (row g, cols 2t, 2t+1); c2, c3 = (row g+8, cols 2t, 2t+1).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+namespace jax_conv1d::cuda {
+
+// Round-to-nearest float -> tf32 (the low 13 mantissa bits become zero). Feeding raw fp32 bits instead
+// would truncate, which biases every product towards zero.
+__device__ __forceinline__ uint32_t tf32_round(float v) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
+  return r;
+}
+
+// v == big + small to about 2^-22 relative: the 3xTF32 split that gives float32-level products from tf32
+// tensor cores (big*big + big*small + small*big; small*small is below fp32 rounding).
+__device__ __forceinline__ void tf32_split(float v, uint32_t& big, uint32_t& small) {
+  big = tf32_round(v);
+  small = tf32_round(v - __uint_as_float(big));
+}
+
+__device__ __forceinline__ void mma_tf32_16x8x8(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+__device__ __forceinline__ void mma_bf16_16x8x16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+__device__ __forceinline__ void mma_f16_16x8x16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// One m16n8k16 product for either 16-bit type.
+template <typename T>
+__device__ __forceinline__ void mma_16bit_16x8x16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) mma_bf16_16x8x16(d, a, b);
+  else mma_f16_16x8x16(d, a, b);
+}
+
+// Two 16-bit values (raw bits) packed as one operand register, `lo` in the low half (the lower k index).
+__device__ __forceinline__ uint32_t pack_16x2(uint16_t lo, uint16_t hi) {
+  return uint32_t(lo) | (uint32_t(hi) << 16);
+}
+
+}  // namespace jax_conv1d::cuda

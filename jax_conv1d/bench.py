@@ -1,0 +1,420 @@
+"""Benchmark: jax-conv1d against XLA (lax.conv_general_dilated), per configuration, in one process.
+
+    python -m jax_conv1d.bench                      # every suite (headline, models, sweep)
+    python -m jax_conv1d.bench --cases 'headline/*' --json out.json --plot out.png
+    python -m jax_conv1d.bench --quick              # headline + models + a 12-configuration sweep
+    python -m jax_conv1d.bench --list               # case names
+
+For each configuration and pass (forward; backward = jax.vjp for x and w) it prints the median time of ours
+and of XLA, the speedup, the fraction of the memory floor reached, the scratch memory XLA reserves for each
+(compiled memory analysis), and the relative error ||ours - ref|| / ||ref|| against XLA at
+precision=HIGHEST on the same inputs (upcast to float32 for 16-bit inputs).
+
+Floor: bytes that must cross device memory (each input read once, each output written once; forward
+x + w + y, backward dy + x + w + dx + dw) over the copy bandwidth measured at the start of the same run.
+
+Timing: each jitted function is compiled and run once, then timed in batches of back-to-back calls (enough to
+fill a few milliseconds, so host dispatch overlaps device work) with one synchronisation per batch; the
+reported time is the median over batches of the per-call time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import fnmatch
+import gc
+import json
+import random
+import statistics
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from . import dilated_conv1d
+from ._shapes import output_length, resolve_padding
+
+# ---- configurations --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    n: int
+    c: int
+    o: int
+    k: int
+    length: int
+    stride: int = 1
+    dilation: int = 1
+    padding: str | tuple = "VALID"
+    groups: int = 1
+    layout: str = "NCW"
+    dtype: str = "float32"
+    precision: str = "default"  # "default" or "highest"
+    bias: bool = False
+
+    @property
+    def pads(self) -> tuple[int, int]:
+        return resolve_padding(self.padding, self.length, self.k, self.stride, self.dilation)
+
+    @property
+    def out_length(self) -> int:
+        return output_length(self.length, self.k, self.stride, self.dilation, *self.pads)
+
+    def shapes(self):
+        cg = self.c // self.groups
+        if self.layout == "NCW":
+            return (self.n, self.c, self.length), (self.o, cg, self.k), (self.n, self.o, self.out_length)
+        return (self.n, self.length, self.c), (self.k, cg, self.o), (self.n, self.out_length, self.o)
+
+    def describe(self) -> str:
+        return (f"N{self.n} C{self.c} O{self.o} K{self.k} L{self.length} s{self.stride} d{self.dilation} "
+                f"g{self.groups} {self.padding if isinstance(self.padding, str) else 'pad'} {self.layout} "
+                f"{self.dtype} {self.precision}{' bias' if self.bias else ''}")
+
+
+def headline_cases():
+    """KernelBench level 1 problem 76: x (64, 64, 524280), w (128, 64, 3), stride 3, dilation 4, VALID."""
+    out = []
+    for dtype, precisions in (("float32", ("default", "highest")), ("bfloat16", ("default",))):
+        for precision in precisions:
+            for layout in ("NCW", "NWC"):
+                for bias in (False, True):
+                    short = "f32" if dtype == "float32" else "bf16"
+                    name = f"headline/{short}/{layout}/{precision}/{'bias' if bias else 'nobias'}"
+                    out.append(Case(name, 64, 64, 128, 3, 524280, stride=3, dilation=4, padding="VALID",
+                                    layout=layout, dtype=dtype, precision=precision, bias=bias))
+    return out
+
+
+def model_cases():
+    """Layers from real models (NWC, with bias)."""
+    return [
+        Case("depthwise_tcn", 16, 512, 512, 7, 65536, dilation=8, padding="SAME", groups=512, layout="NWC",
+             bias=True),
+        Case("mamba_dw_causal", 8, 5120, 5120, 4, 2048, padding="CAUSAL", groups=5120, layout="NWC",
+             dtype="bfloat16", bias=True),
+        Case("wavenet_dense", 16, 128, 256, 2, 65536, dilation=64, padding="CAUSAL", layout="NWC", bias=True),
+    ]
+
+
+def sweep_cases(count: int, seed: int = 0):
+    """Random layer shapes: C, O in 16..1024, K 1..9, stride 1..4, dilation 1..8, groups 1 / 8 / depthwise
+    (channel multiplier 1 or 2), both layouts, float32 and bfloat16. The length is chosen so that x holds about
+    2^23 elements (32 MiB in float32): large enough to fill the GPU, small enough to run many."""
+    rng = random.Random(seed)
+    widths = (16, 32, 64, 128, 256, 512, 1024)
+    out = []
+    for i in range(count):
+        c = rng.choice(widths)
+        kind = rng.choice(("dense", "grouped", "depthwise"))
+        if kind == "depthwise":
+            groups, o = c, c * rng.choice((1, 2))
+        else:
+            groups, o = (1 if kind == "dense" else 8), rng.choice(widths)
+        k, stride, dilation = rng.randint(1, 9), rng.randint(1, 4), rng.randint(1, 8)
+        n = 4
+        length = max(64, (1 << 23) // (n * c))
+        padding = rng.choice(("VALID", "SAME", "CAUSAL"))
+        layout = rng.choice(("NCW", "NWC"))
+        dtype = rng.choice(("float32", "bfloat16"))
+        name = f"sweep/{i:03d}"
+        out.append(Case(name, n, c, o, k, length, stride=stride, dilation=dilation, padding=padding, groups=groups,
+                        layout=layout, dtype=dtype, bias=rng.random() < 0.5))
+    return out
+
+
+def all_cases(sweep_count: int):
+    return headline_cases() + model_cases() + sweep_cases(sweep_count)
+
+
+# ---- the two implementations -----------------------------------------------------------------------------
+
+
+def _xla_dimension_numbers(layout):
+    return ("NCH", "OIH", "NCH") if layout == "NCW" else ("NHC", "HIO", "NHC")
+
+
+def xla_forward(case: Case, precision: str, out_dtype=None) -> Callable:
+    prec = lax.Precision.HIGHEST if precision == "highest" else lax.Precision.DEFAULT
+
+    def f(x, w, b):
+        y = lax.conv_general_dilated(x, w, (case.stride,), [case.pads], rhs_dilation=(case.dilation,),
+                                     dimension_numbers=_xla_dimension_numbers(case.layout),
+                                     feature_group_count=case.groups, precision=prec,
+                                     preferred_element_type=out_dtype)
+        if b is not None:
+            y = y + (b.reshape(1, -1, 1) if case.layout == "NCW" else b.reshape(1, 1, -1)).astype(y.dtype)
+        return y
+
+    return f
+
+
+def ours_forward(case: Case) -> Callable:
+    def f(x, w, b):
+        return dilated_conv1d(x, w, b, stride=case.stride, dilation=case.dilation, padding=case.pads,
+                              groups=case.groups, layout=case.layout, precision=case.precision)
+
+    return f
+
+
+def backward_of(forward: Callable) -> Callable:
+    """(x, w, dy) -> (dx, dw) through jax.vjp; the unused primal output is removed by XLA."""
+
+    def f(x, w, dy):
+        _, vjp = jax.vjp(lambda x_, w_: forward(x_, w_, None), x, w)
+        return vjp(dy)
+
+    return f
+
+
+# ---- measurement -------------------------------------------------------------------------------------------
+
+
+def time_call(fn, args, *, batch_s=4e-3, batches=7, budget_s=3.0) -> float:
+    """Median per-call seconds of a compiled function, timed in batches of back-to-back calls."""
+    jax.block_until_ready(fn(*args))  # compile + first run
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    once = time.perf_counter() - t0
+    per_batch = max(1, int(batch_s / max(once, 1e-7)))
+    batches = max(1, min(batches, int(budget_s / max(once * per_batch, 1e-9))))
+    times = []
+    for _ in range(batches):
+        t0 = time.perf_counter()
+        out = None
+        for _ in range(per_batch):
+            out = fn(*args)
+        jax.block_until_ready(out)
+        times.append((time.perf_counter() - t0) / per_batch)
+    if not times:
+        times = [once]
+    return statistics.median(times)
+
+
+def scratch_bytes(fn, args) -> int | None:
+    try:
+        analysis = fn.lower(*args).compile().memory_analysis()
+        return int(analysis.temp_size_in_bytes)
+    except Exception:  # memory analysis is best effort: not every backend reports it
+        return None
+
+
+def copy_bandwidth(nbytes: int = 1 << 30) -> float:
+    """Bytes read + written per second by an elementwise pass over an nbytes float32 array."""
+    a = jnp.ones((nbytes // 4,), jnp.float32)
+    neg = jax.jit(lambda v: -v)
+    t = time_call(neg, (a,), batch_s=20e-3, batches=9)
+    del a
+    return 2 * nbytes / t
+
+
+def rel_err(ours, ref) -> float:
+    ours = jnp.asarray(ours, jnp.float32)
+    ref = jnp.asarray(ref, jnp.float32)
+    num = jnp.linalg.norm((ours - ref).ravel())
+    den = jnp.linalg.norm(ref.ravel())
+    return float(num / jnp.maximum(den, 1e-30))
+
+
+def make_inputs(case: Case, key):
+    xs, ws, ys = case.shapes()
+    dt = jnp.dtype(case.dtype)
+    kx, kw, kb, ky = jax.random.split(key, 4)
+    fan_in = (case.c // case.groups) * case.k
+    x = jax.random.normal(kx, xs, jnp.float32).astype(dt)
+    w = (jax.random.normal(kw, ws, jnp.float32) / np.sqrt(fan_in)).astype(dt)
+    b = jax.random.normal(kb, (case.o,), jnp.float32).astype(dt) if case.bias else None
+    return x, w, b, ky
+
+
+def _nbytes(*arrays) -> int:
+    return sum(int(np.prod(a.shape)) * jnp.dtype(a.dtype).itemsize for a in arrays if a is not None)
+
+
+@dataclasses.dataclass
+class Row:
+    case: str
+    pass_: str
+    shape: str
+    ours_ms: float
+    xla_ms: float
+    speedup: float
+    floor_ms: float
+    frac_floor: float
+    ours_scratch: int | None
+    xla_scratch: int | None
+    rel_err: float
+
+
+def run_case(case: Case, bandwidth: float, key, backward: bool, log=print) -> list[Row]:
+    rows = []
+    x, w, b, ky = make_inputs(case, key)
+    _, _, ys = case.shapes()
+    f32_inputs = case.dtype != "float32"
+
+    ours = jax.jit(ours_forward(case))
+    xla = jax.jit(xla_forward(case, case.precision))
+    ref_fn = jax.jit(xla_forward(case, "highest", jnp.float32))
+    args = (x, w, b)
+
+    ref = ref_fn(*((x.astype(jnp.float32), w.astype(jnp.float32), None if b is None else b.astype(jnp.float32))
+                   if f32_inputs else args))
+    y = ours(*args)
+    err = rel_err(y, ref)
+    y_bytes = int(np.prod(ys)) * jnp.dtype(case.dtype).itemsize
+    del y, ref
+    t_ours = time_call(ours, args)
+    t_xla = time_call(xla, args)
+    floor = (_nbytes(x, w, b) + y_bytes) / bandwidth
+    rows.append(Row(case.name, "fwd", case.describe(), t_ours * 1e3, t_xla * 1e3, t_xla / t_ours, floor * 1e3,
+                    floor / t_ours, scratch_bytes(ours, args), scratch_bytes(xla, args), err))
+    log(_format_row(rows[-1]))
+    gc.collect()
+
+    if backward:
+        dy = jax.random.normal(ky, ys, jnp.float32).astype(case.dtype)
+        case_nb = dataclasses.replace(case, bias=False)
+        ours_b = jax.jit(backward_of(ours_forward(case_nb)))
+        xla_b = jax.jit(backward_of(xla_forward(case_nb, case.precision)))
+        ref_b = jax.jit(backward_of(xla_forward(case_nb, "highest", jnp.float32)))
+        bargs = (x, w, dy)
+        up = (x.astype(jnp.float32), w.astype(jnp.float32), dy.astype(jnp.float32)) if f32_inputs else bargs
+        rdx, rdw = ref_b(*up)
+        odx, odw = ours_b(*bargs)
+        err = max(rel_err(odx, rdx), rel_err(odw, rdw))
+        del rdx, rdw, odx, odw, up
+        t_ours = time_call(ours_b, bargs)
+        t_xla = time_call(xla_b, bargs)
+        floor = (_nbytes(dy, x, w) + _nbytes(x, w)) / bandwidth  # reads dy, x, w; writes dx, dw
+        rows.append(Row(case.name, "bwd", case.describe(), t_ours * 1e3, t_xla * 1e3, t_xla / t_ours, floor * 1e3,
+                        floor / t_ours, scratch_bytes(ours_b, bargs), scratch_bytes(xla_b, bargs), err))
+        log(_format_row(rows[-1]))
+        del dy
+    del x, w, b
+    gc.collect()
+    return rows
+
+
+# ---- reporting ---------------------------------------------------------------------------------------------
+
+_HEADER = (f"{'case':40s} {'pass':4s} {'ours ms':>9s} {'xla ms':>9s} {'speedup':>8s} {'floor ms':>9s} "
+           f"{'%floor':>7s} {'scr ours':>9s} {'scr xla':>9s} {'rel err':>9s}")
+
+
+def _fmt_bytes(v):
+    if v is None:
+        return "?"
+    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if v >= scale:
+            return f"{v / scale:.1f}{unit}"
+    return str(v)
+
+
+def _format_row(r: Row) -> str:
+    return (f"{r.case:40s} {r.pass_:4s} {r.ours_ms:9.3f} {r.xla_ms:9.3f} {r.speedup:8.2f} {r.floor_ms:9.3f} "
+            f"{100 * r.frac_floor:6.1f}% {_fmt_bytes(r.ours_scratch):>9s} {_fmt_bytes(r.xla_scratch):>9s} "
+            f"{r.rel_err:9.2e}")
+
+
+def summarize_sweep(rows: list[Row]) -> dict:
+    out = {}
+    for pass_ in ("fwd", "bwd"):
+        s = [r.speedup for r in rows if r.case.startswith("sweep/") and r.pass_ == pass_]
+        if s:
+            out[pass_] = dict(count=len(s), worst=min(s), median=statistics.median(s),
+                              slower_than_xla=sum(v < 1 for v in s))
+    return out
+
+
+def plot(rows: list[Row], path: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed; no plot written", file=sys.stderr)
+        return False
+    labels = [f"{r.case} {r.pass_}" for r in rows]
+    pos = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(8, 0.32 * len(rows)), 6))
+    ax.bar(pos - 0.2, [r.xla_ms for r in rows], 0.4, label="XLA")
+    ax.bar(pos + 0.2, [r.ours_ms for r in rows], 0.4, label="jax-conv1d")
+    ax.scatter(pos, [r.floor_ms for r in rows], marker="_", s=120, color="k", label="memory floor", zorder=3)
+    ax.set_yscale("log")
+    ax.set_ylabel("median time (ms)")
+    ax.set_xticks(pos)
+    ax.set_xticklabels(labels, rotation=90, fontsize=7)
+    ax.set_title(f"jax-conv1d vs XLA on {jax.devices()[0].device_kind}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m jax_conv1d.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", nargs="*", default=None, help="names or globs, e.g. 'headline/f32/*' 'sweep/*'")
+    ap.add_argument("--quick", action="store_true", help="a 12-configuration sweep instead of 48")
+    ap.add_argument("--sweep", type=int, default=None, help="number of sweep configurations")
+    ap.add_argument("--seed", type=int, default=0, help="sweep seed")
+    ap.add_argument("--no-backward", action="store_true", help="forward rows only")
+    ap.add_argument("--json", metavar="PATH", help="write the rows and run metadata as JSON")
+    ap.add_argument("--plot", metavar="PATH", help="write a PNG bar chart (needs matplotlib)")
+    ap.add_argument("--list", action="store_true", help="print the case names and exit")
+    args = ap.parse_args(argv)
+
+    sweep_count = args.sweep if args.sweep is not None else (12 if args.quick else 48)
+    cases = all_cases(sweep_count)
+    if args.cases:
+        cases = [c for c in cases if any(fnmatch.fnmatchcase(c.name, pat) for pat in args.cases)]
+    if args.list:
+        for c in cases:
+            print(f"{c.name:40s} {c.describe()}")
+        return 0
+    if not cases:
+        print("no case matches", file=sys.stderr)
+        return 2
+
+    dev = jax.devices()[0]
+    bandwidth = copy_bandwidth()
+    print(f"device: {dev.device_kind}  jax {jax.__version__}  copy bandwidth {bandwidth / 1e12:.3f} TB/s")
+    print(_HEADER)
+    rows: list[Row] = []
+    key = jax.random.key(args.seed)
+    for i, case in enumerate(cases):
+        try:
+            rows += run_case(case, bandwidth, jax.random.fold_in(key, i), backward=not args.no_backward,
+                             log=lambda s: print(s, flush=True))
+        except Exception as err:  # one failing case (e.g. out of memory) must not lose the others
+            print(f"{case.name:40s} FAILED: {type(err).__name__}: {str(err).splitlines()[0][:160]}", flush=True)
+            gc.collect()
+
+    print("\n" + _HEADER)
+    for r in rows:
+        print(_format_row(r))
+    sweep = summarize_sweep(rows)
+    for pass_, s in sweep.items():
+        print(f"sweep {pass_}: {s['count']} configurations, speedup over XLA worst {s['worst']:.2f}x, "
+              f"median {s['median']:.2f}x, slower than XLA in {s['slower_than_xla']}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(dict(device=dev.device_kind, jax=jax.__version__, copy_bandwidth=bandwidth,
+                           rows=[dataclasses.asdict(r) for r in rows], sweep=sweep,
+                           cases={c.name: dataclasses.asdict(c) for c in cases}), fh, indent=1)
+    if args.plot and rows:
+        plot(rows, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

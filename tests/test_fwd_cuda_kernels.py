@@ -1,0 +1,125 @@
+"""The CUDA forward kernel families (implicit GEMM, depthwise, direct) against a float64 NumPy reference.
+
+Each family is pinned through JAX_CONV1D_FWD_KERNEL (read by the dispatcher on every call), so a shape the
+dispatcher would route elsewhere still exercises the family under test. Skipped without a GPU and the
+compiled CUDA handlers. A longer randomized sweep lives in benchmarks/fwd_check.py.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+
+import jax_conv1d
+from jax_conv1d import dilated_conv1d
+from jax_conv1d._shapes import resolve_padding
+
+
+def _gpu():
+    try:
+        return jax.devices("gpu")[0]
+    except RuntimeError:
+        return None
+
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(_gpu() is None or not jax_conv1d.has_cuda_handlers(),
+                       reason="needs a CUDA GPU and the compiled CUDA handlers"),
+]
+
+# (input dtype, output dtype, precision) -> bound on ||y - ref|| / ||ref||
+TOLERANCE = {
+    ("float32", "float32", "default"): 1.5e-3,  # TF32 operands
+    ("float32", "float32", "highest"): 1e-5,  # 3xTF32
+    ("bfloat16", "bfloat16", "default"): 8e-3,  # bf16 output rounding
+    ("bfloat16", "float32", "default"): 1e-5,  # exact products, fp32 accumulation
+    ("float16", "float16", "default"): 2e-3,
+}
+
+
+def reference(x, w, b, *, stride, dilation, pads, groups, layout):
+    """float64 cross-correlation, lax.conv_general_dilated's semantics, in NumPy."""
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    if layout == "NWC":
+        x, w = x.transpose(0, 2, 1), w.transpose(2, 1, 0)
+    n, c, length = x.shape
+    o, cg, k = w.shape
+    lo, hi = pads
+    x = x[:, :, max(-lo, 0):length - max(-hi, 0)]
+    x = np.pad(x, ((0, 0), (0, 0), (max(lo, 0), max(hi, 0))))
+    lout = max(0, (x.shape[2] - (k - 1) * dilation - 1) // stride + 1)
+    og = o // groups
+    y = np.zeros((n, o, lout))
+    for g in range(groups):
+        for tap in range(k):
+            xs = x[:, g * cg:(g + 1) * cg, tap * dilation:tap * dilation + (lout - 1) * stride + 1:stride]
+            y[:, g * og:(g + 1) * og] += np.einsum("ncl,oc->nol", xs, w[g * og:(g + 1) * og, :, tap])
+    if b is not None:
+        y += np.asarray(b, np.float64)[None, :, None]
+    return y.transpose(0, 2, 1) if layout == "NWC" else y
+
+
+# n, c, o, k, length, stride, dilation, padding, groups, with bias
+SHAPES = [
+    (2, 64, 128, 3, 4096, 3, 4, "VALID", 1, False),  # the headline's geometry, shorter
+    (2, 100, 300, 3, 1000, 3, 4, "SAME", 1, True),  # several o-tiles and channel chunks, ragged
+    (2, 128, 256, 2, 1500, 1, 64, "CAUSAL", 1, True),  # WaveNet-style
+    (3, 24, 40, 5, 301, 2, 3, (4, -2), 4, True),  # grouped, negative padding, odd length
+    (1, 7, 5, 9, 77, 4, 1, "SAME", 1, False),  # tiny, nothing aligned
+    (2, 64, 64, 7, 1000, 1, 8, "SAME", 64, True),  # depthwise
+    (2, 48, 96, 4, 333, 1, 1, "CAUSAL", 48, True),  # depthwise, multiplier 2
+    (2, 30, 90, 3, 257, 2, 2, "VALID", 30, False),  # depthwise, multiplier 3, stride 2
+]
+
+
+def _families(groups, c):
+    return ("auto", "direct", "depthwise", "igemm") if groups == c else ("auto", "direct", "igemm")
+
+
+def _run(monkeypatch, family, x, w, b, **kw):
+    monkeypatch.setenv("JAX_CONV1D_FWD_KERNEL", family)
+    return np.asarray(jnp.asarray(dilated_conv1d(x, w, b, **kw)).astype(jnp.float32))
+
+
+@pytest.mark.parametrize("layout", ["NCW", "NWC"])
+@pytest.mark.parametrize("dtypes", list(TOLERANCE))
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"N{s[0]}C{s[1]}O{s[2]}K{s[3]}L{s[4]}s{s[5]}d{s[6]}g{s[8]}")
+def test_forward_families_match_float64(monkeypatch, shape, dtypes, layout):
+    n, c, o, k, length, stride, dilation, padding, groups, with_bias = shape
+    in_dt, out_dt, precision = dtypes
+    rng = np.random.default_rng(zlib.crc32(repr((shape, dtypes, layout)).encode()))
+    cg = c // groups
+    xs, ws = ((n, c, length), (o, cg, k)) if layout == "NCW" else ((n, length, c), (k, cg, o))
+    x = jnp.asarray(rng.standard_normal(xs), in_dt)
+    w = jnp.asarray(rng.standard_normal(ws) / np.sqrt(cg * k), in_dt)
+    b = jnp.asarray(rng.standard_normal(o), in_dt) if with_bias else None
+    pads = resolve_padding(padding, length, k, stride, dilation)
+    ref = reference(x.astype(jnp.float32), w.astype(jnp.float32), None if b is None else b.astype(jnp.float32),
+                    stride=stride, dilation=dilation, pads=pads, groups=groups, layout=layout)
+    kw = dict(stride=stride, dilation=dilation, padding=padding, groups=groups, layout=layout, precision=precision,
+              preferred_element_type=out_dt)
+    for family in _families(groups, c):
+        y = _run(monkeypatch, family, x, w, b, **kw)
+        assert y.shape == ref.shape
+        assert np.all(np.isfinite(y)), family
+        err = np.linalg.norm(y - ref) / np.linalg.norm(ref)
+        assert err < TOLERANCE[dtypes], (family, err)
+        assert np.max(np.abs(y - ref)) < 8 * TOLERANCE[dtypes] * np.max(np.abs(ref)), family
+
+
+@pytest.mark.parametrize("layout", ["NCW", "NWC"])
+def test_forward_is_bitwise_reproducible(monkeypatch, layout):
+    rng = np.random.default_rng(1)
+    xs, ws = ((2, 96, 3000), (160, 96, 3)) if layout == "NCW" else ((2, 3000, 96), (3, 96, 160))
+    x = jnp.asarray(rng.standard_normal(xs), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(ws), jnp.float32)
+    kw = dict(stride=2, dilation=3, padding="SAME", layout=layout)
+    first = _run(monkeypatch, "auto", x, w, None, **kw)
+    for _ in range(3):
+        np.testing.assert_array_equal(_run(monkeypatch, "auto", x, w, None, **kw), first)
