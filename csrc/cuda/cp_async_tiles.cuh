@@ -1,0 +1,135 @@
+// Asynchronous copies of 2-D windows of a global tensor into shared memory (cp.async, sm_80+), used by the
+// backward kernels' pipelines.
+//
+// A window is `lines` x `positions` elements of a (batch, channel, length) tensor in either layout: lines are
+// channels, positions run along the length axis. One of the two axes is contiguous in memory; copies go along
+// it in chunks of `vec` elements (16, 8 or 4 bytes through cp.async, single 16-bit elements synchronously).
+// Elements outside the tensor's valid range (padding, ragged edges) land in shared memory as zeros, so the
+// matrix code never needs a bounds check.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda_types.cuh"
+
+namespace jax_conv1d::cuda {
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+template <int kBytes>
+__device__ __forceinline__ void cp_async(void* dst, const void* src) {
+  static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16, "cp.async copies 4, 8 or 16 bytes");
+  if constexpr (kBytes == 16) {
+    // .cg: the data is streamed once through L2; L1 would only be polluted.
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(dst)), "l"(src));
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(smem_u32(dst)), "l"(src), "n"(kBytes));
+  }
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
+// wait_group with a run-time count (pipelines whose depth is chosen at launch); a larger count than the cases
+// here waits for more groups than needed, which is safe.
+__device__ __forceinline__ void cp_async_wait_pending(int n) {
+  switch (n) {
+    case 0: cp_async_wait<0>(); break;
+    case 1: cp_async_wait<1>(); break;
+    case 2: cp_async_wait<2>(); break;
+    case 3: cp_async_wait<3>(); break;
+    default: cp_async_wait<4>(); break;
+  }
+}
+
+// Non-negative remainder; window offsets can be negative where padding reaches before the tensor.
+__host__ __device__ __forceinline__ int mod_floor(int64_t a, int m) {
+  const int r = static_cast<int>(a % m);
+  return r < 0 ? r + m : r;
+}
+
+// Element (line a, position i) of the window lives at global offset `offset + a*line_stride + i*pos_stride`.
+// Lines >= line_valid and positions outside [pos_lo, pos_hi) read as zero.
+struct TileWindow {
+  int64_t offset;
+  int64_t line_stride, pos_stride;
+  int lines, positions;
+  int line_valid;
+  int64_t pos_lo, pos_hi;
+};
+
+template <typename T>
+__device__ __forceinline__ void copy_chunk(T* dst, const T* src, int vec) {
+  switch (vec * static_cast<int>(sizeof(T))) {
+    case 16: cp_async<16>(dst, src); break;
+    case 8: cp_async<8>(dst, src); break;
+    case 4: cp_async<4>(dst, src); break;
+    default:
+      for (int e = 0; e < vec; ++e) dst[e] = src[e];
+  }
+}
+
+// Positions contiguous (NCW): each line lands in its own shared row of `pitch` elements. The copy starts at
+// the aligned-down address, so position i sits at row element `shift + i` with shift = (offset + a*line_stride)
+// mod vec; the caller guarantees line_stride % vec == 0 (shift is the same for every line) and computes the
+// same shift with window_shift() when it addresses the tile.
+template <typename T>
+__device__ __forceinline__ void load_window_pos_contiguous(const T* __restrict__ g, const TileWindow& w, T* dst,
+                                                           int pitch, int vec, int tid, int nthreads) {
+  const int shift = mod_floor(w.offset, vec);
+  const int chunks = (shift + w.positions + vec - 1) / vec;
+  const int total = w.lines * chunks;
+  for (int task = tid; task < total; task += nthreads) {
+    const int a = task / chunks, q = task - a * chunks;
+    const int i0 = q * vec - shift;
+    T* d = dst + a * pitch + q * vec;
+    const int64_t src = w.offset + a * w.line_stride + i0;
+    const bool line_ok = a < w.line_valid;
+    if (line_ok && i0 >= w.pos_lo && i0 + vec <= w.pos_hi) {
+      copy_chunk(d, g + src, vec);
+    } else {
+      for (int e = 0; e < vec; ++e) {
+        const int i = i0 + e;
+        d[e] = (line_ok && i >= w.pos_lo && i < w.pos_hi) ? g[src + e] : from_acc<T>(0.0f);
+      }
+    }
+  }
+}
+
+// Lines contiguous (NWC): position i lands in shared row i (of `pitch` elements), line a at column a. The
+// caller guarantees offset % vec == 0 and pos_stride % vec == 0, so every chunk is aligned.
+template <typename T>
+__device__ __forceinline__ void load_window_line_contiguous(const T* __restrict__ g, const TileWindow& w, T* dst,
+                                                            int pitch, int vec, int tid, int nthreads) {
+  const int chunks = (w.lines + vec - 1) / vec;
+  const int total = w.positions * chunks;
+  for (int task = tid; task < total; task += nthreads) {
+    const int i = task / chunks, q = task - i * chunks;
+    const int a0 = q * vec;
+    T* d = dst + i * pitch + a0;
+    const int64_t src = w.offset + i * w.pos_stride + a0;
+    const bool pos_ok = i >= w.pos_lo && i < w.pos_hi;
+    if (pos_ok && a0 + vec <= w.line_valid) {
+      copy_chunk(d, g + src, vec);
+    } else {
+      for (int e = 0; e < vec; ++e) d[e] = (pos_ok && a0 + e < w.line_valid) ? g[src + e] : from_acc<T>(0.0f);
+    }
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void load_window(const T* __restrict__ g, const TileWindow& w, T* dst, int pitch, int vec,
+                                            bool pos_contiguous, int tid, int nthreads) {
+  if (pos_contiguous)
+    load_window_pos_contiguous(g, w, dst, pitch, vec, tid, nthreads);
+  else
+    load_window_line_contiguous(g, w, dst, pitch, vec, tid, nthreads);
+}
+
+}  // namespace jax_conv1d::cuda
