@@ -15,6 +15,7 @@ that an output element a kernel forgets to write shows up as NaN.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -115,7 +116,7 @@ def _grads_fn(case_kwargs):
     return jax.jit(lambda x, w, g: jax.vjp(fwd, x, w)[1](g))
 
 
-def run_sweep(quick: bool) -> bool:
+def run_sweep(quick: bool, only=frozenset()) -> bool:
     import jax
     import jax.numpy as jnp
 
@@ -124,6 +125,8 @@ def run_sweep(quick: bool) -> bool:
     ok_all = True
     key = jax.random.key(0)
     for idx, case in enumerate(SWEEP):
+        if only and idx not in only:
+            continue
         case_modes = list(modes)
         if idx in SWEEP_PRECISION:
             case_modes += [("float32", "highest"), ("bfloat16", "default"), ("float16", "default")]
@@ -212,7 +215,49 @@ def median_ms(fn, *args, warmup=2, reps=10, max_seconds=20.0):
     return statistics.median(times) * 1e3
 
 
-def run_bench(names, with_xla: bool, reps: int, parts, max_seconds: float) -> list:
+def einsum_reference(x, w, g, *, stride, dilation, pad, groups, layout):
+    """dx and dw in float32 at HIGHEST precision through strided slices and einsums (XLA dots, no
+    convolution), for the full-size cases; inputs upcast to float32."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    hp = lax.Precision.HIGHEST
+    x, w, g = (a.astype(jnp.float32) for a in (x, w, g))
+    if layout == "NWC":
+        x, w, g = x.transpose(0, 2, 1), w.transpose(2, 1, 0), g.transpose(0, 2, 1)
+    n, c, length = x.shape
+    o, cg, k_size = w.shape
+    t_len = g.shape[2]
+    og = o // groups
+    lo, hi = pad
+    xp = lax.pad(x, 0.0, [(0, 0, 0), (0, 0, 0), (lo, hi, 0)])
+    xg = xp.reshape(n, groups, cg, -1)
+    gg = g.reshape(n, groups, og, t_len)
+    wg = w.reshape(groups, og, cg, k_size)
+    dxp = jnp.zeros_like(xg)
+    dws = []
+    for k in range(k_size):
+        sl = (Ellipsis, slice(k * dilation, k * dilation + (t_len - 1) * stride + 1, stride))
+        dws.append(jnp.einsum("ngot,ngct->goc", gg, xg[sl], precision=hp))
+        dxp = dxp.at[sl].add(jnp.einsum("goc,ngot->ngct", wg[..., k], gg, precision=hp))
+    dw = jnp.stack(dws, -1).reshape(o, cg, k_size)
+    dx = lax.pad(dxp.reshape(n, c, -1), 0.0, [(0, 0, 0), (0, 0, 0), (-lo, -hi, 0)])
+    if layout == "NWC":
+        dx, dw = dx.transpose(0, 2, 1), dw.transpose(2, 1, 0)
+    return dx, dw
+
+
+def device_rel_err(a, ref):
+    import jax.numpy as jnp
+
+    a = a.astype(jnp.float32)
+    num = jnp.linalg.norm((a - ref).ravel())
+    den = jnp.linalg.norm(ref.ravel())
+    return float(num / jnp.maximum(den, 1e-30))
+
+
+def run_bench(names, with_xla: bool, reps: int, parts, max_seconds: float, xla_parts) -> list:
     import jax
     import jax.numpy as jnp
     from jax import lax
@@ -248,6 +293,18 @@ def run_bench(names, with_xla: bool, reps: int, parts, max_seconds: float) -> li
 
         y = jax.eval_shape(ours_f, x, w, b)
         g = jax.random.normal(kg, y.shape, dtype)
+        if padding == "VALID":
+            pair = (0, 0)
+        elif padding == "CAUSAL":
+            pair = ((k - 1) * d, 0)
+        else:  # SAME, stride 1
+            total = (k - 1) * d
+            pair = (total // 2, total - total // 2)
+        ref = jax.jit(functools.partial(einsum_reference, stride=s, dilation=d, pad=pair, groups=groups,
+                                        layout=layout))
+        print(f"  reference {name}", flush=True)
+        rdx, rdw = ref(x, w, g)
+        errs = {}
         flops = 2.0 * n * y.shape[1 if layout == "NCW" else 2] * y.shape[2 if layout == "NCW" else 1] * (c // groups) * k
         sz = dtype.itemsize
         x_bytes, y_bytes = n * c * length * sz, float(np.prod(y.shape)) * sz
@@ -283,16 +340,18 @@ def run_bench(names, with_xla: bool, reps: int, parts, max_seconds: float) -> li
             r1 = ours(x, w, b, g)
             r2 = ours(x, w, b, g)
             same = all(bool(jnp.array_equal(a1, a2)) for a1, a2 in zip(r1, r2))
+            refs = {0: rdx, 1: rdw}
+            err = max(device_rel_err(a, refs[i]) for a, i in zip(r1, argn) if i in refs)
             del r1, r2
             t_ours = median_ms(ours, x, w, b, g, reps=reps, max_seconds=max_seconds)
             t_xla = float("nan")
-            if with_xla:
+            if with_xla and part in xla_parts:
                 xla = make(xla_f)
                 t_xla = median_ms(xla, x, w, b, g, warmup=1, reps=3, max_seconds=8.0)
                 del xla
             floor_ms = max(floor_bytes / 3.02e12, nflops / (400e12 if dtype_name == "float32" else 777e12)) * 1e3
-            rows.append((name, part, t_ours, t_xla, floor_ms, same))
-        del x, w, b, g
+            rows.append((name, part, t_ours, t_xla, floor_ms, same, err))
+        del x, w, b, g, rdx, rdw
     return rows
 
 
@@ -306,6 +365,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", default=",".join(BENCH))
     ap.add_argument("--parts", default="dx+dw,dx,dw")
     ap.add_argument("--max-seconds", type=float, default=20.0)
+    ap.add_argument("--xla-parts", default="dx+dw,dx,dw")
+    ap.add_argument("--only", default="", help="sweep case indices, comma separated")
     args = ap.parse_args(argv)
 
     import jax
@@ -314,13 +375,16 @@ def main(argv=None) -> int:
     print(f"jax {jax.__version__} on {dev.device_kind}", flush=True)
     ok = True
     if args.sweep:
-        ok &= run_sweep(args.quick)
+        only = {int(i) for i in args.only.split(",") if i}
+        ok &= run_sweep(args.quick, only)
     if args.bench:
-        rows = run_bench([c for c in args.cases.split(",") if c], args.xla, args.reps, args.parts.split(","), args.max_seconds)
-        print(f"\n{'case':<20}{'part':<7}{'ours ms':>9}{'xla ms':>9}{'floor':>8}{'speedup':>9}{'/floor':>8}  det")
-        for name, part, t, tx, fl, same in rows:
+        rows = run_bench([c for c in args.cases.split(",") if c], args.xla, args.reps, args.parts.split(","), args.max_seconds,
+                         args.xla_parts.split(","))
+        print(f"\n{'case':<20}{'part':<7}{'ours ms':>9}{'xla ms':>9}{'floor':>8}{'speedup':>9}{'/floor':>8}"
+              f"  det  rel err")
+        for name, part, t, tx, fl, same, err in rows:
             print(f"{name:<20}{part:<7}{t:>9.3f}{tx:>9.2f}{fl:>8.3f}{tx / t:>8.1f}x{t / fl:>7.2f}x  "
-                  f"{'yes' if same else 'NO'}")
+                  f"{'yes' if same else 'NO ':<4} {err:.1e}")
     return 0 if ok else 1
 
 

@@ -19,15 +19,16 @@ fi
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
 cd /tmp
 export PYTHONUNBUFFERED=1
+echo "start $(date +%T)"
 if [ "$1" != "skip" ]; then
   JAX_CONV1D_TRACE_BWD=1 python3 "$REPO/benchmarks/bwd_check.py" --sweep $1 >"$OUT/sweep.log" 2>&1
-  echo "sweep exit $?"
+  echo "sweep exit $? at $(date +%T)"
   grep -E "FAIL|ERROR|Error|error|sweep:|^jax " "$OUT/sweep.log" | head -60
   grep -v "^jax_conv1d " "$OUT/sweep.log" | tail -4
   grep "^jax_conv1d " "$OUT/sweep.log" | sort | uniq -c
 fi
 if [ "$2" != "skip" ]; then
   python3 "$REPO/benchmarks/bwd_check.py" --bench $2 >"$OUT/bench.log" 2>&1
-  echo "bench exit $?"
+  echo "bench exit $? at $(date +%T)"
   grep -v "^  timing" "$OUT/bench.log" | tail -40
 fi

@@ -48,11 +48,9 @@ __device__ __forceinline__ void cp_async_wait_pending(int n) {
   }
 }
 
-// Non-negative remainder; window offsets can be negative where padding reaches before the tensor.
-__host__ __device__ __forceinline__ int mod_floor(int64_t a, int m) {
-  const int r = static_cast<int>(a % m);
-  return r < 0 ? r + m : r;
-}
+// Remainder modulo a power of two, non-negative for negative a too (window offsets can be negative where
+// padding reaches before the tensor).
+__host__ __device__ __forceinline__ int low_bits(int64_t a, int pow2) { return static_cast<int>(a & (pow2 - 1)); }
 
 // Element (line a, position i) of the window lives at global offset `offset + a*line_stride + i*pos_stride`.
 // Lines >= line_valid and positions outside [pos_lo, pos_hi) read as zero.
@@ -64,39 +62,55 @@ struct TileWindow {
   int64_t pos_lo, pos_hi;
 };
 
-template <typename T>
-__device__ __forceinline__ void copy_chunk(T* dst, const T* src, int vec) {
-  switch (vec * static_cast<int>(sizeof(T))) {
-    case 16: cp_async<16>(dst, src); break;
-    case 8: cp_async<8>(dst, src); break;
-    case 4: cp_async<4>(dst, src); break;
-    default:
-      for (int e = 0; e < vec; ++e) dst[e] = src[e];
+template <typename T, int kBytes>
+__device__ __forceinline__ void copy_chunk(T* dst, const T* src) {
+  if constexpr (kBytes >= 4)
+    cp_async<kBytes>(dst, src);
+  else
+    *dst = *src;  // one 16-bit element: cp.async copies at least 4 bytes
+}
+
+// Walks tasks tid, tid + nthreads, ... of a (rows x cols) grid without a division per task.
+struct GridWalk {
+  int row, col, drow, dcol, cols;
+  __device__ __forceinline__ GridWalk(int tid, int nthreads, int cols_) : cols(cols_) {
+    row = tid / cols, col = tid - row * cols;
+    drow = nthreads / cols, dcol = nthreads - drow * cols;
   }
+  __device__ __forceinline__ void next() {
+    row += drow, col += dcol;
+    if (col >= cols) col -= cols, ++row;
+  }
+};
+
+__device__ __forceinline__ int clamp_int(int64_t v) {
+  return static_cast<int>(v < -(int64_t(1) << 30) ? -(int64_t(1) << 30) : (v > (int64_t(1) << 30) ? (int64_t(1) << 30) : v));
 }
 
 // Positions contiguous (NCW): each line lands in its own shared row of `pitch` elements. The copy starts at
-// the aligned-down address, so position i sits at row element `shift + i` with shift = (offset + a*line_stride)
-// mod vec; the caller guarantees line_stride % vec == 0 (shift is the same for every line) and computes the
-// same shift with window_shift() when it addresses the tile.
-template <typename T>
-__device__ __forceinline__ void load_window_pos_contiguous(const T* __restrict__ g, const TileWindow& w, T* dst,
-                                                           int pitch, int vec, int tid, int nthreads) {
-  const int shift = mod_floor(w.offset, vec);
+// the aligned-down address, so position i sits at row element `shift + i` with shift = offset mod vec; the
+// caller guarantees line_stride % vec == 0 (one shift for every line) and locates position 0 with the same
+// window_shift().
+template <typename T, int kBytes>
+__device__ __forceinline__ void load_pos_contiguous(const T* __restrict__ g, const TileWindow& w, T* dst, int pitch,
+                                                    int tid, int nthreads) {
+  constexpr int vec = kBytes / static_cast<int>(sizeof(T));
+  const int shift = low_bits(w.offset, vec);
   const int chunks = (shift + w.positions + vec - 1) / vec;
-  const int total = w.lines * chunks;
-  for (int task = tid; task < total; task += nthreads) {
-    const int a = task / chunks, q = task - a * chunks;
-    const int i0 = q * vec - shift;
-    T* d = dst + a * pitch + q * vec;
-    const int64_t src = w.offset + a * w.line_stride + i0;
+  const int lo = clamp_int(w.pos_lo), hi = clamp_int(w.pos_hi);
+  const int64_t base = w.offset - shift;
+  for (GridWalk it(tid, nthreads, chunks); it.row < w.lines; it.next()) {
+    const int a = it.row, i0 = it.col * vec - shift;
+    T* d = dst + a * pitch + it.col * vec;
+    const int64_t src = base + a * w.line_stride + it.col * vec;
     const bool line_ok = a < w.line_valid;
-    if (line_ok && i0 >= w.pos_lo && i0 + vec <= w.pos_hi) {
-      copy_chunk(d, g + src, vec);
+    if (line_ok && i0 >= lo && i0 + vec <= hi) {
+      copy_chunk<T, kBytes>(d, g + src);
     } else {
+#pragma unroll
       for (int e = 0; e < vec; ++e) {
         const int i = i0 + e;
-        d[e] = (line_ok && i >= w.pos_lo && i < w.pos_hi) ? g[src + e] : from_acc<T>(0.0f);
+        d[e] = (line_ok && i >= lo && i < hi) ? g[src + e] : from_acc<T>(0.0f);
       }
     }
   }
@@ -104,32 +118,45 @@ __device__ __forceinline__ void load_window_pos_contiguous(const T* __restrict__
 
 // Lines contiguous (NWC): position i lands in shared row i (of `pitch` elements), line a at column a. The
 // caller guarantees offset % vec == 0 and pos_stride % vec == 0, so every chunk is aligned.
-template <typename T>
-__device__ __forceinline__ void load_window_line_contiguous(const T* __restrict__ g, const TileWindow& w, T* dst,
-                                                            int pitch, int vec, int tid, int nthreads) {
+template <typename T, int kBytes>
+__device__ __forceinline__ void load_line_contiguous(const T* __restrict__ g, const TileWindow& w, T* dst, int pitch,
+                                                     int tid, int nthreads) {
+  constexpr int vec = kBytes / static_cast<int>(sizeof(T));
   const int chunks = (w.lines + vec - 1) / vec;
-  const int total = w.positions * chunks;
-  for (int task = tid; task < total; task += nthreads) {
-    const int i = task / chunks, q = task - i * chunks;
-    const int a0 = q * vec;
+  const int lo = clamp_int(w.pos_lo), hi = clamp_int(w.pos_hi);
+  for (GridWalk it(tid, nthreads, chunks); it.row < w.positions; it.next()) {
+    const int i = it.row, a0 = it.col * vec;
     T* d = dst + i * pitch + a0;
     const int64_t src = w.offset + i * w.pos_stride + a0;
-    const bool pos_ok = i >= w.pos_lo && i < w.pos_hi;
+    const bool pos_ok = i >= lo && i < hi;
     if (pos_ok && a0 + vec <= w.line_valid) {
-      copy_chunk(d, g + src, vec);
+      copy_chunk<T, kBytes>(d, g + src);
     } else {
+#pragma unroll
       for (int e = 0; e < vec; ++e) d[e] = (pos_ok && a0 + e < w.line_valid) ? g[src + e] : from_acc<T>(0.0f);
     }
   }
 }
 
+template <typename T, int kBytes>
+__device__ __forceinline__ void load_window_as(const T* __restrict__ g, const TileWindow& w, T* dst, int pitch,
+                                               bool pos_contiguous, int tid, int nthreads) {
+  if (pos_contiguous)
+    load_pos_contiguous<T, kBytes>(g, w, dst, pitch, tid, nthreads);
+  else
+    load_line_contiguous<T, kBytes>(g, w, dst, pitch, tid, nthreads);
+}
+
+// `vec` elements per copy (16/8/4 bytes through cp.async; 2 bytes synchronously).
 template <typename T>
 __device__ __forceinline__ void load_window(const T* __restrict__ g, const TileWindow& w, T* dst, int pitch, int vec,
                                             bool pos_contiguous, int tid, int nthreads) {
-  if (pos_contiguous)
-    load_window_pos_contiguous(g, w, dst, pitch, vec, tid, nthreads);
-  else
-    load_window_line_contiguous(g, w, dst, pitch, vec, tid, nthreads);
+  switch (vec * static_cast<int>(sizeof(T))) {
+    case 16: load_window_as<T, 16>(g, w, dst, pitch, pos_contiguous, tid, nthreads); break;
+    case 8: load_window_as<T, 8>(g, w, dst, pitch, pos_contiguous, tid, nthreads); break;
+    case 4: load_window_as<T, 4>(g, w, dst, pitch, pos_contiguous, tid, nthreads); break;
+    default: load_window_as<T, sizeof(T)>(g, w, dst, pitch, pos_contiguous, tid, nthreads); break;
+  }
 }
 
 }  // namespace jax_conv1d::cuda

@@ -92,7 +92,7 @@ ffi::Error run_wgrad(const Conv1dParams& p, ffi::ScratchAllocator& scratch, cons
   const size_t two_splits = 2 * sizeof(float) * static_cast<size_t>(p.w_size());
   for (size_t want = std::min(conv1d_wgrad_workspace_bytes<T>(p), kWgradScratchCap); want >= two_splits && want;
        want /= 2) {
-    if (std::optional<void*> ptr = scratch.Allocate(want, 256)) {
+    if (std::optional<void*> ptr = scratch.Allocate(want, 16)) {  // XLA accepts alignments <= 16
       ws.ptr = *ptr;
       ws.bytes = want;
       break;

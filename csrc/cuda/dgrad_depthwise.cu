@@ -31,8 +31,9 @@ struct DwDgradParams {
   int vec_dy, dy_pitch;
 };
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads) dgrad_depthwise_kernel(const DwDgradParams prm, const T* __restrict__ dy,
+// kTaps >= K: the per-thread tap arrays stay in registers with fully unrolled, predicated loops.
+template <typename T, int kTaps>
+__global__ void __launch_bounds__(kThreads, 2) dgrad_depthwise_kernel(const DwDgradParams prm, const T* __restrict__ dy,
                                                                    const T* __restrict__ w, T* __restrict__ dx) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* const dy_s = reinterpret_cast<T*>(smem_raw);
@@ -73,17 +74,17 @@ __global__ void __launch_bounds__(kThreads) dgrad_depthwise_kernel(const DwDgrad
   const bool c_ok = c < c_valid;
   const int64_t cc = c_first + (c_ok ? c : 0);
 
-  float wk[kMaxTaps];
-  int at[kMaxTaps], tr[kMaxTaps];
+  float wk[kTaps];
+  int at[kTaps], tr[kTaps];
   const int b_q = ncw ? 1 : prm.dy_pitch;
 #pragma unroll
-  for (int k = 0; k < kMaxTaps; ++k) {
+  for (int k = 0; k < kTaps; ++k) {
     wk[k] = k < K ? to_acc(w[cc * p.w_o + k * p.w_k]) : 0.0f;
     tr[k] = k < K ? prm.tap_r[k] : -1;
     if (k < K) {
       const int j = prm.tap_seg[k];
       if (ncw) {
-        const int shift = mod_floor(n * p.y_n + c_first * p.y_o + q0 + prm.seg_start[j], prm.vec_dy);
+        const int shift = low_bits(n * p.y_n + c_first * p.y_o + q0 + prm.seg_start[j], prm.vec_dy);
         at[k] = c * prm.dy_pitch + prm.seg_base[j] + shift + prm.tap_pos[k];
       } else {
         at[k] = (prm.seg_base[j] + prm.tap_pos[k]) * prm.dy_pitch + c;
@@ -105,7 +106,7 @@ __global__ void __launch_bounds__(kThreads) dgrad_depthwise_kernel(const DwDgrad
       if (l < 0 || l >= p.in_length) continue;
       float acc = 0.0f;
 #pragma unroll
-      for (int k = 0; k < kMaxTaps; ++k)
+      for (int k = 0; k < kTaps; ++k)
         if (tr[k] == r) acc = fmaf(wk[k], to_acc(dy_s[at[k] + off]), acc);
       dx_c[l * p.x_l] = from_acc<T>(acc);
     }
@@ -154,7 +155,9 @@ cudaError_t dgrad_depthwise_impl(const Conv1dParams& p, const T* dy, const T* w,
   q.q_tiles = ceil_div(ph.q_count, q.bq);
   q.units = p.batch * q.c_blocks * q.q_tiles;
   if (q.units > 0x7fffffff) return cudaErrorNotSupported;
-  auto kernel = dgrad_depthwise_kernel<T>;
+  const int K = static_cast<int>(p.kernel_size);
+  auto kernel = K <= 4 ? dgrad_depthwise_kernel<T, 4>
+                       : (K <= 8 ? dgrad_depthwise_kernel<T, 8> : dgrad_depthwise_kernel<T, kMaxTaps>);
   if (cudaError_t err = allow_dynamic_smem(kernel, smem); err != cudaSuccess) return err;
   kernel<<<static_cast<unsigned>(q.units), kThreads, smem, stream>>>(q, dy, w, dx);
   return cudaGetLastError();

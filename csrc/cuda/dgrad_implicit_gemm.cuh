@@ -28,6 +28,17 @@
 namespace jax_conv1d::cuda {
 namespace dgrad_gemm {
 
+// Four consecutive outputs from a float4: one 16-byte store for float, 8 bytes for 16-bit types.
+__device__ __forceinline__ void store4(float* d, float4 v) { *reinterpret_cast<float4*>(d) = v; }
+__device__ __forceinline__ void store4(__nv_bfloat16* d, float4 v) {
+  const __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+  *reinterpret_cast<uint2*>(d) = make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
+}
+__device__ __forceinline__ void store4(__half* d, float4 v) {
+  const __half2 a = __floats2half2_rn(v.x, v.y), b = __floats2half2_rn(v.z, v.w);
+  *reinterpret_cast<uint2*>(d) = make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
+}
+
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxTaps = StridePhases::kMaxTaps;
@@ -93,20 +104,35 @@ __global__ void __launch_bounds__(kThreads, 1)
     int64_t n, q0;
     int pg;
   };
+  // 32-bit divisions (the host checks units_per_slice < 2^31); done once per unit, not per chunk.
   auto unit_of = [&](int64_t i) {
-    int64_t u = blockIdx.y + i * gridDim.y;
+    uint32_t u = static_cast<uint32_t>(blockIdx.y + i * gridDim.y);
     Unit un;
-    un.pg = static_cast<int>(u % prm.phase_groups);
-    u /= prm.phase_groups;
-    un.q0 = prm.q_lo + (u % prm.q_tiles) * prm.bq;
-    un.n = u / prm.q_tiles;
+    const uint32_t pgs = static_cast<uint32_t>(prm.phase_groups), qts = static_cast<uint32_t>(prm.q_tiles);
+    const uint32_t rest = u / pgs;
+    un.pg = static_cast<int>(u - rest * pgs);
+    const uint32_t n = rest / qts;
+    un.q0 = prm.q_lo + int64_t(rest - n * qts) * prm.bq;
+    un.n = n;
     return un;
+  };
+  // A position in the chunk sequence: unit i of this block, output-channel chunk oc.
+  struct Cursor {
+    int64_t i;
+    int oc;
+    Unit un;
+  };
+  auto advance = [&](Cursor& c) {
+    if (++c.oc == prm.o_chunks) {
+      c.oc = 0;
+      if (++c.i < count) c.un = unit_of(c.i);
+    }
   };
   auto chunk_first_o = [&](int oc) { return grp * og + int64_t(oc) * prm.bo; };
 
-  auto load_chunk = [&](int64_t f, int stage) {
-    const Unit un = unit_of(f / prm.o_chunks);
-    const int oc = static_cast<int>(f % prm.o_chunks);
+  auto load_chunk = [&](const Cursor& cur, int stage) {
+    const Unit& un = cur.un;
+    const int oc = cur.oc;
     T* dst = stages + stage * prm.dy_elems;
     for (int j = 0; j < prm.nseg; ++j) {
       const int64_t t_start = un.q0 + prm.seg_start[j];
@@ -134,18 +160,18 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   // B (k = output channel, n = q): NCW rows are channels, NWC rows are positions.
   const int b_k = ncw ? prm.dy_pitch : 1;
-  auto compute_chunk = [&](int64_t f, int stage) {
-    const Unit un = unit_of(f / prm.o_chunks);
+  auto compute_chunk = [&](const Cursor& cur, int stage) {
+    const Unit& un = cur.un;
     const int phase = un.pg * prm.slots + slot;
     if (slot >= prm.slots || phase >= prm.nphase) return;
-    const int oc = static_cast<int>(f % prm.o_chunks);
+    const int oc = cur.oc;
     const T* dy_s = stages + stage * prm.dy_elems;
     const int first = prm.phase_first[phase], last = first + prm.phase_count[phase];
     for (int tj = first; tj < last; ++tj) {
       const int seg = prm.tap_seg[tj];
       int pos0 = prm.seg_base[seg] + prm.tap_pos[tj] + q_off + g;
       if (ncw)
-        pos0 += mod_floor(un.n * p.y_n + chunk_first_o(oc) * p.y_o + un.q0 + prm.seg_start[seg], prm.vec_dy);
+        pos0 += low_bits(un.n * p.y_n + chunk_first_o(oc) * p.y_o + un.q0 + prm.seg_start[seg], prm.vec_dy);
       int b_col[kNT];
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) b_col[nt] = ncw ? pos0 + nt * 8 : (pos0 + nt * 8) * prm.dy_pitch;
@@ -160,8 +186,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   };
 
-  auto finish_unit = [&](int64_t i) {
-    const Unit un = unit_of(i);
+  auto finish_unit = [&](const Unit& un) {
     const int phase = un.pg * prm.slots + slot;
     if (slot < prm.slots && phase < prm.nphase) {
       const int r = prm.phase_r[phase];
@@ -181,36 +206,70 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int span = s * prm.bq;
     const int64_t l0 = un.q0 * s - p.pad_lo;
     const bool all_groups = prm.phase_groups == 1;
-    T* const dx_n = dx + un.n * p.x_n + (grp * cg + c_in_group) * p.x_c;
+    const int64_t dx_off = un.n * p.x_n + (grp * cg + c_in_group) * p.x_c;
+    T* const dx_n = dx + dx_off;
+    auto keep = [&](int i) { return all_groups || prm.residue_group[i % s] == un.pg; };
     if (ncw) {
-      for (int c = warp; c < c_valid; c += kWarps)
-        for (int i = lane; i < span; i += 32) {
+      if (all_groups && (span & 3) == 0 && (p.x_c & 3) == 0 && low_bits(dx_off + l0, 4) == 0) {
+        // Four positions per thread: 16-byte (float) or 8-byte (16-bit) stores.
+        for (GridWalk it(tid, kThreads, span >> 2); it.row < c_valid; it.next()) {
+          const int c = it.row, i = it.col * 4;
           const int64_t l = l0 + i;
-          if (l < 0 || l >= p.in_length || (!all_groups && prm.residue_group[i % s] != un.pg)) continue;
+          const float4 v = *reinterpret_cast<const float4*>(staging + c * prm.st_pitch + i);
+          T* d = dx_n + c * p.x_c + l;
+          if (l >= 0 && l + 4 <= p.in_length) {
+            store4(d, v);
+          } else {
+            const float e[4] = {v.x, v.y, v.z, v.w};
+            for (int j = 0; j < 4; ++j)
+              if (l + j >= 0 && l + j < p.in_length) d[j] = from_acc<T>(e[j]);
+          }
+        }
+      } else {
+        for (GridWalk it(tid, kThreads, span); it.row < c_valid; it.next()) {
+          const int c = it.row, i = it.col;
+          const int64_t l = l0 + i;
+          if (l < 0 || l >= p.in_length || !keep(i)) continue;
           dx_n[c * p.x_c + l] = from_acc<T>(staging[c * prm.st_pitch + i]);
         }
+      }
     } else {
-      for (int i = warp; i < span; i += kWarps) {
-        const int64_t l = l0 + i;
-        if (l < 0 || l >= p.in_length || (!all_groups && prm.residue_group[i % s] != un.pg)) continue;
-        for (int c = lane; c < c_valid; c += 32) dx_n[l * p.x_l + c] = from_acc<T>(staging[i * prm.st_pitch + c]);
+      if (all_groups && (c_valid & 3) == 0 && (p.x_l & 3) == 0 && low_bits(dx_off, 4) == 0) {
+        for (GridWalk it(tid, kThreads, c_valid >> 2); it.row < span; it.next()) {
+          const int i = it.row, c = it.col * 4;
+          const int64_t l = l0 + i;
+          if (l < 0 || l >= p.in_length) continue;
+          store4(dx_n + l * p.x_l + c, *reinterpret_cast<const float4*>(staging + i * prm.st_pitch + c));
+        }
+      } else {
+        for (GridWalk it(tid, kThreads, c_valid); it.row < span; it.next()) {
+          const int i = it.row, c = it.col;
+          const int64_t l = l0 + i;
+          if (l < 0 || l >= p.in_length || !keep(i)) continue;
+          dx_n[l * p.x_l + c] = from_acc<T>(staging[i * prm.st_pitch + c]);
+        }
       }
     }
     // The staging tile is rewritten only after the next chunk's barrier.
   };
 
+  Cursor ld{0, 0, unit_of(0)};
+  Cursor cur = ld;
   for (int st = 0; st < prm.nstage - 1; ++st) {
-    if (st < chunks) load_chunk(st, st);
+    if (st < chunks) load_chunk(ld, st);
+    advance(ld);
     cp_async_commit();
   }
   for (int64_t f = 0; f < chunks; ++f) {
     cp_async_wait_pending(prm.nstage - 2);
     __syncthreads();
     const int64_t next = f + prm.nstage - 1;
-    if (next < chunks) load_chunk(next, static_cast<int>(next % prm.nstage));
+    if (next < chunks) load_chunk(ld, static_cast<int>(next % prm.nstage));
+    advance(ld);
     cp_async_commit();
-    compute_chunk(f, static_cast<int>(f % prm.nstage));
-    if (f % prm.o_chunks == prm.o_chunks - 1) finish_unit(f / prm.o_chunks);
+    compute_chunk(cur, static_cast<int>(f % prm.nstage));
+    if (cur.oc == prm.o_chunks - 1) finish_unit(cur.un);
+    advance(cur);
   }
   cp_async_wait<0>();
 }
@@ -286,12 +345,12 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
     if (ncw) {
       t.dy_pitch = static_cast<int>(pick_pitch(extent, t.vec_dy, [&](int gg, int tt, int64_t P) { return kpair * tt * P + gg; }, sz));
       t.dy_elems = bo * t.dy_pitch;
-      t.st_pitch = static_cast<int>(pick_pitch(span, 1, [&](int gg, int tt, int64_t P) { return gg * P + 2 * tt * s; }, 4));
+      t.st_pitch = static_cast<int>(pick_pitch(span, 4, [&](int gg, int tt, int64_t P) { return gg * P + 2 * tt * s; }, 4));
       t.st_elems = t.bc * t.st_pitch;
     } else {
       t.dy_pitch = static_cast<int>(pick_pitch(bo, std::max(t.vec_dy, kpair), [&](int gg, int tt, int64_t P) { return gg * P + kpair * tt; }, sz));
       t.dy_elems = static_cast<int>(extent * t.dy_pitch);
-      t.st_pitch = static_cast<int>(pick_pitch(t.bc, 1, [&](int gg, int tt, int64_t P) { return 2 * tt * s * P + gg; }, 4));
+      t.st_pitch = static_cast<int>(pick_pitch(t.bc, 4, [&](int gg, int tt, int64_t P) { return 2 * tt * s * P + gg; }, 4));
       t.st_elems = span * t.st_pitch;
     }
     t.dy_elems = static_cast<int>(round_up(t.dy_elems, 16 / sz));
@@ -324,6 +383,7 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   q.q_lo = ph.q_lo;
   q.q_tiles = ceil_div(ph.q_count, q.bq);
   q.units_per_slice = p.batch * q.q_tiles * q.phase_groups;
+  if (q.units_per_slice >= (int64_t(1) << 31)) return false;  // the kernel decodes units in 32 bits
   const int64_t slices = p.groups * q.c_blocks;
   if (slices > 0x7fffffff) return false;
   const int64_t per_slice = std::min<int64_t>({std::max<int64_t>(1, device_limits().sms / slices),

@@ -179,4 +179,52 @@ __device__ __forceinline__ void warp_mma_step(float (&acc)[kMT][kNT][4], const t
   }
 }
 
+// Mma3xTf32 for long reductions (the weight gradient sums millions of terms): the tensor cores add into their
+// float32 accumulator with truncation, so a chain of thousands of steps drifts by ~1e-4 relative. Here each
+// k-step's three products go into a fresh register (a chain of three), and that is added to `acc` with Kahan
+// compensation in `comp`; the sum is acc - comp.
+template <int kMT, int kNT>
+__device__ __forceinline__ void warp_mma_step_3xtf32_compensated(float (&acc)[kMT][kNT][4], float (&comp)[kMT][kNT][4],
+                                                                 const float* __restrict__ sa,
+                                                                 const int (&a_row)[kMT][2], int a_k,
+                                                                 const float* __restrict__ sb, const int (&b_col)[kNT],
+                                                                 int b_k, int k0, int lane) {
+  const int tq = lane & 3;
+  const int ka = (k0 + tq) * a_k, ka4 = ka + 4 * a_k;
+  const int kb = (k0 + tq) * b_k, kb4 = kb + 4 * b_k;
+  uint32_t ab[kMT][4], as[kMT][4], bb[kNT][2], bs[kNT][2];
+  auto split = [](float v, uint32_t& big, uint32_t& small) {
+    big = tf32_round(v);
+    small = tf32_round(v - __uint_as_float(big));
+  };
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) {
+    split(sa[a_row[mt][0] + ka], ab[mt][0], as[mt][0]);
+    split(sa[a_row[mt][1] + ka], ab[mt][1], as[mt][1]);
+    split(sa[a_row[mt][0] + ka4], ab[mt][2], as[mt][2]);
+    split(sa[a_row[mt][1] + ka4], ab[mt][3], as[mt][3]);
+  }
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt) {
+    split(sb[b_col[nt] + kb], bb[nt][0], bs[nt][0]);
+    split(sb[b_col[nt] + kb4], bb[nt][1], bs[nt][1]);
+  }
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      mma_tf32_16x8x8(d, as[mt][0], as[mt][1], as[mt][2], as[mt][3], bb[nt][0], bb[nt][1]);
+      mma_tf32_16x8x8(d, ab[mt][0], ab[mt][1], ab[mt][2], ab[mt][3], bs[nt][0], bs[nt][1]);
+      mma_tf32_16x8x8(d, ab[mt][0], ab[mt][1], ab[mt][2], ab[mt][3], bb[nt][0], bb[nt][1]);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float y = d[e] - comp[mt][nt][e];
+        const float t = acc[mt][nt][e] + y;
+        comp[mt][nt][e] = (t - acc[mt][nt][e]) - y;
+        acc[mt][nt][e] = t;
+      }
+    }
+}
+
 }  // namespace jax_conv1d::cuda

@@ -40,8 +40,9 @@ struct DwWgradParams {
   float* partials;
 };
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads) wgrad_depthwise_kernel(const DwWgradParams prm, const T* __restrict__ x,
+// kTaps >= K: the per-thread tap arrays stay in registers with fully unrolled, predicated loops.
+template <typename T, int kTaps>
+__global__ void __launch_bounds__(kThreads, 2) wgrad_depthwise_kernel(const DwWgradParams prm, const T* __restrict__ x,
                                                                    const T* __restrict__ dy, T* __restrict__ dw) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* const smem = reinterpret_cast<T*>(smem_raw);
@@ -64,7 +65,8 @@ __global__ void __launch_bounds__(kThreads) wgrad_depthwise_kernel(const DwWgrad
   const int stage_elems = prm.dy_elems + prm.x_elems;
 
   auto load_unit = [&](int64_t u, int stage) {
-    const int64_t n = u / prm.t_units, t0 = (u - n * prm.t_units) * prm.bt;
+    const uint32_t nn = static_cast<uint32_t>(u) / static_cast<uint32_t>(prm.t_units);  // units < 2^31
+    const int64_t n = nn, t0 = int64_t(static_cast<uint32_t>(u) - nn * static_cast<uint32_t>(prm.t_units)) * prm.bt;
     T* dy_s = smem + stage * stage_elems;
     T* x_s = dy_s + prm.dy_elems;
     TileWindow wd;
@@ -96,37 +98,38 @@ __global__ void __launch_bounds__(kThreads) wgrad_depthwise_kernel(const DwWgrad
   // Element strides inside the tiles: NCW rows are channels, NWC rows are positions.
   const int dy_c = ncw ? prm.dy_pitch : 1, dy_t = ncw ? 1 : prm.dy_pitch;
   const int x_c = ncw ? prm.x_pitch : 1, x_l = ncw ? 1 : prm.x_pitch;
-  int tap_at[kMaxTaps];
+  int tap_at[kTaps];
 #pragma unroll
-  for (int k = 0; k < kMaxTaps; ++k) tap_at[k] = k < K ? prm.seg_base[prm.tap_seg[k]] + prm.tap_pos[k] * x_l + c * x_c : 0;
+  for (int k = 0; k < kTaps; ++k) tap_at[k] = k < K ? prm.seg_base[prm.tap_seg[k]] + prm.tap_pos[k] * x_l + c * x_c : 0;
 
-  float acc[kMaxTaps];
+  float acc[kTaps];
 #pragma unroll
-  for (int k = 0; k < kMaxTaps; ++k) acc[k] = 0.0f;
+  for (int k = 0; k < kTaps; ++k) acc[k] = 0.0f;
 
   auto compute_unit = [&](int64_t u, int stage) {
-    const int64_t n = u / prm.t_units, t0 = (u - n * prm.t_units) * prm.bt;
+    const uint32_t nn = static_cast<uint32_t>(u) / static_cast<uint32_t>(prm.t_units);  // units < 2^31
+    const int64_t n = nn, t0 = int64_t(static_cast<uint32_t>(u) - nn * static_cast<uint32_t>(prm.t_units)) * prm.bt;
     const T* dy_s = smem + stage * stage_elems;
     const T* x_s = dy_s + prm.dy_elems;
     int dy_at = c * dy_c, shift_dy = 0;
-    int at[kMaxTaps];
+    int at[kTaps];
     if (ncw) {
       // Rows were copied from aligned-down starts; the loader's shift locates position 0.
-      shift_dy = mod_floor(n * p.y_n + (c_first)*p.y_o + t0, prm.vec_dy);
+      shift_dy = low_bits(n * p.y_n + (c_first)*p.y_o + t0, prm.vec_dy);
       const int64_t l_base = t0 * p.stride - p.pad_lo;
 #pragma unroll
-      for (int k = 0; k < kMaxTaps; ++k)
-        at[k] = k < K ? tap_at[k] + mod_floor(n * p.x_n + c_first * p.x_c + l_base + prm.seg_src[prm.tap_seg[k]], prm.vec_x) : 0;
+      for (int k = 0; k < kTaps; ++k)
+        at[k] = k < K ? tap_at[k] + low_bits(n * p.x_n + c_first * p.x_c + l_base + prm.seg_src[prm.tap_seg[k]], prm.vec_x) : 0;
     } else {
 #pragma unroll
-      for (int k = 0; k < kMaxTaps; ++k) at[k] = tap_at[k];
+      for (int k = 0; k < kTaps; ++k) at[k] = tap_at[k];
     }
     dy_at += shift_dy;
     for (int t = tg; t < prm.bt; t += groups_per_channel) {
       const float g = to_acc(dy_s[dy_at + t * dy_t]);
       const int xt = t * s * x_l;
 #pragma unroll
-      for (int k = 0; k < kMaxTaps; ++k)
+      for (int k = 0; k < kTaps; ++k)
         if (k < K) acc[k] = fmaf(g, to_acc(x_s[at[k] + xt]), acc[k]);
     }
   };
@@ -150,7 +153,7 @@ __global__ void __launch_bounds__(kThreads) wgrad_depthwise_kernel(const DwWgrad
   float* red = reinterpret_cast<float*>(smem_raw);  // [tg][c][k]
   const int cb = prm.cb;
 #pragma unroll
-  for (int k = 0; k < kMaxTaps; ++k)
+  for (int k = 0; k < kTaps; ++k)
     if (k < K) red[(tg * cb + c) * K + k] = acc[k];
   __syncthreads();
   for (int e = tid; e < cb * K; e += kThreads) {
@@ -231,7 +234,7 @@ bool make_plan(const Conv1dParams& p, DwWgradParams* out, size_t* smem_bytes) {
   if (q.c_blocks > 65535) return false;
   q.t_units = ceil_div(p.out_length, q.bt);
   q.units = p.batch * q.t_units;
-  return true;
+  return q.units < (int64_t(1) << 31);
 }
 
 // Enough blocks for a few per SM, no more than the workspace holds.
@@ -252,7 +255,9 @@ cudaError_t wgrad_depthwise_impl(const Conv1dParams& p, const T* x, const T* dy,
   if (!make_plan<T>(p, &q, &smem)) return cudaErrorNotSupported;
   q.splits = choose_splits(p, q, smem, ws.bytes);
   q.partials = q.splits > 1 ? static_cast<float*>(ws.ptr) : nullptr;
-  auto kernel = wgrad_depthwise_kernel<T>;
+  const int K = static_cast<int>(p.kernel_size);
+  auto kernel = K <= 4 ? wgrad_depthwise_kernel<T, 4>
+                       : (K <= 8 ? wgrad_depthwise_kernel<T, 8> : wgrad_depthwise_kernel<T, kMaxTaps>);
   if (cudaError_t err = allow_dynamic_smem(kernel, smem); err != cudaSuccess) return err;
   kernel<<<dim3(q.splits, q.c_blocks), kThreads, smem, stream>>>(q, x, dy, dw);
   if (cudaError_t err = cudaGetLastError(); err != cudaSuccess || q.splits == 1) return err;

@@ -110,9 +110,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   const int stage_elems = prm.dy_elems + prm.x_elems;
-  auto unit_origin = [&](int64_t u, int64_t& n, int64_t& t0) {
-    n = u / prm.t_units;
-    t0 = (u - n * prm.t_units) * prm.bt;
+  auto unit_origin = [&](int64_t u, int64_t& n, int64_t& t0) {  // 32-bit: the host checks units < 2^31
+    const uint32_t uu = static_cast<uint32_t>(u), tu = static_cast<uint32_t>(prm.t_units);
+    const uint32_t nn = uu / tu;
+    n = nn;
+    t0 = int64_t(uu - nn * tu) * prm.bt;
   };
 
   auto load_unit = [&](int64_t u, int stage) {
@@ -146,13 +148,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   };
 
-  float acc[kMT][kNT][4];
+  constexpr bool kCompensated = std::is_same_v<Op, Mma3xTf32>;  // float32-accurate: see the step's comment
+  float acc[kMT][kNT][4], comp[kMT][kNT][4];
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.0f;
+      for (int e = 0; e < 4; ++e) acc[mt][nt][e] = comp[mt][nt][e] = 0.0f;
 
   auto compute_unit = [&](int64_t u, int stage) {
     int64_t n, t0;
@@ -164,13 +167,17 @@ __global__ void __launch_bounds__(kThreads, 1)
       // NCW x rows were copied from their aligned-down start; the same shift locates position 0.
       const int64_t l_base = t0 * p.stride + int64_t(k_first) * p.dilation - p.pad_lo;
 #pragma unroll
-      for (int nt = 0; nt < kNT; ++nt) b_col[nt] = b_col0[nt] + mod_floor(l_base + prm.seg_src[b_seg[nt]], prm.vec_x);
+      for (int nt = 0; nt < kNT; ++nt) b_col[nt] = b_col0[nt] + low_bits(l_base + prm.seg_src[b_seg[nt]], prm.vec_x);
     } else {
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) b_col[nt] = b_col0[nt];
     }
-    for (int k0 = 0; k0 < prm.bt; k0 += Op::kK)
-      warp_mma_step<Op, kMT, kNT, kAContig, false>(acc, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
+    for (int k0 = 0; k0 < prm.bt; k0 += Op::kK) {
+      if constexpr (kCompensated)
+        warp_mma_step_3xtf32_compensated<kMT, kNT>(acc, comp, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
+      else
+        warp_mma_step<Op, kMT, kNT, kAContig, false>(acc, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
+    }
   };
 
   // Pipeline: nstage-1 units in flight while one is computed.
@@ -203,10 +210,11 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int64_t k = k_first + j;
         if (m >= o_valid || j >= prm.kb || c >= c_valid || k >= p.kernel_size) continue;
         const int64_t idx = (o_first + m) * p.w_o + (c_in_group + c) * p.w_c + k * p.w_k;
+        const float v = kCompensated ? acc[mt][nt][e] - comp[mt][nt][e] : acc[mt][nt][e];
         if (part)
-          part[idx] = acc[mt][nt][e];
+          part[idx] = v;
         else
-          dw[idx] = from_acc<T>(acc[mt][nt][e]);
+          dw[idx] = from_acc<T>(v);
       }
 }
 
@@ -228,13 +236,15 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   Params& q = plan->prm;
   q = Params{};
   q.p = p;
-  plan->mt = og <= 64 ? 2 : 4;
+  // The compensated float32-accurate sums keep twice the accumulators: the narrow tile keeps them in registers.
+  plan->mt = (og <= 64 || std::is_same_v<Op, Mma3xTf32>) ? 2 : 4;
   const int bm = 32 * plan->mt;
 
   // Column blocks: the fewest MMA columns over the whole weight, then the widest channel block.
   int64_t best_cost = -1;
   for (int nt : {4, 6}) {
     if (plan->mt == 2 && nt == 6) continue;  // instantiated shapes: (4,4), (4,6), (2,4)
+    if (std::is_same_v<Op, Mma3xTf32> && nt == 6) continue;  // the compensated sums need the registers
     const int bn = 32 * nt;
     for (int bch = 8; bch <= std::min<int64_t>(bn, round_up(cg, 8)); bch += 8) {
       const int kb = static_cast<int>(std::min<int64_t>({K, bn / bch, kMaxTaps}));
@@ -313,13 +323,16 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   if (tiles > 65535) return false;
   q.t_units = ceil_div(p.out_length, q.bt);
   q.units = p.batch * q.t_units;
+  if (q.units >= (int64_t(1) << 31)) return false;
   plan->grid = dim3(1, static_cast<unsigned>(tiles), 1);
   return true;
 }
 
-// Splits: enough blocks to fill every SM once (one block fits per SM), no more than the workspace holds.
+// Splits: four waves of blocks (one block fits per SM), no more than the workspace holds. More, shorter
+// splits keep each block's accumulation chain short (the tensor cores' float32 adds truncate) at the cost of
+// one partial tile per block.
 inline int choose_splits(const Conv1dParams& p, const Params& q, int64_t tiles, size_t ws_bytes) {
-  int64_t splits = std::max<int64_t>(1, device_limits().sms / tiles);
+  int64_t splits = std::max<int64_t>(1, 4 * device_limits().sms / tiles);
   splits = std::min<int64_t>({splits, q.units, 65535});
   const size_t fit = ws_bytes / (sizeof(float) * p.w_size());
   if (static_cast<size_t>(splits) > fit) splits = static_cast<int64_t>(fit);
@@ -346,9 +359,13 @@ cudaError_t launch(const Plan& plan, const typename Op::T* x, const typename Op:
 template <class Op, bool kAContig>
 cudaError_t launch_shape(const Plan& plan, const typename Op::T* x, const typename Op::T* dy, typename Op::T* dw,
                          cudaStream_t stream) {
-  if (plan.mt == 2) return launch<Op, 2, 4, kAContig>(plan, x, dy, dw, stream);
-  if (plan.nt == 6) return launch<Op, 4, 6, kAContig>(plan, x, dy, dw, stream);
-  return launch<Op, 4, 4, kAContig>(plan, x, dy, dw, stream);
+  if constexpr (std::is_same_v<Op, Mma3xTf32>) {
+    return launch<Op, 2, 4, kAContig>(plan, x, dy, dw, stream);
+  } else {
+    if (plan.mt == 2) return launch<Op, 2, 4, kAContig>(plan, x, dy, dw, stream);
+    if (plan.nt == 6) return launch<Op, 4, 6, kAContig>(plan, x, dy, dw, stream);
+    return launch<Op, 4, 4, kAContig>(plan, x, dy, dw, stream);
+  }
 }
 
 // The whole weight gradient through one operand policy: plan, split, launch, and sum the partials.
