@@ -83,14 +83,16 @@ struct GridWalk {
   }
 };
 
+// Window bounds as int: anything beyond +-2^30 positions is as good as infinitely far from a tile.
 __device__ __forceinline__ int clamp_int(int64_t v) {
-  return static_cast<int>(v < -(int64_t(1) << 30) ? -(int64_t(1) << 30) : (v > (int64_t(1) << 30) ? (int64_t(1) << 30) : v));
+  constexpr int64_t kFar = int64_t(1) << 30;
+  return static_cast<int>(v < -kFar ? -kFar : (v > kFar ? kFar : v));
 }
 
 // Positions contiguous (NCW): each line lands in its own shared row of `pitch` elements. The copy starts at
 // the aligned-down address, so position i sits at row element `shift + i` with shift = offset mod vec; the
 // caller guarantees line_stride % vec == 0 (one shift for every line) and locates position 0 with the same
-// window_shift().
+// low_bits(offset, vec).
 template <typename T, int kBytes>
 __device__ __forceinline__ void load_pos_contiguous(const T* __restrict__ g, const TileWindow& w, T* dst, int pitch,
                                                     int tid, int nthreads) {

@@ -68,7 +68,7 @@ __global__ void __launch_bounds__(kThreads, 2) dgrad_depthwise_kernel(const DwDg
   cp_async_commit();
 
   // NWC: threads along channels; NCW: each channel row is shared by kThreads / cb threads along q.
-  const int threads_per_c = ncw ? kThreads / prm.cb : kThreads / prm.cb;
+  const int threads_per_c = kThreads / prm.cb;
   const int c = ncw ? tid / threads_per_c : tid % prm.cb;
   const int qg = ncw ? tid % threads_per_c : tid / prm.cb;
   const bool c_ok = c < c_valid;

@@ -32,11 +32,13 @@ namespace dgrad_gemm {
 __device__ __forceinline__ void store4(float* d, float4 v) { *reinterpret_cast<float4*>(d) = v; }
 __device__ __forceinline__ void store4(__nv_bfloat16* d, float4 v) {
   const __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
-  *reinterpret_cast<uint2*>(d) = make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
+  *reinterpret_cast<uint2*>(d) =
+      make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
 }
 __device__ __forceinline__ void store4(__half* d, float4 v) {
   const __half2 a = __floats2half2_rn(v.x, v.y), b = __floats2half2_rn(v.z, v.w);
-  *reinterpret_cast<uint2*>(d) = make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
+  *reinterpret_cast<uint2*>(d) =
+      make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
 }
 
 constexpr int kThreads = 256;
@@ -340,17 +342,22 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
     t.bo = bo;
     t.o_chunks = static_cast<int>(ceil_div(og, bo));
     t.nstage = nstage;
-    t.w_pitch = static_cast<int>(pick_pitch(t.o_chunks * bo, kpair, [&](int gg, int tt, int64_t P) { return gg * P + kpair * tt; }, sz));
+    // Conflict patterns: lane (gg, tt) = (lane / 4, lane % 4) of each fragment load or staging store.
+    auto a_frag = [&](int gg, int tt, int64_t P) { return gg * P + kpair * tt; };
+    t.w_pitch = static_cast<int>(pick_pitch(t.o_chunks * bo, kpair, a_frag, sz));
     t.w_elems = static_cast<int>(K * t.bc * t.w_pitch);
     if (ncw) {
-      t.dy_pitch = static_cast<int>(pick_pitch(extent, t.vec_dy, [&](int gg, int tt, int64_t P) { return kpair * tt * P + gg; }, sz));
+      auto b_frag = [&](int gg, int tt, int64_t P) { return kpair * tt * P + gg; };
+      auto st_frag = [&](int gg, int tt, int64_t P) { return gg * P + 2 * tt * s; };
+      t.dy_pitch = static_cast<int>(pick_pitch(extent, t.vec_dy, b_frag, sz));
       t.dy_elems = bo * t.dy_pitch;
-      t.st_pitch = static_cast<int>(pick_pitch(span, 4, [&](int gg, int tt, int64_t P) { return gg * P + 2 * tt * s; }, 4));
+      t.st_pitch = static_cast<int>(pick_pitch(span, 4, st_frag, 4));
       t.st_elems = t.bc * t.st_pitch;
     } else {
-      t.dy_pitch = static_cast<int>(pick_pitch(bo, std::max(t.vec_dy, kpair), [&](int gg, int tt, int64_t P) { return gg * P + kpair * tt; }, sz));
+      auto st_frag = [&](int gg, int tt, int64_t P) { return 2 * tt * s * P + gg; };
+      t.dy_pitch = static_cast<int>(pick_pitch(bo, std::max(t.vec_dy, kpair), a_frag, sz));  // same pattern as A
       t.dy_elems = static_cast<int>(extent * t.dy_pitch);
-      t.st_pitch = static_cast<int>(pick_pitch(t.bc, 4, [&](int gg, int tt, int64_t P) { return 2 * tt * s * P + gg; }, 4));
+      t.st_pitch = static_cast<int>(pick_pitch(t.bc, 4, st_frag, 4));
       t.st_elems = span * t.st_pitch;
     }
     t.dy_elems = static_cast<int>(round_up(t.dy_elems, 16 / sz));
@@ -386,8 +393,8 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   if (q.units_per_slice >= (int64_t(1) << 31)) return false;  // the kernel decodes units in 32 bits
   const int64_t slices = p.groups * q.c_blocks;
   if (slices > 0x7fffffff) return false;
-  const int64_t per_slice = std::min<int64_t>({std::max<int64_t>(1, device_limits().sms / slices),
-                                               q.units_per_slice, 65535});
+  const int64_t per_slice =
+      std::min<int64_t>({std::max<int64_t>(1, device_limits().sms / slices), q.units_per_slice, 65535});
   plan->grid = dim3(static_cast<unsigned>(slices), static_cast<unsigned>(per_slice), 1);
   return true;
 }

@@ -4,7 +4,8 @@
 namespace jax_conv1d::cuda {
 
 template <>
-cudaError_t dgrad_implicit_gemm<__nv_bfloat16>(const Conv1dParams& p, const __nv_bfloat16* dy, const __nv_bfloat16* w, __nv_bfloat16* dx, cudaStream_t stream) {
+cudaError_t dgrad_implicit_gemm<__nv_bfloat16>(const Conv1dParams& p, const __nv_bfloat16* dy, const __nv_bfloat16* w,
+                                               __nv_bfloat16* dx, cudaStream_t stream) {
   return dgrad_gemm::run<MmaBf16>(p, dy, w, dx, stream);
 }
 

@@ -4,7 +4,8 @@
 namespace jax_conv1d::cuda {
 
 template <>
-cudaError_t dgrad_implicit_gemm<__half>(const Conv1dParams& p, const __half* dy, const __half* w, __half* dx, cudaStream_t stream) {
+cudaError_t dgrad_implicit_gemm<__half>(const Conv1dParams& p, const __half* dy, const __half* w,
+                                        __half* dx, cudaStream_t stream) {
   return dgrad_gemm::run<MmaF16>(p, dy, w, dx, stream);
 }
 

@@ -4,7 +4,8 @@
 namespace jax_conv1d::cuda {
 
 template <>
-cudaError_t dgrad_implicit_gemm<float>(const Conv1dParams& p, const float* dy, const float* w, float* dx, cudaStream_t stream) {
+cudaError_t dgrad_implicit_gemm<float>(const Conv1dParams& p, const float* dy, const float* w,
+                                       float* dx, cudaStream_t stream) {
   // Precision kDefault rounds operands to TF32 (as lax's DEFAULT does on GPU); kAccurate splits each into two
   // TF32 parts for float32-level products.
   if (p.precision == Precision::kAccurate) return dgrad_gemm::run<Mma3xTf32>(p, dy, w, dx, stream);

@@ -119,7 +119,9 @@ __global__ void __launch_bounds__(kThreads, 2) wgrad_depthwise_kernel(const DwWg
       const int64_t l_base = t0 * p.stride - p.pad_lo;
 #pragma unroll
       for (int k = 0; k < kTaps; ++k)
-        at[k] = k < K ? tap_at[k] + low_bits(n * p.x_n + c_first * p.x_c + l_base + prm.seg_src[prm.tap_seg[k]], prm.vec_x) : 0;
+        at[k] = k < K ? tap_at[k] + low_bits(n * p.x_n + c_first * p.x_c + l_base + prm.seg_src[prm.tap_seg[k]],
+                                              prm.vec_x)
+                      : 0;
     } else {
 #pragma unroll
       for (int k = 0; k < kTaps; ++k) at[k] = tap_at[k];

@@ -282,20 +282,24 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
     // Shared tiles. Conflict patterns are those of warp_mma_step's loads: lane (g, tq) reads row g and
     // reduction index tq (or 2*tq for 16-bit pairs).
     const int kstep = sz == 4 ? 1 : 2;
+    auto rows_g = [&](int gg, int t, int64_t P) { return gg * P + kstep * t; };      // lanes g on rows
+    auto rows_t = [&](int gg, int t, int64_t P) { return kstep * t * P + gg; };      // lanes tq on rows
+    auto x_rows_g = [&](int gg, int t, int64_t P) { return gg * P + kstep * t * s; };
+    auto x_rows_t = [&](int gg, int t, int64_t P) { return kstep * t * s * P + gg; };
     if (ncw) {
-      q.dy_pitch = static_cast<int>(pick_pitch(bt, std::max(q.vec_dy, kstep), [&](int gg, int t, int64_t P) { return gg * P + kstep * t; }, sz));
+      q.dy_pitch = static_cast<int>(pick_pitch(bt, std::max(q.vec_dy, kstep), rows_g, sz));
       q.dy_elems = bm * q.dy_pitch;
       int64_t cols = 0;
       for (int j = 0; j < q.nseg; ++j) {
         q.seg_base[j] = static_cast<int>(cols);
         cols += round_up(q.seg_len[j] + q.vec_x - 1, q.vec_x);
       }
-      q.x_pitch = static_cast<int>(pick_pitch(cols, q.vec_x, [&](int gg, int t, int64_t P) { return gg * P + kstep * t * s; }, sz));
+      q.x_pitch = static_cast<int>(pick_pitch(cols, q.vec_x, x_rows_g, sz));
       q.x_elems = q.bch * q.x_pitch;
     } else {
-      q.dy_pitch = static_cast<int>(pick_pitch(bm, q.vec_dy, [&](int gg, int t, int64_t P) { return kstep * t * P + gg; }, sz));
+      q.dy_pitch = static_cast<int>(pick_pitch(bm, q.vec_dy, rows_t, sz));
       q.dy_elems = bt * q.dy_pitch;
-      q.x_pitch = static_cast<int>(pick_pitch(q.bch, q.vec_x, [&](int gg, int t, int64_t P) { return kstep * t * s * P + gg; }, sz));
+      q.x_pitch = static_cast<int>(pick_pitch(q.bch, q.vec_x, x_rows_t, sz));
       int64_t rows = 0;
       for (int j = 0; j < q.nseg; ++j) {
         q.seg_base[j] = static_cast<int>(rows * q.x_pitch);
