@@ -1,13 +1,23 @@
-// Input gradient, gather form: one thread per dx element collects the (output channel, tap) pairs whose
-// read landed on it: t = (l + pad_lo - k*dilation) / stride when that division is exact and t is in range.
-// No zero-stuffed dy is ever built, and positions no tap reaches are written as zero.
+// Input gradient: the dispatcher and the direct kernel every shape can fall back to.
+//
+// Order: depthwise (groups == C == O) -> dgrad_depthwise; everything else -> dgrad_implicit_gemm (tensor
+// cores). A kernel that does not cover the shape answers cudaErrorNotSupported and the direct kernel runs.
+// float64 always runs the direct kernel.
+#include <cstdio>
+#include <cstdlib>
+#include <type_traits>
+
 #include "conv1d_cuda.h"
 #include "cuda_types.cuh"
+#include "dgrad_kernels.cuh"
 
 namespace jax_conv1d::cuda {
 
 namespace {
 
+// Gather form: one thread per dx element collects the (output channel, tap) pairs whose read landed on it:
+// t = (l + pad_lo - k*dilation) / stride when that division is exact and t is in range. No zero-stuffed dy is
+// ever built, and positions no tap reaches are written as zero.
 template <typename T>
 __global__ void conv1d_dgrad_direct(Conv1dParams p, const T* __restrict__ dy, const T* __restrict__ w,
                                     T* __restrict__ dx) {
@@ -36,15 +46,36 @@ __global__ void conv1d_dgrad_direct(Conv1dParams p, const T* __restrict__ dy, co
   }
 }
 
+template <typename T>
+cudaError_t dgrad_direct(const Conv1dParams& p, const T* dy, const T* w, T* dx, cudaStream_t stream) {
+  constexpr int kThreads = 256;
+  conv1d_dgrad_direct<T><<<grid_for(p.x_size(), kThreads), kThreads, 0, stream>>>(p, dy, w, dx);
+  return cudaGetLastError();
+}
+
+// JAX_CONV1D_TRACE_BWD set: each call names the kernel it ran on stderr (for checking the dispatch).
+bool trace_dispatch() {
+  static const bool on = std::getenv("JAX_CONV1D_TRACE_BWD") != nullptr;
+  return on;
+}
+
 }  // namespace
 
 template <typename T>
 cudaError_t conv1d_dgrad_cuda(const Conv1dParams& p, const T* dy, const T* w, T* dx, cudaStream_t stream) {
-  const int64_t total = p.x_size();
-  if (total == 0) return cudaSuccess;
-  constexpr int kThreads = 256;
-  conv1d_dgrad_direct<T><<<grid_for(total, kThreads), kThreads, 0, stream>>>(p, dy, w, dx);
-  return cudaGetLastError();
+  if (p.x_size() == 0) return cudaSuccess;
+  if (p.out_length == 0 || p.out_channels == 0) return cudaMemsetAsync(dx, 0, p.x_size() * sizeof(T), stream);
+  if constexpr (!std::is_same_v<T, double>) {
+    const bool depthwise = p.groups == p.in_channels && p.groups == p.out_channels;
+    const cudaError_t err = depthwise ? dgrad_depthwise<T>(p, dy, w, dx, stream)
+                                      : dgrad_implicit_gemm<T>(p, dy, w, dx, stream);
+    if (err != cudaErrorNotSupported) {  // NotSupported: nothing was launched
+      if (trace_dispatch()) std::fprintf(stderr, "jax_conv1d dgrad: %s\n", depthwise ? "depthwise" : "implicit_gemm");
+      return err;
+    }
+  }
+  if (trace_dispatch()) std::fprintf(stderr, "jax_conv1d dgrad: direct\n");
+  return dgrad_direct<T>(p, dy, w, dx, stream);
 }
 
 template cudaError_t conv1d_dgrad_cuda<float>(const Conv1dParams&, const float*, const float*, float*, cudaStream_t);

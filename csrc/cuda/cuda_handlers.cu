@@ -1,11 +1,14 @@
 // XLA FFI handlers for CUDA: decode buffers and attributes, dispatch on dtype, launch on XLA's stream, and
 // return CUDA errors as FFI errors.
+#include <algorithm>
+#include <optional>
 #include <string>
 
 #include "../ffi_params.h"
 #include "conv1d_cuda.h"
 #include "cuda_handlers.h"
 #include "cuda_types.cuh"
+#include "wgrad_kernels.cuh"
 
 namespace jax_conv1d::cuda {
 
@@ -78,13 +81,33 @@ ffi::Error Conv1dDgrad(cudaStream_t stream, ffi::AnyBuffer dy, ffi::AnyBuffer w,
   return unsupported(t, t);
 }
 
-ffi::Error Conv1dWgrad(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
-                       ConvAttrs attrs) {
+// The split reductions' scratch comes from XLA's allocator (stream-ordered, freed after the call), at most
+// kWgradScratchCap; if even that is refused, the request halves until it is granted or too small to split.
+constexpr size_t kWgradScratchCap = size_t(64) << 20;
+
+template <typename T>
+ffi::Error run_wgrad(const Conv1dParams& p, ffi::ScratchAllocator& scratch, const T* x, const T* dy, T* dw,
+                     cudaStream_t stream) {
+  WgradWorkspace ws;
+  const size_t two_splits = 2 * sizeof(float) * static_cast<size_t>(p.w_size());
+  for (size_t want = std::min(conv1d_wgrad_workspace_bytes<T>(p), kWgradScratchCap); want >= two_splits && want;
+       want /= 2) {
+    if (std::optional<void*> ptr = scratch.Allocate(want, 16)) {  // XLA accepts alignments <= 16
+      ws.ptr = *ptr;
+      ws.bytes = want;
+      break;
+    }
+  }
+  return cuda_result(conv1d_wgrad_cuda<T>(p, x, dy, dw, ws, stream));
+}
+
+ffi::Error Conv1dWgrad(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer x, ffi::AnyBuffer dy,
+                       ffi::Result<ffi::AnyBuffer> dw, ConvAttrs attrs) {
   Conv1dParams p;
   if (auto err = make_params(x.dimensions(), dw->dimensions(), dy.dimensions(), attrs, &p); err.failure()) return err;
   const auto t = x.element_type();
   if (dy.element_type() != t || dw->element_type() != t) return unsupported(t, dw->element_type());
-#define JC_WGRAD(T) return cuda_result(conv1d_wgrad_cuda<T>(p, as<T>(x), as<T>(dy), as_mut<T>(dw), stream))
+#define JC_WGRAD(T) return run_wgrad<T>(p, scratch, as<T>(x), as<T>(dy), as_mut<T>(dw), stream)
   if (t == DT::F32) JC_WGRAD(float);
   if (t == DT::F64) JC_WGRAD(double);
   if (t == DT::BF16) JC_WGRAD(bf16);
@@ -113,6 +136,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv1dDgradCuda, Conv1dDgrad,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv1dWgradCuda, Conv1dWgrad,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Ctx<ffi::ScratchAllocator>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()

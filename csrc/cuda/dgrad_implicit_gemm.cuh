@@ -1,0 +1,435 @@
+// Input gradient of dense and grouped convolutions as an implicit GEMM on tensor cores, by stride phase.
+//
+//   dx[n, c, q*s + r - pad] = sum over taps k of phase r, o in group:  w[o, c, k] * dy[n, o, q - e_k]
+//
+// (see dgrad_phases.cuh). M = input channels (A = w, transposed), N = q positions of one phase (B = dy), the
+// reduction runs over (tap, output channel). A block owns one (group, channel block) slice of the weight,
+// resident in shared memory as w_s[k][c][o], and walks units of (batch row, q tile, phase group). Its 8 warps
+// split the unit's phases: warps_per_phase warps of 32 q each per phase, so one unit covers s*bq consecutive
+// dx positions. dy rows stream through a cp.async pipeline in chunks of `bo` output channels; after the last
+// chunk the warps park their accumulators in a float32 staging tile at their interleaved positions
+// (q*s + r), and the block writes the whole dx tile once, coalesced, zeros where no tap lands.
+//
+// For stride 3, dilation 4, K 3 (the headline), every phase has exactly one tap, so each dx element costs one
+// o-reduction and dy is read once per tile with a halo of two positions.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "conv1d_cuda.h"
+#include "cp_async_tiles.cuh"
+#include "cuda_types.cuh"
+#include "dgrad_kernels.cuh"
+#include "dgrad_phases.cuh"
+#include "mma_sync_fragments.cuh"
+#include "smem_plan.cuh"
+
+namespace jax_conv1d::cuda {
+namespace dgrad_gemm {
+
+// Four consecutive outputs from a float4: one 16-byte store for float, 8 bytes for 16-bit types.
+__device__ __forceinline__ void store4(float* d, float4 v) { *reinterpret_cast<float4*>(d) = v; }
+__device__ __forceinline__ void store4(__nv_bfloat16* d, float4 v) {
+  const __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+  *reinterpret_cast<uint2*>(d) =
+      make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
+}
+__device__ __forceinline__ void store4(__half* d, float4 v) {
+  const __half2 a = __floats2half2_rn(v.x, v.y), b = __floats2half2_rn(v.z, v.w);
+  *reinterpret_cast<uint2*>(d) =
+      make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
+}
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kMaxTaps = StridePhases::kMaxTaps;
+constexpr int kMaxStride = StridePhases::kMaxStride;
+constexpr int kMaxSmem = 227 * 1024;
+
+struct Params {
+  Conv1dParams p;
+  int bc, bq, bo;                       // channels, q per phase, and output channels per chunk
+  int warps_per_phase, slots;           // slots = phases a unit computes at once
+  int nphase, phase_groups;
+  int phase_first[kMaxStride], phase_count[kMaxStride], phase_r[kMaxStride];
+  int tap_k[kMaxTaps], tap_seg[kMaxTaps], tap_pos[kMaxTaps];  // in phase order
+  int nseg;
+  int seg_start[kMaxTaps], seg_len[kMaxTaps], seg_base[kMaxTaps];  // dy windows relative to q0
+  int residue_group[kMaxStride];        // the phase group that stores residue r (0 where no tap lands)
+  int64_t q_lo, q_tiles, units_per_slice;
+  int c_blocks, o_chunks;
+  int vec_dy, dy_pitch, dy_elems, nstage;
+  int w_pitch, w_elems;                 // w_s[(k*bc + c)*w_pitch + o]
+  int st_pitch, st_elems;               // float staging
+  int stages_offset, staging_offset;    // byte offsets in shared memory
+};
+
+template <class Op, int kMT, bool kBContig>
+__global__ void __launch_bounds__(kThreads, 1)
+    dgrad_gemm_kernel(const Params prm, const typename Op::T* __restrict__ dy, const typename Op::T* __restrict__ w,
+                      typename Op::T* __restrict__ dx) {
+  using T = typename Op::T;
+  constexpr int kNT = 4;  // 32 q per warp
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* const w_s = reinterpret_cast<T*>(smem_raw);
+  T* const stages = reinterpret_cast<T*>(smem_raw + prm.stages_offset);
+  float* const staging = reinterpret_cast<float*>(smem_raw + prm.staging_offset);
+  const Conv1dParams& p = prm.p;
+  const bool ncw = p.layout == Layout::kNCW;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, tq = lane & 3;
+  const int s = static_cast<int>(p.stride);
+
+  const int grp = blockIdx.x / prm.c_blocks, cblk = blockIdx.x % prm.c_blocks;
+  const int64_t og = p.out_per_group(), cg = p.in_per_group();
+  const int64_t c_in_group = int64_t(cblk) * prm.bc;
+  const int c_valid = static_cast<int>(std::min<int64_t>(prm.bc, cg - c_in_group));
+  const int o_pad = prm.o_chunks * prm.bo;
+  const int K = static_cast<int>(p.kernel_size);
+
+  // The block's weight slice, transposed to w_s[k][c][o] (o contiguous: A's reduction axis).
+  for (int idx = tid; idx < K * prm.bc * o_pad; idx += kThreads) {
+    const int o = idx % o_pad, rest = idx / o_pad, c = rest % prm.bc, k = rest / prm.bc;
+    T v = from_acc<T>(0.0f);
+    if (o < og && c < c_valid) v = w[(grp * og + o) * p.w_o + (c_in_group + c) * p.w_c + int64_t(k) * p.w_k];
+    w_s[(k * prm.bc + c) * prm.w_pitch + o] = v;
+  }
+  // Residues without taps are never written by the warps; they stay zero from here on.
+  for (int idx = tid; idx < prm.st_elems; idx += kThreads) staging[idx] = 0.0f;
+
+  const int slot = warp / prm.warps_per_phase;
+  const int q_off = (warp % prm.warps_per_phase) * 32;
+  const int64_t count = (prm.units_per_slice - blockIdx.y + gridDim.y - 1) / gridDim.y;
+  const int64_t chunks = count * prm.o_chunks;
+
+  struct Unit {
+    int64_t n, q0;
+    int pg;
+  };
+  // 32-bit divisions (the host checks units_per_slice < 2^31); done once per unit, not per chunk.
+  auto unit_of = [&](int64_t i) {
+    uint32_t u = static_cast<uint32_t>(blockIdx.y + i * gridDim.y);
+    Unit un;
+    const uint32_t pgs = static_cast<uint32_t>(prm.phase_groups), qts = static_cast<uint32_t>(prm.q_tiles);
+    const uint32_t rest = u / pgs;
+    un.pg = static_cast<int>(u - rest * pgs);
+    const uint32_t n = rest / qts;
+    un.q0 = prm.q_lo + int64_t(rest - n * qts) * prm.bq;
+    un.n = n;
+    return un;
+  };
+  // A position in the chunk sequence: unit i of this block, output-channel chunk oc.
+  struct Cursor {
+    int64_t i;
+    int oc;
+    Unit un;
+  };
+  auto advance = [&](Cursor& c) {
+    if (++c.oc == prm.o_chunks) {
+      c.oc = 0;
+      if (++c.i < count) c.un = unit_of(c.i);
+    }
+  };
+  auto chunk_first_o = [&](int oc) { return grp * og + int64_t(oc) * prm.bo; };
+
+  auto load_chunk = [&](const Cursor& cur, int stage) {
+    const Unit& un = cur.un;
+    const int oc = cur.oc;
+    T* dst = stages + stage * prm.dy_elems;
+    for (int j = 0; j < prm.nseg; ++j) {
+      const int64_t t_start = un.q0 + prm.seg_start[j];
+      TileWindow wd;
+      wd.offset = un.n * p.y_n + chunk_first_o(oc) * p.y_o + t_start * p.y_t;
+      wd.line_stride = p.y_o;
+      wd.pos_stride = p.y_t;
+      wd.lines = prm.bo;
+      wd.positions = prm.seg_len[j];
+      wd.line_valid = static_cast<int>(std::min<int64_t>(prm.bo, og - int64_t(oc) * prm.bo));
+      wd.pos_lo = -t_start;
+      wd.pos_hi = p.out_length - t_start;
+      load_window(dy, wd, dst + (ncw ? prm.seg_base[j] : prm.seg_base[j] * prm.dy_pitch), prm.dy_pitch,
+                  prm.vec_dy, ncw, tid, kThreads);
+    }
+  };
+
+  float acc[kMT][kNT][4];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.0f;
+
+  // B (k = output channel, n = q): NCW rows are channels, NWC rows are positions.
+  const int b_k = ncw ? prm.dy_pitch : 1;
+  auto compute_chunk = [&](const Cursor& cur, int stage) {
+    const Unit& un = cur.un;
+    const int phase = un.pg * prm.slots + slot;
+    if (slot >= prm.slots || phase >= prm.nphase) return;
+    const int oc = cur.oc;
+    const T* dy_s = stages + stage * prm.dy_elems;
+    const int first = prm.phase_first[phase], last = first + prm.phase_count[phase];
+    for (int tj = first; tj < last; ++tj) {
+      const int seg = prm.tap_seg[tj];
+      int pos0 = prm.seg_base[seg] + prm.tap_pos[tj] + q_off + g;
+      if (ncw)
+        pos0 += low_bits(un.n * p.y_n + chunk_first_o(oc) * p.y_o + un.q0 + prm.seg_start[seg], prm.vec_dy);
+      int b_col[kNT];
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) b_col[nt] = ncw ? pos0 + nt * 8 : (pos0 + nt * 8) * prm.dy_pitch;
+      int a_row[kMT][2];
+      const int a0 = prm.tap_k[tj] * prm.bc;
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) a_row[mt][h] = (a0 + mt * 16 + g + 8 * h) * prm.w_pitch + oc * prm.bo;
+      for (int k0 = 0; k0 < prm.bo; k0 += Op::kK)
+        warp_mma_step<Op, kMT, kNT, true, kBContig>(acc, w_s, a_row, 1, dy_s, b_col, b_k, k0, lane);
+    }
+  };
+
+  auto finish_unit = [&](const Unit& un) {
+    const int phase = un.pg * prm.slots + slot;
+    if (slot < prm.slots && phase < prm.nphase) {
+      const int r = prm.phase_r[phase];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int c = mt * 16 + g + 8 * (e >> 1);
+            const int pos = (q_off + nt * 8 + 2 * tq + (e & 1)) * s + r;
+            staging[ncw ? c * prm.st_pitch + pos : pos * prm.st_pitch + c] = acc[mt][nt][e];
+            acc[mt][nt][e] = 0.0f;
+          }
+    }
+    __syncthreads();
+    const int span = s * prm.bq;
+    const int64_t l0 = un.q0 * s - p.pad_lo;
+    const bool all_groups = prm.phase_groups == 1;
+    const int64_t dx_off = un.n * p.x_n + (grp * cg + c_in_group) * p.x_c;
+    T* const dx_n = dx + dx_off;
+    auto keep = [&](int i) { return all_groups || prm.residue_group[i % s] == un.pg; };
+    if (ncw) {
+      if (all_groups && (span & 3) == 0 && (p.x_c & 3) == 0 && low_bits(dx_off + l0, 4) == 0) {
+        // Four positions per thread: 16-byte (float) or 8-byte (16-bit) stores.
+        for (GridWalk it(tid, kThreads, span >> 2); it.row < c_valid; it.next()) {
+          const int c = it.row, i = it.col * 4;
+          const int64_t l = l0 + i;
+          const float4 v = *reinterpret_cast<const float4*>(staging + c * prm.st_pitch + i);
+          T* d = dx_n + c * p.x_c + l;
+          if (l >= 0 && l + 4 <= p.in_length) {
+            store4(d, v);
+          } else {
+            const float e[4] = {v.x, v.y, v.z, v.w};
+            for (int j = 0; j < 4; ++j)
+              if (l + j >= 0 && l + j < p.in_length) d[j] = from_acc<T>(e[j]);
+          }
+        }
+      } else {
+        for (GridWalk it(tid, kThreads, span); it.row < c_valid; it.next()) {
+          const int c = it.row, i = it.col;
+          const int64_t l = l0 + i;
+          if (l < 0 || l >= p.in_length || !keep(i)) continue;
+          dx_n[c * p.x_c + l] = from_acc<T>(staging[c * prm.st_pitch + i]);
+        }
+      }
+    } else {
+      if (all_groups && (c_valid & 3) == 0 && (p.x_l & 3) == 0 && low_bits(dx_off, 4) == 0) {
+        for (GridWalk it(tid, kThreads, c_valid >> 2); it.row < span; it.next()) {
+          const int i = it.row, c = it.col * 4;
+          const int64_t l = l0 + i;
+          if (l < 0 || l >= p.in_length) continue;
+          store4(dx_n + l * p.x_l + c, *reinterpret_cast<const float4*>(staging + i * prm.st_pitch + c));
+        }
+      } else {
+        for (GridWalk it(tid, kThreads, c_valid); it.row < span; it.next()) {
+          const int i = it.row, c = it.col;
+          const int64_t l = l0 + i;
+          if (l < 0 || l >= p.in_length || !keep(i)) continue;
+          dx_n[l * p.x_l + c] = from_acc<T>(staging[i * prm.st_pitch + c]);
+        }
+      }
+    }
+    // The staging tile is rewritten only after the next chunk's barrier.
+  };
+
+  Cursor ld{0, 0, unit_of(0)};
+  Cursor cur = ld;
+  for (int st = 0; st < prm.nstage - 1; ++st) {
+    if (st < chunks) load_chunk(ld, st);
+    advance(ld);
+    cp_async_commit();
+  }
+  for (int64_t f = 0; f < chunks; ++f) {
+    cp_async_wait_pending(prm.nstage - 2);
+    __syncthreads();
+    const int64_t next = f + prm.nstage - 1;
+    if (next < chunks) load_chunk(ld, static_cast<int>(next % prm.nstage));
+    advance(ld);
+    cp_async_commit();
+    compute_chunk(cur, static_cast<int>(f % prm.nstage));
+    if (cur.oc == prm.o_chunks - 1) finish_unit(cur.un);
+    advance(cur);
+  }
+  cp_async_wait<0>();
+}
+
+// ---- host side -------------------------------------------------------------------------------------------
+
+struct Plan {
+  Params prm;
+  int mt = 4;
+  size_t smem = 0;
+  dim3 grid;
+};
+
+template <class Op>
+bool make_plan(const Conv1dParams& p, Plan* plan) {
+  using T = typename Op::T;
+  constexpr int sz = sizeof(T);
+  StridePhases ph;
+  if (!make_stride_phases(p, &ph)) return false;
+  Params& q = plan->prm;
+  q = Params{};
+  q.p = p;
+  const int64_t og = p.out_per_group(), cg = p.in_per_group(), K = p.kernel_size, s = p.stride;
+  const bool ncw = p.layout == Layout::kNCW;
+
+  // Warps per phase: as many as the phases leave room for (8 warps, 32 q each).
+  q.nphase = ph.nphase;
+  int slots = 1;
+  while (slots < ph.nphase && slots < kWarps) slots *= 2;
+  q.slots = slots;
+  q.warps_per_phase = kWarps / slots;
+  q.bq = 32 * q.warps_per_phase;
+  q.phase_groups = static_cast<int>(ceil_div(ph.nphase, slots));
+  for (int i = 0; i < ph.nphase; ++i) {
+    q.phase_first[i] = ph.first[i];
+    q.phase_count[i] = ph.count[i];
+    q.phase_r[i] = ph.residue[i];
+  }
+  for (int r = 0; r < s; ++r) {
+    const int phase = ph.phase_of_residue[r];
+    q.residue_group[r] = phase < 0 ? 0 : phase / slots;
+  }
+  TapSegments segs;
+  int seg_of[kMaxTaps];
+  int64_t off[kMaxTaps];
+  if (!dy_segments(ph, q.bq, &segs, seg_of, off)) return false;
+  q.nseg = segs.count;
+  for (int j = 0; j < ph.taps; ++j) {
+    q.tap_k[j] = ph.tap_k[j];
+    q.tap_seg[j] = seg_of[j];
+    q.tap_pos[j] = static_cast<int>(off[j]);
+  }
+  q.vec_dy = ncw ? widest_vec(sz, {p.out_length}) : widest_vec(sz, {p.out_channels, og, 16});
+  int64_t extent = 0;  // positions of the dy tile (NCW: columns with room for the copy shift)
+  for (int j = 0; j < segs.count; ++j) {
+    q.seg_start[j] = static_cast<int>(segs.start[j]);
+    q.seg_len[j] = static_cast<int>(segs.length[j]);
+    q.seg_base[j] = static_cast<int>(extent);
+    extent += ncw ? round_up(segs.length[j] + q.vec_dy - 1, q.vec_dy) : segs.length[j];
+  }
+  const int span = static_cast<int>(s * q.bq);
+  const int kpair = sz == 4 ? 1 : 2;  // reduction index step between lanes tq
+  const size_t budget = std::min<size_t>(device_limits().smem_optin, kMaxSmem);
+
+  auto try_shape = [&](int mt, int bo, int nstage) {
+    Params t = q;
+    t.bc = 16 * mt;
+    t.bo = bo;
+    t.o_chunks = static_cast<int>(ceil_div(og, bo));
+    t.nstage = nstage;
+    // Conflict patterns: lane (gg, tt) = (lane / 4, lane % 4) of each fragment load or staging store.
+    auto a_frag = [&](int gg, int tt, int64_t P) { return gg * P + kpair * tt; };
+    t.w_pitch = static_cast<int>(pick_pitch(t.o_chunks * bo, kpair, a_frag, sz));
+    t.w_elems = static_cast<int>(K * t.bc * t.w_pitch);
+    if (ncw) {
+      auto b_frag = [&](int gg, int tt, int64_t P) { return kpair * tt * P + gg; };
+      auto st_frag = [&](int gg, int tt, int64_t P) { return gg * P + 2 * tt * s; };
+      t.dy_pitch = static_cast<int>(pick_pitch(extent, t.vec_dy, b_frag, sz));
+      t.dy_elems = bo * t.dy_pitch;
+      t.st_pitch = static_cast<int>(pick_pitch(span, 4, st_frag, 4));
+      t.st_elems = t.bc * t.st_pitch;
+    } else {
+      auto st_frag = [&](int gg, int tt, int64_t P) { return 2 * tt * s * P + gg; };
+      t.dy_pitch = static_cast<int>(pick_pitch(bo, std::max(t.vec_dy, kpair), a_frag, sz));  // same pattern as A
+      t.dy_elems = static_cast<int>(extent * t.dy_pitch);
+      t.st_pitch = static_cast<int>(pick_pitch(t.bc, 4, st_frag, 4));
+      t.st_elems = span * t.st_pitch;
+    }
+    t.dy_elems = static_cast<int>(round_up(t.dy_elems, 16 / sz));
+    t.stages_offset = static_cast<int>(round_up(int64_t(t.w_elems) * sz, 16));
+    t.staging_offset = static_cast<int>(t.stages_offset + int64_t(t.dy_elems) * sz * nstage);
+    const int64_t total = t.staging_offset + int64_t(t.st_elems) * 4;
+    if (total > static_cast<int64_t>(budget)) return false;
+    q = t;
+    plan->mt = mt;
+    plan->smem = static_cast<size_t>(total);
+    return true;
+  };
+  const int mt_max = cg > 32 ? 4 : (cg > 16 ? 2 : 1);
+  bool ok = false;
+  for (int mt = mt_max; mt >= 1 && !ok; mt /= 2) {
+    for (int nstage : {4, 3}) {
+      for (int bo : {32, 16}) {
+        if (bo % Op::kK) continue;
+        if ((ok = try_shape(mt, bo, nstage))) break;
+      }
+      if (ok) break;
+    }
+    for (int bo : {32, 16}) {
+      if (ok || bo % Op::kK) continue;
+      ok = try_shape(mt, bo, 2);
+    }
+  }
+  if (!ok) return false;
+  q.c_blocks = static_cast<int>(ceil_div(cg, q.bc));
+  q.q_lo = ph.q_lo;
+  q.q_tiles = ceil_div(ph.q_count, q.bq);
+  q.units_per_slice = p.batch * q.q_tiles * q.phase_groups;
+  if (q.units_per_slice >= (int64_t(1) << 31)) return false;  // the kernel decodes units in 32 bits
+  const int64_t slices = p.groups * q.c_blocks;
+  if (slices > 0x7fffffff) return false;
+  const int64_t per_slice =
+      std::min<int64_t>({std::max<int64_t>(1, device_limits().sms / slices), q.units_per_slice, 65535});
+  plan->grid = dim3(static_cast<unsigned>(slices), static_cast<unsigned>(per_slice), 1);
+  return true;
+}
+
+template <class Op, int kMT, bool kBContig>
+cudaError_t launch(const Plan& plan, const typename Op::T* dy, const typename Op::T* w, typename Op::T* dx,
+                   cudaStream_t stream) {
+  auto kernel = dgrad_gemm_kernel<Op, kMT, kBContig>;
+  if (cudaError_t err = allow_dynamic_smem(kernel, plan.smem); err != cudaSuccess) return err;
+  kernel<<<plan.grid, kThreads, plan.smem, stream>>>(plan.prm, dy, w, dx);
+  return cudaGetLastError();
+}
+
+template <class Op, bool kBContig>
+cudaError_t launch_shape(const Plan& plan, const typename Op::T* dy, const typename Op::T* w, typename Op::T* dx,
+                         cudaStream_t stream) {
+  if (plan.mt == 4) return launch<Op, 4, kBContig>(plan, dy, w, dx, stream);
+  if (plan.mt == 2) return launch<Op, 2, kBContig>(plan, dy, w, dx, stream);
+  return launch<Op, 1, kBContig>(plan, dy, w, dx, stream);
+}
+
+template <class Op>
+cudaError_t run(const Conv1dParams& p, const typename Op::T* dy, const typename Op::T* w, typename Op::T* dx,
+                cudaStream_t stream) {
+  using T = typename Op::T;
+  Plan plan;
+  if (!make_plan<Op>(p, &plan)) return cudaErrorNotSupported;
+  // 16-bit B pairs (two output channels) load as words when channels are contiguous (NWC).
+  if constexpr (sizeof(T) == 2) {
+    return p.layout == Layout::kNWC ? launch_shape<Op, true>(plan, dy, w, dx, stream)
+                                    : launch_shape<Op, false>(plan, dy, w, dx, stream);
+  } else {
+    return launch_shape<Op, false>(plan, dy, w, dx, stream);
+  }
+}
+
+}  // namespace dgrad_gemm
+}  // namespace jax_conv1d::cuda

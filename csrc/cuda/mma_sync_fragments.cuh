@@ -1,0 +1,230 @@
+// Warp-level tensor-core products (mma.sync, sm_80+) for the backward kernels, with operands gathered from
+// shared memory through per-thread offsets and a stride along the reduction axis. That one addressing form
+// covers every tile the backward passes use: rows or columns may be strided (NWC tiles, stride-s gathers of x)
+// without a copy into a canonical layout first.
+//
+// Operand policies (the `Op` template parameter):
+//   MmaTf32     float inputs rounded to TF32 (lax's DEFAULT precision on GPU), m16n8k8
+//   Mma3xTf32   float inputs split into big + small TF32 parts, three products (float32-level accuracy)
+//   MmaBf16     bfloat16 inputs, m16n8k16
+//   MmaF16      float16 inputs, m16n8k16
+// All accumulate in float32.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+namespace jax_conv1d::cuda {
+
+__device__ __forceinline__ uint32_t tf32_round(float f) {
+  // Round to nearest (cvt.rna): truncating the low mantissa bits instead would bias every product low by
+  // about 2^-11 and the error of a long reduction would grow to ~1e-3.
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(f));
+  return r;
+}
+
+__device__ __forceinline__ void mma_tf32_16x8x8(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                                uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void mma_bf16_16x8x16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+__device__ __forceinline__ void mma_f16_16x8x16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// Two 16-bit elements as one 32-bit register, the lower reduction index in the low half (the fragment order).
+template <typename T>
+__device__ __forceinline__ uint32_t pack_pair(T lo, T hi) {
+  const uint32_t l = *reinterpret_cast<const uint16_t*>(&lo), h = *reinterpret_cast<const uint16_t*>(&hi);
+  return l | (h << 16);
+}
+
+// One k-step of a warp tile of (kMT*16) x (kNT*8) accumulators.
+//   A (m x k): element (m, k) at sa[a_row[mt][h] + k*a_k] for m = mt*16 + lane/4 + 8h.
+//   B (k x n): element (k, n) at sb[b_col[nt] + k*b_k] for n = nt*8 + lane/4.
+// `k0` is the first reduction index of the step. When kAContig, A's reduction axis is contiguous and 32-bit
+// aligned (a_k == 1, even offsets), so 16-bit pairs load as one word; likewise kBContig for B.
+struct MmaTf32 {
+  using T = float;
+  static constexpr int kK = 8;
+};
+struct Mma3xTf32 {
+  using T = float;
+  static constexpr int kK = 8;
+};
+struct MmaBf16 {
+  using T = __nv_bfloat16;
+  static constexpr int kK = 16;
+};
+struct MmaF16 {
+  using T = __half;
+  static constexpr int kK = 16;
+};
+
+template <class Op, int kMT, int kNT, bool kAContig, bool kBContig>
+__device__ __forceinline__ void warp_mma_step(float (&acc)[kMT][kNT][4], const typename Op::T* __restrict__ sa,
+                                              const int (&a_row)[kMT][2], int a_k,
+                                              const typename Op::T* __restrict__ sb, const int (&b_col)[kNT],
+                                              int b_k, int k0, int lane) {
+  const int tq = lane & 3;
+  if constexpr (Op::kK == 8) {
+    const int ka = (k0 + tq) * a_k, ka4 = ka + 4 * a_k;
+    const int kb = (k0 + tq) * b_k, kb4 = kb + 4 * b_k;
+    if constexpr (std::is_same_v<Op, MmaTf32>) {
+      uint32_t a[kMT][4], b[kNT][2];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        a[mt][0] = tf32_round(sa[a_row[mt][0] + ka]);
+        a[mt][1] = tf32_round(sa[a_row[mt][1] + ka]);
+        a[mt][2] = tf32_round(sa[a_row[mt][0] + ka4]);
+        a[mt][3] = tf32_round(sa[a_row[mt][1] + ka4]);
+      }
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        b[nt][0] = tf32_round(sb[b_col[nt] + kb]);
+        b[nt][1] = tf32_round(sb[b_col[nt] + kb4]);
+      }
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+          mma_tf32_16x8x8(acc[mt][nt], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b[nt][0], b[nt][1]);
+    } else {
+      // 3xTF32: x = big + small with both parts TF32; big*big + big*small + small*big recovers ~float32
+      // accuracy (the dropped small*small term is below float32 rounding). Small terms go first so the large
+      // one is added last.
+      uint32_t ab[kMT][4], as[kMT][4], bb[kNT][2], bs[kNT][2];
+      auto split = [](float v, uint32_t& big, uint32_t& small) {
+        big = tf32_round(v);
+        small = tf32_round(v - __uint_as_float(big));
+      };
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        split(sa[a_row[mt][0] + ka], ab[mt][0], as[mt][0]);
+        split(sa[a_row[mt][1] + ka], ab[mt][1], as[mt][1]);
+        split(sa[a_row[mt][0] + ka4], ab[mt][2], as[mt][2]);
+        split(sa[a_row[mt][1] + ka4], ab[mt][3], as[mt][3]);
+      }
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        split(sb[b_col[nt] + kb], bb[nt][0], bs[nt][0]);
+        split(sb[b_col[nt] + kb4], bb[nt][1], bs[nt][1]);
+      }
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) {
+          mma_tf32_16x8x8(acc[mt][nt], as[mt][0], as[mt][1], as[mt][2], as[mt][3], bb[nt][0], bb[nt][1]);
+          mma_tf32_16x8x8(acc[mt][nt], ab[mt][0], ab[mt][1], ab[mt][2], ab[mt][3], bs[nt][0], bs[nt][1]);
+          mma_tf32_16x8x8(acc[mt][nt], ab[mt][0], ab[mt][1], ab[mt][2], ab[mt][3], bb[nt][0], bb[nt][1]);
+        }
+    }
+  } else {
+    using T = typename Op::T;
+    const int k = k0 + 2 * tq;
+    uint32_t a[kMT][4], b[kNT][2];
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const T* r = sa + a_row[mt][h];
+        if constexpr (kAContig) {
+          a[mt][h] = *reinterpret_cast<const uint32_t*>(r + k);
+          a[mt][2 + h] = *reinterpret_cast<const uint32_t*>(r + k + 8);
+        } else {
+          a[mt][h] = pack_pair(r[k * a_k], r[(k + 1) * a_k]);
+          a[mt][2 + h] = pack_pair(r[(k + 8) * a_k], r[(k + 9) * a_k]);
+        }
+      }
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      const T* c = sb + b_col[nt];
+      if constexpr (kBContig) {
+        b[nt][0] = *reinterpret_cast<const uint32_t*>(c + k);
+        b[nt][1] = *reinterpret_cast<const uint32_t*>(c + k + 8);
+      } else {
+        b[nt][0] = pack_pair(c[k * b_k], c[(k + 1) * b_k]);
+        b[nt][1] = pack_pair(c[(k + 8) * b_k], c[(k + 9) * b_k]);
+      }
+    }
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        if constexpr (std::is_same_v<Op, MmaBf16>)
+          mma_bf16_16x8x16(acc[mt][nt], a[mt], b[nt]);
+        else
+          mma_f16_16x8x16(acc[mt][nt], a[mt], b[nt]);
+      }
+  }
+}
+
+// Mma3xTf32 for long reductions (the weight gradient sums millions of terms): the tensor cores add into their
+// float32 accumulator with truncation, so a chain of thousands of steps drifts by ~1e-4 relative. Here each
+// k-step's three products go into a fresh register (a chain of three), and that is added to `acc` with Kahan
+// compensation in `comp`; the sum is acc - comp.
+template <int kMT, int kNT>
+__device__ __forceinline__ void warp_mma_step_3xtf32_compensated(float (&acc)[kMT][kNT][4], float (&comp)[kMT][kNT][4],
+                                                                 const float* __restrict__ sa,
+                                                                 const int (&a_row)[kMT][2], int a_k,
+                                                                 const float* __restrict__ sb, const int (&b_col)[kNT],
+                                                                 int b_k, int k0, int lane) {
+  const int tq = lane & 3;
+  const int ka = (k0 + tq) * a_k, ka4 = ka + 4 * a_k;
+  const int kb = (k0 + tq) * b_k, kb4 = kb + 4 * b_k;
+  uint32_t ab[kMT][4], as[kMT][4], bb[kNT][2], bs[kNT][2];
+  auto split = [](float v, uint32_t& big, uint32_t& small) {
+    big = tf32_round(v);
+    small = tf32_round(v - __uint_as_float(big));
+  };
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) {
+    split(sa[a_row[mt][0] + ka], ab[mt][0], as[mt][0]);
+    split(sa[a_row[mt][1] + ka], ab[mt][1], as[mt][1]);
+    split(sa[a_row[mt][0] + ka4], ab[mt][2], as[mt][2]);
+    split(sa[a_row[mt][1] + ka4], ab[mt][3], as[mt][3]);
+  }
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt) {
+    split(sb[b_col[nt] + kb], bb[nt][0], bs[nt][0]);
+    split(sb[b_col[nt] + kb4], bb[nt][1], bs[nt][1]);
+  }
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      mma_tf32_16x8x8(d, as[mt][0], as[mt][1], as[mt][2], as[mt][3], bb[nt][0], bb[nt][1]);
+      mma_tf32_16x8x8(d, ab[mt][0], ab[mt][1], ab[mt][2], ab[mt][3], bs[nt][0], bs[nt][1]);
+      mma_tf32_16x8x8(d, ab[mt][0], ab[mt][1], ab[mt][2], ab[mt][3], bb[nt][0], bb[nt][1]);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float y = d[e] - comp[mt][nt][e];
+        const float t = acc[mt][nt][e] + y;
+        comp[mt][nt][e] = (t - acc[mt][nt][e]) - y;
+        acc[mt][nt][e] = t;
+      }
+    }
+}
+
+}  // namespace jax_conv1d::cuda

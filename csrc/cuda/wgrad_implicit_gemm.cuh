@@ -1,0 +1,399 @@
+// Weight gradient of dense and grouped convolutions as an implicit GEMM on tensor cores, with the reduction
+// split over the grid.
+//
+//   dW[o, (k, c)] = sum over r = (n, t) of  dy[n, o, t] * x[n, c, t*stride + k*dilation - pad_lo]
+//
+// M = output channels (A = dy), N = (tap, input channel) pairs (B = x gathered at stride), and the reduction
+// runs over every batch row and output position: millions of terms for a weight of a few thousand elements.
+// The reduction is cut into units of `bt` output positions of one batch row; grid.x splits the units into
+// contiguous ranges, grid.y runs over output tiles. Each block streams its units through a cp.async pipeline,
+// accumulates in registers, and writes one float32 partial tile; wgrad_sum_splits adds the partials in split
+// order. No atomics: the result is bitwise the same on every run.
+//
+// Tiles are loaded in the tensors' own layout (NCW: rows of channels; NWC: rows of positions) and the fragment
+// loads gather through strides, so both layouts and any stride, dilation and padding share one kernel. The x
+// tile of a unit holds, per channel, the positions each tap of the column block reads; taps whose windows
+// overlap share one segment (for stride 3, dilation 4, K 3 the three taps read one span of 3*bt+8 positions).
+//
+// Fusion: a combined dx+dw pass can reuse the dy tile that this kernel stages for the A operand (the dgrad
+// kernel reads the same rows); the bias gradient is a row sum of the same tile.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "conv1d_cuda.h"
+#include "cp_async_tiles.cuh"
+#include "cuda_types.cuh"
+#include "mma_sync_fragments.cuh"
+#include "smem_plan.cuh"
+#include "wgrad_kernels.cuh"
+
+namespace jax_conv1d::cuda {
+namespace wgrad_gemm {
+
+constexpr int kThreads = 256;  // 8 warps: 2 along M x 4 along N
+constexpr int kMaxTaps = 16;   // taps per column block (and x segments)
+constexpr int kMaxSmem = 227 * 1024;
+
+struct Params {
+  Conv1dParams p;
+  int bt;                 // output positions per unit (a multiple of the MMA's k)
+  int bch, kb;            // input channels and taps per column block; column n = j*bch + c
+  int o_blocks, c_blocks, k_blocks;
+  int64_t t_units, units;  // units per batch row, all units
+  int splits, nstage;
+  // x tile of a unit: segment j covers positions [l_base + seg_src[j], + seg_len[j]) of the unit's
+  // l_base = t0*stride + k_first*dilation - pad_lo; seg_base[j] is its element offset in the tile.
+  int nseg;
+  int seg_src[kMaxTaps], seg_len[kMaxTaps], seg_base[kMaxTaps];
+  int tap_seg[kMaxTaps], tap_off[kMaxTaps];  // tap j of the block reads segment tap_seg[j] from tap_off[j]
+  int vec_x, vec_dy;                         // copy widths (elements)
+  int x_pitch, dy_pitch;                     // shared row pitches (elements)
+  int x_elems, dy_elems;                     // per pipeline stage
+  float* partials;                           // [splits][w_size], or null when splits == 1
+};
+
+template <class Op, int kMT, int kNT, bool kAContig>
+__global__ void __launch_bounds__(kThreads, 1)
+    wgrad_gemm_kernel(const Params prm, const typename Op::T* __restrict__ x, const typename Op::T* __restrict__ dy,
+                      typename Op::T* __restrict__ dw) {
+  using T = typename Op::T;
+  constexpr int kBM = 32 * kMT;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* const smem = reinterpret_cast<T*>(smem_raw);
+  const Conv1dParams& p = prm.p;
+  const bool ncw = p.layout == Layout::kNCW;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wm = warp & 1, wn = warp >> 1, g = lane >> 2, tq = lane & 3;
+
+  // Output tile of this block.
+  int tile = blockIdx.y;
+  const int kblk = tile % prm.k_blocks;
+  tile /= prm.k_blocks;
+  const int cblk = tile % prm.c_blocks;
+  tile /= prm.c_blocks;
+  const int oblk = tile % prm.o_blocks;
+  const int grp = tile / prm.o_blocks;
+  const int64_t og = p.out_per_group(), cg = p.in_per_group();
+  const int64_t o_first = grp * og + int64_t(oblk) * kBM;  // global output channel of tile row 0
+  const int o_valid = static_cast<int>(std::min<int64_t>(kBM, og - int64_t(oblk) * kBM));
+  const int64_t c_in_group = int64_t(cblk) * prm.bch;
+  const int64_t c_first = grp * cg + c_in_group;
+  const int c_valid = static_cast<int>(std::min<int64_t>(prm.bch, cg - c_in_group));
+  const int k_first = kblk * prm.kb;
+
+  // Reduction range of this split.
+  const int64_t u_begin = blockIdx.x * prm.units / prm.splits;
+  const int64_t u_end = (blockIdx.x + 1) * prm.units / prm.splits;
+  const int64_t count = u_end - u_begin;
+
+  // Fragment addressing: A (m = out channel, k = position) from the dy tile, B (k = position, n = column)
+  // from the x tile.
+  const int a_m = ncw ? prm.dy_pitch : 1, a_k = ncw ? 1 : prm.dy_pitch;
+  int a_row[kMT][2];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) a_row[mt][h] = (wm * kMT * 16 + mt * 16 + g + 8 * h) * a_m;
+  const int b_c = ncw ? prm.x_pitch : 1, b_l = ncw ? 1 : prm.x_pitch;
+  const int b_k = static_cast<int>(p.stride) * b_l;
+  int b_col0[kNT], b_seg[kNT];
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt) {
+    const int n = wn * kNT * 8 + nt * 8 + g;
+    int j = n / prm.bch;
+    const int c = n - j * prm.bch;
+    if (j >= prm.kb) j = 0;  // padding columns: any in-range address, the results are dropped
+    b_seg[nt] = prm.tap_seg[j];
+    b_col0[nt] = prm.seg_base[b_seg[nt]] + c * b_c + prm.tap_off[j] * b_l;
+  }
+
+  const int stage_elems = prm.dy_elems + prm.x_elems;
+  auto unit_origin = [&](int64_t u, int64_t& n, int64_t& t0) {  // 32-bit: the host checks units < 2^31
+    const uint32_t uu = static_cast<uint32_t>(u), tu = static_cast<uint32_t>(prm.t_units);
+    const uint32_t nn = uu / tu;
+    n = nn;
+    t0 = int64_t(uu - nn * tu) * prm.bt;
+  };
+
+  auto load_unit = [&](int64_t u, int stage) {
+    int64_t n, t0;
+    unit_origin(u, n, t0);
+    T* dy_s = smem + stage * stage_elems;
+    T* x_s = dy_s + prm.dy_elems;
+    TileWindow wd;
+    wd.offset = n * p.y_n + o_first * p.y_o + t0 * p.y_t;
+    wd.line_stride = p.y_o;
+    wd.pos_stride = p.y_t;
+    wd.lines = kBM;
+    wd.positions = prm.bt;
+    wd.line_valid = o_valid;
+    wd.pos_lo = 0;
+    wd.pos_hi = p.out_length - t0;
+    load_window(dy, wd, dy_s, prm.dy_pitch, prm.vec_dy, ncw, tid, kThreads);
+    const int64_t l_base = t0 * p.stride + int64_t(k_first) * p.dilation - p.pad_lo;
+    for (int j = 0; j < prm.nseg; ++j) {
+      const int64_t ls = l_base + prm.seg_src[j];
+      TileWindow wx;
+      wx.offset = n * p.x_n + c_first * p.x_c + ls * p.x_l;
+      wx.line_stride = p.x_c;
+      wx.pos_stride = p.x_l;
+      wx.lines = prm.bch;
+      wx.positions = prm.seg_len[j];
+      wx.line_valid = c_valid;
+      wx.pos_lo = -ls;
+      wx.pos_hi = p.in_length - ls;
+      load_window(x, wx, x_s + prm.seg_base[j], prm.x_pitch, prm.vec_x, ncw, tid, kThreads);
+    }
+  };
+
+  constexpr bool kCompensated = std::is_same_v<Op, Mma3xTf32>;  // float32-accurate: see the step's comment
+  float acc[kMT][kNT][4], comp[kMT][kNT][4];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mt][nt][e] = comp[mt][nt][e] = 0.0f;
+
+  auto compute_unit = [&](int64_t u, int stage) {
+    int64_t n, t0;
+    unit_origin(u, n, t0);
+    const T* dy_s = smem + stage * stage_elems;
+    const T* x_s = dy_s + prm.dy_elems;
+    int b_col[kNT];
+    if (ncw) {
+      // NCW x rows were copied from their aligned-down start; the same shift locates position 0.
+      const int64_t l_base = t0 * p.stride + int64_t(k_first) * p.dilation - p.pad_lo;
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) b_col[nt] = b_col0[nt] + low_bits(l_base + prm.seg_src[b_seg[nt]], prm.vec_x);
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) b_col[nt] = b_col0[nt];
+    }
+    for (int k0 = 0; k0 < prm.bt; k0 += Op::kK) {
+      if constexpr (kCompensated)
+        warp_mma_step_3xtf32_compensated<kMT, kNT>(acc, comp, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
+      else
+        warp_mma_step<Op, kMT, kNT, kAContig, false>(acc, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
+    }
+  };
+
+  // Pipeline: nstage-1 units in flight while one is computed.
+  for (int s = 0; s < prm.nstage - 1; ++s) {
+    if (s < count) load_unit(u_begin + s, s);
+    cp_async_commit();
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    cp_async_wait_pending(prm.nstage - 2);
+    __syncthreads();  // unit i has landed, and every warp is done with the stage about to be refilled
+    const int64_t next = i + prm.nstage - 1;
+    if (next < count) load_unit(u_begin + next, static_cast<int>(next % prm.nstage));
+    cp_async_commit();
+    compute_unit(u_begin + i, static_cast<int>(i % prm.nstage));
+  }
+  cp_async_wait<0>();
+
+  // Epilogue: every (split, weight element) of the tile is written exactly once, zeros included.
+  const int64_t w_size = p.w_size();
+  float* const part = prm.partials ? prm.partials + blockIdx.x * w_size : nullptr;
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int m = wm * kMT * 16 + mt * 16 + g + 8 * (e >> 1);
+        const int n = wn * kNT * 8 + nt * 8 + 2 * tq + (e & 1);
+        const int j = n / prm.bch, c = n - j * prm.bch;
+        const int64_t k = k_first + j;
+        if (m >= o_valid || j >= prm.kb || c >= c_valid || k >= p.kernel_size) continue;
+        const int64_t idx = (o_first + m) * p.w_o + (c_in_group + c) * p.w_c + k * p.w_k;
+        const float v = kCompensated ? acc[mt][nt][e] - comp[mt][nt][e] : acc[mt][nt][e];
+        if (part)
+          part[idx] = v;
+        else
+          dw[idx] = from_acc<T>(v);
+      }
+}
+
+// ---- host side -------------------------------------------------------------------------------------------
+
+struct Plan {
+  Params prm;
+  int mt = 4, nt = 4;
+  size_t smem = 0;
+  dim3 grid;
+};
+
+// Fills everything but the split count; false when the shape is outside the kernel's range.
+template <class Op>
+bool make_plan(const Conv1dParams& p, Plan* plan) {
+  using T = typename Op::T;
+  constexpr int sz = sizeof(T);
+  const int64_t og = p.out_per_group(), cg = p.in_per_group(), K = p.kernel_size;
+  Params& q = plan->prm;
+  q = Params{};
+  q.p = p;
+  // The compensated float32-accurate sums keep twice the accumulators: the narrow tile keeps them in registers.
+  plan->mt = (og <= 64 || std::is_same_v<Op, Mma3xTf32>) ? 2 : 4;
+  const int bm = 32 * plan->mt;
+
+  // Column blocks: the fewest MMA columns over the whole weight, then the widest channel block.
+  int64_t best_cost = -1;
+  for (int nt : {4, 6}) {
+    if (plan->mt == 2 && nt == 6) continue;  // instantiated shapes: (4,4), (4,6), (2,4)
+    if (std::is_same_v<Op, Mma3xTf32> && nt == 6) continue;  // the compensated sums need the registers
+    const int bn = 32 * nt;
+    for (int bch = 8; bch <= std::min<int64_t>(bn, round_up(cg, 8)); bch += 8) {
+      const int kb = static_cast<int>(std::min<int64_t>({K, bn / bch, kMaxTaps}));
+      const int64_t cost = ceil_div(cg, bch) * ceil_div(K, kb) * bn;
+      if (best_cost < 0 || cost < best_cost || (cost == best_cost && bch > q.bch)) {
+        best_cost = cost, plan->nt = nt, q.bch = bch, q.kb = kb;
+      }
+    }
+  }
+  if (best_cost < 0) return false;
+
+  const bool ncw = p.layout == Layout::kNCW;
+  q.vec_dy = ncw ? widest_vec(sz, {p.out_length}) : widest_vec(sz, {p.out_channels, og, bm});
+  q.vec_x = ncw ? widest_vec(sz, {p.in_length}) : widest_vec(sz, {p.in_channels, cg, q.bch});
+  const int64_t s = p.stride, d = p.dilation;
+
+  for (int bt : {32, 16}) {
+    if (bt % Op::kK) continue;
+    q.bt = bt;
+    // x segments: the windows of the kb taps, merged where they overlap or nearly touch.
+    int64_t starts[kMaxTaps];
+    for (int j = 0; j < q.kb; ++j) starts[j] = j * d;
+    TapSegments segs;
+    if (!merge_tap_windows(starts, q.kb, (bt - 1) * s + 1, &segs)) return false;
+    q.nseg = segs.count;
+    for (int j = 0; j < segs.count; ++j) {
+      q.seg_src[j] = static_cast<int>(segs.start[j]);
+      q.seg_len[j] = static_cast<int>(segs.length[j]);
+    }
+    for (int j = 0; j < q.kb; ++j) {
+      q.tap_seg[j] = segs.seg_of[j];
+      q.tap_off[j] = static_cast<int>(segs.offset[j]);
+    }
+
+    // Shared tiles. Conflict patterns are those of warp_mma_step's loads: lane (g, tq) reads row g and
+    // reduction index tq (or 2*tq for 16-bit pairs).
+    const int kstep = sz == 4 ? 1 : 2;
+    auto rows_g = [&](int gg, int t, int64_t P) { return gg * P + kstep * t; };      // lanes g on rows
+    auto rows_t = [&](int gg, int t, int64_t P) { return kstep * t * P + gg; };      // lanes tq on rows
+    auto x_rows_g = [&](int gg, int t, int64_t P) { return gg * P + kstep * t * s; };
+    auto x_rows_t = [&](int gg, int t, int64_t P) { return kstep * t * s * P + gg; };
+    if (ncw) {
+      q.dy_pitch = static_cast<int>(pick_pitch(bt, std::max(q.vec_dy, kstep), rows_g, sz));
+      q.dy_elems = bm * q.dy_pitch;
+      int64_t cols = 0;
+      for (int j = 0; j < q.nseg; ++j) {
+        q.seg_base[j] = static_cast<int>(cols);
+        cols += round_up(q.seg_len[j] + q.vec_x - 1, q.vec_x);
+      }
+      q.x_pitch = static_cast<int>(pick_pitch(cols, q.vec_x, x_rows_g, sz));
+      q.x_elems = q.bch * q.x_pitch;
+    } else {
+      q.dy_pitch = static_cast<int>(pick_pitch(bm, q.vec_dy, rows_t, sz));
+      q.dy_elems = bt * q.dy_pitch;
+      q.x_pitch = static_cast<int>(pick_pitch(q.bch, q.vec_x, x_rows_t, sz));
+      int64_t rows = 0;
+      for (int j = 0; j < q.nseg; ++j) {
+        q.seg_base[j] = static_cast<int>(rows * q.x_pitch);
+        rows += q.seg_len[j];
+      }
+      q.x_elems = static_cast<int>(rows * q.x_pitch);
+    }
+    const int align = 16 / sz;
+    q.dy_elems = static_cast<int>(round_up(q.dy_elems, align));
+    q.x_elems = static_cast<int>(round_up(q.x_elems, align));
+    const size_t stage_bytes = size_t(q.dy_elems + q.x_elems) * sz;
+    const size_t budget = std::min<size_t>(device_limits().smem_optin, kMaxSmem);
+    q.nstage = static_cast<int>(std::min<size_t>(4, budget / stage_bytes));
+    if (q.nstage >= 2) {
+      plan->smem = stage_bytes * q.nstage;
+      break;
+    }
+  }
+  if (q.nstage < 2) return false;
+
+  q.o_blocks = static_cast<int>(ceil_div(og, bm));
+  q.c_blocks = static_cast<int>(ceil_div(cg, q.bch));
+  q.k_blocks = static_cast<int>(ceil_div(K, q.kb));
+  const int64_t tiles = p.groups * q.o_blocks * q.c_blocks * q.k_blocks;
+  if (tiles > 65535) return false;
+  q.t_units = ceil_div(p.out_length, q.bt);
+  q.units = p.batch * q.t_units;
+  if (q.units >= (int64_t(1) << 31)) return false;
+  plan->grid = dim3(1, static_cast<unsigned>(tiles), 1);
+  return true;
+}
+
+// Splits: four waves of blocks (one block fits per SM), no more than the workspace holds. More, shorter
+// splits keep each block's accumulation chain short (the tensor cores' float32 adds truncate) at the cost of
+// one partial tile per block.
+inline int choose_splits(const Conv1dParams& p, const Params& q, int64_t tiles, size_t ws_bytes) {
+  int64_t splits = std::max<int64_t>(1, 4 * device_limits().sms / tiles);
+  splits = std::min<int64_t>({splits, q.units, 65535});
+  const size_t fit = ws_bytes / (sizeof(float) * p.w_size());
+  if (static_cast<size_t>(splits) > fit) splits = static_cast<int64_t>(fit);
+  return static_cast<int>(splits < 2 ? 1 : splits);
+}
+
+template <class Op>
+size_t workspace_bytes(const Conv1dParams& p) {
+  Plan plan;
+  if (!make_plan<Op>(p, &plan)) return 0;
+  const int splits = choose_splits(p, plan.prm, plan.grid.y, SIZE_MAX);
+  return splits > 1 ? size_t(splits) * p.w_size() * sizeof(float) : 0;
+}
+
+template <class Op, int kMT, int kNT, bool kAContig>
+cudaError_t launch(const Plan& plan, const typename Op::T* x, const typename Op::T* dy, typename Op::T* dw,
+                   cudaStream_t stream) {
+  auto kernel = wgrad_gemm_kernel<Op, kMT, kNT, kAContig>;
+  if (cudaError_t err = allow_dynamic_smem(kernel, plan.smem); err != cudaSuccess) return err;
+  kernel<<<plan.grid, kThreads, plan.smem, stream>>>(plan.prm, x, dy, dw);
+  return cudaGetLastError();
+}
+
+template <class Op, bool kAContig>
+cudaError_t launch_shape(const Plan& plan, const typename Op::T* x, const typename Op::T* dy, typename Op::T* dw,
+                         cudaStream_t stream) {
+  if constexpr (std::is_same_v<Op, Mma3xTf32>) {
+    return launch<Op, 2, 4, kAContig>(plan, x, dy, dw, stream);
+  } else {
+    if (plan.mt == 2) return launch<Op, 2, 4, kAContig>(plan, x, dy, dw, stream);
+    if (plan.nt == 6) return launch<Op, 4, 6, kAContig>(plan, x, dy, dw, stream);
+    return launch<Op, 4, 4, kAContig>(plan, x, dy, dw, stream);
+  }
+}
+
+// The whole weight gradient through one operand policy: plan, split, launch, and sum the partials.
+template <class Op>
+cudaError_t run(const Conv1dParams& p, const typename Op::T* x, const typename Op::T* dy, typename Op::T* dw,
+                WgradWorkspace ws, cudaStream_t stream) {
+  using T = typename Op::T;
+  Plan plan;
+  if (!make_plan<Op>(p, &plan)) return cudaErrorNotSupported;
+  Params& q = plan.prm;
+  q.splits = choose_splits(p, q, plan.grid.y, ws.bytes);
+  q.partials = q.splits > 1 ? static_cast<float*>(ws.ptr) : nullptr;
+  plan.grid.x = q.splits;
+  // 16-bit A pairs load as words when dy's positions are contiguous (NCW); float never needs it.
+  cudaError_t err;
+  if constexpr (sizeof(T) == 2) {
+    err = p.layout == Layout::kNCW ? launch_shape<Op, true>(plan, x, dy, dw, stream)
+                                   : launch_shape<Op, false>(plan, x, dy, dw, stream);
+  } else {
+    err = launch_shape<Op, false>(plan, x, dy, dw, stream);
+  }
+  if (err != cudaSuccess || q.splits == 1) return err;
+  return wgrad_sum_splits<T>(q.partials, q.splits, p.w_size(), dw, stream);
+}
+
+}  // namespace wgrad_gemm
+}  // namespace jax_conv1d::cuda

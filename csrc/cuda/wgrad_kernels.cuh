@@ -1,0 +1,52 @@
+// Launchers of the weight-gradient kernels; conv1d_wgrad.cu dispatches between them.
+//
+// Every launcher returns cudaErrorNotSupported (and launches nothing) for shapes outside its range, so the
+// dispatcher can fall through to the next kernel and finally to the always-correct direct kernel.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+#include "../conv1d_params.h"
+
+namespace jax_conv1d::cuda {
+
+// Scratch for split reductions: per-split float32 partial weight gradients, summed in a fixed order by
+// wgrad_sum_splits. May be empty (ptr null): the kernels then run with one split.
+struct WgradWorkspace {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+};
+
+// The weight-gradient dispatcher (conv1d_wgrad.cu): the split reductions use `ws` when it is large enough for
+// more than one split; an empty workspace still gives the right answer, with less parallelism.
+template <typename T>
+cudaError_t conv1d_wgrad_cuda(const Conv1dParams& p, const T* x, const T* dy, T* dw, WgradWorkspace ws,
+                              cudaStream_t stream);
+
+// Bytes of scratch with which conv1d_wgrad_cuda would split the reduction as far as it likes (0 when it needs
+// none); the handler may grant less.
+template <typename T>
+size_t conv1d_wgrad_workspace_bytes(const Conv1dParams& p);
+
+// Dense and grouped: implicit GEMM on tensor cores, dW[o, (c,k)] = sum over (n,t) of dy[n,o,t] * x[n,c,t*s+k*d-pad].
+template <typename T>
+cudaError_t wgrad_implicit_gemm(const Conv1dParams& p, const T* x, const T* dy, T* dw, WgradWorkspace ws,
+                                cudaStream_t stream);
+template <typename T>
+size_t wgrad_implicit_gemm_workspace(const Conv1dParams& p);  // 0: unsupported shape or no split
+
+// groups == C == O: CUDA cores, one (channel, tap) accumulator set per thread.
+template <typename T>
+cudaError_t wgrad_depthwise(const Conv1dParams& p, const T* x, const T* dy, T* dw, WgradWorkspace ws,
+                            cudaStream_t stream);
+template <typename T>
+size_t wgrad_depthwise_workspace(const Conv1dParams& p);
+
+// dw[e] = sum over s < splits of partials[s * w_size + e], in order of s: the second stage of every split
+// reduction, deterministic by construction.
+template <typename T>
+cudaError_t wgrad_sum_splits(const float* partials, int splits, int64_t w_size, T* dw, cudaStream_t stream);
+
+}  // namespace jax_conv1d::cuda
