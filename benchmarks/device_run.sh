@@ -35,7 +35,7 @@ for step in "$@"; do
       grep "^jax_conv1d " "$OUT/bwd_sweep.log" | sort | uniq -c ;;
     bwd-bench) timeout 300 python3 "$ROOT/benchmarks/bwd_check.py" --bench ${BWD_BENCH} > "$OUT/bwd_bench.log" 2>&1
       grep -v "^  timing" "$OUT/bwd_bench.log" | tail -40 ;;
-    tests) timeout ${TEST_TIMEOUT:-400} python3 -P -m pytest -q -x "$ROOT/tests" ${PYTEST_ARGS} 2>&1 | tee "$OUT/pytest.log" | tail -15 ;;
+    tests) timeout ${TEST_TIMEOUT:-400} python3 -P -m pytest -q "$ROOT/tests" ${PYTEST_ARGS} 2>&1 | tee "$OUT/pytest.log" | tail -15 ;;
     main) timeout 300 python3 -P -m jax_conv1d 2>&1 | tee "$OUT/main.log" | tail -15 ;;
     example)
       for backend in ours flax; do
