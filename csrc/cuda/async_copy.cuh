@@ -35,7 +35,9 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // wait_group takes an immediate; the stage count is chosen at launch time.
 __device__ __forceinline__ void cp_async_wait_pending(int n) {
-  if (n >= 3) cp_async_wait<3>();
+  if (n >= 5) cp_async_wait<5>();
+  else if (n == 4) cp_async_wait<4>();
+  else if (n == 3) cp_async_wait<3>();
   else if (n == 2) cp_async_wait<2>();
   else if (n == 1) cp_async_wait<1>();
   else cp_async_wait<0>();

@@ -23,6 +23,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "../conv1d_params.h"
 #include "fwd_common.cuh"
@@ -43,6 +45,17 @@ struct IgemmElem {
   static constexpr int kVec = vec_width<T>();
   static constexpr int kRowNWC = kChunk + kVec;
 };
+
+// Pipeline depth limit: more stages keep more bytes in flight per multiprocessor when the weights leave room.
+constexpr int kMaxStages = 6;
+
+// Per-warp output staging (floats): NWC stages one n8 column block of the warp tile as [8 columns][WM + 4],
+// NCW one m16 row block as [16 rows][WN + 8]; the pads make the fragment-order writes conflict-free.
+template <class Tile>
+constexpr int igemm_scratch_floats() {
+  constexpr int WM = Tile::BM / Tile::WARPS_M, WN = Tile::BN / Tile::WARPS_N;
+  return 8 * (WM + 4) > 16 * (WN + 8) ? 8 * (WM + 4) : 16 * (WN + 8);
+}
 
 // Block tile: BM output channels x BN output positions, WARPS_M x WARPS_N warps.
 template <int BM_, int BN_, int WARPS_M_, int WARPS_N_>
@@ -65,7 +78,7 @@ struct IgemmArgs {
   int win;           // input positions one tile reads: (BN-1)*stride + (K-1)*dilation + 1
   int x_row;         // NCW: elements per channel row of a stage (window + alignment slack, bank-padded)
   int stage_elems;   // elements per pipeline stage
-  int stages;        // pipeline depth, 2..4
+  int stages;        // pipeline depth, 2..kMaxStages
   int chunks;        // channel chunks per group: ceil(Cg / BC)
   int m_tiles;       // o-tiles per group: ceil(Og / BM)
   int combos;        // groups * m_tiles: the (group, o-tile) pairs, each with its own resident weights
@@ -79,6 +92,7 @@ struct IgemmArgs {
   int64_t step_n, step_tt;   // blocks_per_combo as (samples, tiles): / and % t_tiles
   bool vec_x;        // x rows allow 16-byte copies
   bool pair_store;   // NCW: two adjacent outputs can be stored as one aligned pair
+  int scratch_off;   // byte offset of the per-warp output staging areas (0: none, outputs stored directly)
 };
 
 // kBulk: stages are filled by the copy engine (sm_90+): NCW rows as 1-D bulk copies, NWC windows as tensor-map
@@ -100,7 +114,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
 
   static_assert(!kBulk || kLayout == Layout::kNCW || BC * sizeof(T) == 64, "swizzled rows are 64 bytes");
   extern __shared__ unsigned char smem_raw[];
-  __shared__ uint64_t stage_full[4];
+  __shared__ uint64_t stage_full[kMaxStages];
   // 1 KiB alignment: the swizzle pattern of tensor-map boxes follows absolute shared-memory address bits.
   unsigned char* smem = smem_raw + ((1024 - smem_addr(smem_raw) % 1024) % 1024);
   uint32_t* ws = reinterpret_cast<uint32_t*>(smem);
@@ -291,7 +305,71 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     // Interior tiles (all rows inside the group, all columns inside the output): no per-element checks and
     // one 64-bit add per store.
     const int64_t tc_lane = tt * BN + wn * WN + 2 * t;
-    if (int64_t(mtile + 1) * BM <= og && (tt + 1) * BN <= p.out_length) {
+    const bool interior = int64_t(mtile + 1) * BM <= og && (tt + 1) * BN <= p.out_length;
+    if (interior && a.scratch_off != 0) {
+      // Through a per-warp staging area, so every global store is a 16-byte vector and a warp's stores cover
+      // whole contiguous runs (NWC: 8 positions x WM channels; NCW: 16 channels x WN positions) instead of
+      // 4-8 scattered 32-byte pieces per instruction.
+      float* scr = reinterpret_cast<float*>(smem + a.scratch_off) + warp * igemm_scratch_floats<Tile>();
+      constexpr int V = 16 / int(sizeof(TOut));  // outputs per 16-byte store
+      TOut* yw = y + n * p.y_n + (grp * og + int64_t(mtile) * BM + wm * WM) * p.y_o + (tt * BN + wn * WN) * p.y_t;
+      float bv[MT][2];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) bv[mt][h] = bias ? to_acc(bias[grp * og + o_lane + mt * 16 + 8 * h]) : 0.f;
+      if constexpr (!kNCW) {
+        constexpr int P = WM + 4, VPC = WM / V;  // row pitch; vectors per column
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          __syncwarp();
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+              for (int j = 0; j < 2; ++j) scr[(2 * t + j) * P + mt * 16 + g + 8 * h] = acc[mt][nt][2 * h + j] + bv[mt][h];
+          __syncwarp();
+#pragma unroll
+          for (int i = lane; i < 8 * VPC; i += 32) {
+            const int c = i / VPC, v = i % VPC;
+            float vals[V];
+#pragma unroll
+            for (int e = 0; e < V; e += 4) {
+              const float4 f = *reinterpret_cast<const float4*>(scr + c * P + v * V + e);
+              vals[e] = f.x, vals[e + 1] = f.y, vals[e + 2] = f.z, vals[e + 3] = f.w;
+            }
+            store_out_vec<TOut, V>(yw + (nt * 8 + c) * p.y_t + v * V, vals);
+          }
+        }
+      } else {
+        constexpr int P = WN + 8, VPR = WN / V;  // row pitch; vectors per row
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          __syncwarp();
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt)
+              *reinterpret_cast<float2*>(scr + (g + 8 * h) * P + nt * 8 + 2 * t) =
+                  make_float2(acc[mt][nt][2 * h] + bv[mt][h], acc[mt][nt][2 * h + 1] + bv[mt][h]);
+          __syncwarp();
+#pragma unroll
+          for (int i = lane; i < 16 * VPR; i += 32) {
+            const int r = i / VPR, v = i % VPR;
+            float vals[V];
+#pragma unroll
+            for (int e = 0; e < V; e += 4) {
+              const float4 f = *reinterpret_cast<const float4*>(scr + r * P + v * V + e);
+              vals[e] = f.x, vals[e + 1] = f.y, vals[e + 2] = f.z, vals[e + 3] = f.w;
+            }
+            store_out_vec<TOut, V>(yw + (mt * 16 + r) * p.y_o + v * V, vals);
+          }
+        }
+      }
+      return;
+    }
+    if (interior) {
       TOut* yl = y + n * p.y_n + (grp * og + o_lane) * p.y_o + tc_lane * p.y_t;
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
@@ -502,6 +580,12 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
 
 // ---- host side -------------------------------------------------------------------------------------------
 
+// JAX_CONV1D_IGEMM_STAGED_STORES=0 stores outputs straight from the fragments (for comparisons); read per call.
+inline bool igemm_staged_stores_enabled() {
+  const char* v = std::getenv("JAX_CONV1D_IGEMM_STAGED_STORES");
+  return v == nullptr || std::strcmp(v, "0") != 0;
+}
+
 // Fills the tile-dependent fields of `a` and the shared-memory size; false when the shape does not fit this
 // tile (window or resident weights too large for shared memory, or sizes past the kernel's int ranges).
 template <typename T, class Tile>
@@ -548,14 +632,19 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, bool bulk, Igemm
   a.stage_elems = int(stage_bytes / sizeof(T));
   const int64_t budget = dev.max_smem_block - 1024 - int64_t(sizeof(uint64_t)) * 4;  // alignment slack, barriers
   a.stages = 0;
-  for (int st = 4; st >= 2; --st) {
+  for (int st = kMaxStages; st >= 2; --st) {
     if (a.w_bytes_padded + st * stage_bytes <= budget) {
       a.stages = st;
       break;
     }
   }
   if (a.stages == 0) return false;
-  smem_bytes = int(1024 + a.w_bytes_padded + a.stages * stage_bytes);
+  // Output staging, when it fits: take it from a fifth or sixth stage if needed, never below four.
+  const int64_t scratch_bytes = int64_t(Tile::kThreads / 32) * igemm_scratch_floats<Tile>() * 4;
+  while (a.stages > 4 && a.w_bytes_padded + a.stages * stage_bytes + scratch_bytes > budget) --a.stages;
+  const int64_t stages_end = a.w_bytes_padded + a.stages * stage_bytes;
+  a.scratch_off = stages_end + scratch_bytes <= budget ? int(stages_end) : 0;
+  smem_bytes = int(1024 + stages_end + (a.scratch_off ? scratch_bytes : 0));
   a.t_tiles = ceil_div(p.out_length, Tile::BN);
   a.tiles_per_combo = p.batch * a.t_tiles;
   const int64_t combos = p.groups * int64_t(a.m_tiles);
@@ -577,6 +666,15 @@ bool igemm_launch_variant(const Conv1dParams& p, const T* x, const T* w, const T
   a.vec_x = x_aligned && (kLayout == Layout::kNCW ? p.in_length % VEC == 0
                                                   : p.in_channels % VEC == 0 && p.in_per_group() % VEC == 0);
   a.pair_store = p.out_length % 2 == 0 && reinterpret_cast<uintptr_t>(y) % (2 * sizeof(TOut)) == 0;
+  // Staged 16-byte stores need unit stride along the staged run and 16-byte aligned runs.
+  {
+    const bool y16 = reinterpret_cast<uintptr_t>(y) % 16 == 0;
+    const int64_t es = sizeof(TOut);
+    const bool ok = kLayout == Layout::kNWC
+                        ? p.y_o == 1 && (p.y_t * es) % 16 == 0 && (p.y_n * es) % 16 == 0 && (p.out_per_group() * es) % 16 == 0
+                        : p.y_t == 1 && (p.y_o * es) % 16 == 0 && (p.y_n * es) % 16 == 0;
+    if (!(y16 && ok) || !igemm_staged_stores_enabled()) a.scratch_off = 0;
+  }
   CUtensorMap tmap{};
   if constexpr (kBulk) {
     if (!a.vec_x) return false;
