@@ -50,11 +50,12 @@ struct IgemmElem {
 constexpr int kMaxStages = 6;
 
 // Per-warp output staging (floats): NWC stages one n8 column block of the warp tile as [8 columns][WM + 4],
-// NCW one m16 row block as [16 rows][WN + 8]; the pads make the fragment-order writes conflict-free.
-template <class Tile>
+// NCW one 8-row half of an m16 block as [8 rows][WN + 8]; the pads make the fragment-order writes
+// conflict-free.
+template <class Tile, Layout kLayout>
 constexpr int igemm_scratch_floats() {
   constexpr int WM = Tile::BM / Tile::WARPS_M, WN = Tile::BN / Tile::WARPS_N;
-  return 8 * (WM + 4) > 16 * (WN + 8) ? 8 * (WM + 4) : 16 * (WN + 8);
+  return kLayout == Layout::kNWC ? 8 * (WM + 4) : 8 * (WN + 8);
 }
 
 // Block tile: BM output channels x BN output positions, WARPS_M x WARPS_N warps.
@@ -310,7 +311,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
       // Through a per-warp staging area, so every global store is a 16-byte vector and a warp's stores cover
       // whole contiguous runs (NWC: 8 positions x WM channels; NCW: 16 channels x WN positions) instead of
       // 4-8 scattered 32-byte pieces per instruction.
-      float* scr = reinterpret_cast<float*>(smem + a.scratch_off) + warp * igemm_scratch_floats<Tile>();
+      float* scr = reinterpret_cast<float*>(smem + a.scratch_off) + warp * igemm_scratch_floats<Tile, kLayout>();
       constexpr int V = 16 / int(sizeof(TOut));  // outputs per 16-byte store
       TOut* yw = y + n * p.y_n + (grp * og + int64_t(mtile) * BM + wm * WM) * p.y_o + (tt * BN + wn * WN) * p.y_t;
       float bv[MT][2];
@@ -346,24 +347,25 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
         constexpr int P = WN + 8, VPR = WN / V;  // row pitch; vectors per row
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
-          __syncwarp();
 #pragma unroll
-          for (int h = 0; h < 2; ++h)
+          for (int h = 0; h < 2; ++h) {
+            __syncwarp();
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt)
-              *reinterpret_cast<float2*>(scr + (g + 8 * h) * P + nt * 8 + 2 * t) =
+              *reinterpret_cast<float2*>(scr + g * P + nt * 8 + 2 * t) =
                   make_float2(acc[mt][nt][2 * h] + bv[mt][h], acc[mt][nt][2 * h + 1] + bv[mt][h]);
-          __syncwarp();
+            __syncwarp();
 #pragma unroll
-          for (int i = lane; i < 16 * VPR; i += 32) {
-            const int r = i / VPR, v = i % VPR;
-            float vals[V];
+            for (int i = lane; i < 8 * VPR; i += 32) {
+              const int r = i / VPR, v = i % VPR;
+              float vals[V];
 #pragma unroll
-            for (int e = 0; e < V; e += 4) {
-              const float4 f = *reinterpret_cast<const float4*>(scr + r * P + v * V + e);
-              vals[e] = f.x, vals[e + 1] = f.y, vals[e + 2] = f.z, vals[e + 3] = f.w;
+              for (int e = 0; e < V; e += 4) {
+                const float4 f = *reinterpret_cast<const float4*>(scr + r * P + v * V + e);
+                vals[e] = f.x, vals[e + 1] = f.y, vals[e + 2] = f.z, vals[e + 3] = f.w;
+              }
+              store_out_vec<TOut, V>(yw + (mt * 16 + 8 * h + r) * p.y_o + v * V, vals);
             }
-            store_out_vec<TOut, V>(yw + (mt * 16 + r) * p.y_o + v * V, vals);
           }
         }
       }
@@ -640,7 +642,9 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, bool bulk, Igemm
   }
   if (a.stages == 0) return false;
   // Output staging, when it fits: take it from a fifth or sixth stage if needed, never below four.
-  const int64_t scratch_bytes = int64_t(Tile::kThreads / 32) * igemm_scratch_floats<Tile>() * 4;
+  const int64_t scratch_floats = p.layout == Layout::kNWC ? igemm_scratch_floats<Tile, Layout::kNWC>()
+                                                          : igemm_scratch_floats<Tile, Layout::kNCW>();
+  const int64_t scratch_bytes = int64_t(Tile::kThreads / 32) * scratch_floats * 4;
   while (a.stages > 4 && a.w_bytes_padded + a.stages * stage_bytes + scratch_bytes > budget) --a.stages;
   const int64_t stages_end = a.w_bytes_padded + a.stages * stage_bytes;
   a.scratch_off = stages_end + scratch_bytes <= budget ? int(stages_end) : 0;
