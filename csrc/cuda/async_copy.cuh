@@ -35,7 +35,9 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // wait_group takes an immediate; the stage count is chosen at launch time.
 __device__ __forceinline__ void cp_async_wait_pending(int n) {
-  if (n >= 3) cp_async_wait<3>();
+  if (n >= 5) cp_async_wait<5>();
+  else if (n == 4) cp_async_wait<4>();
+  else if (n == 3) cp_async_wait<3>();
   else if (n == 2) cp_async_wait<2>();
   else if (n == 1) cp_async_wait<1>();
   else cp_async_wait<0>();
@@ -166,6 +168,69 @@ __device__ __forceinline__ void run_pipeline_bulk(int64_t count, int stages, uin
     const int64_t next = f + stages - 1;
     if (next < count) issue(next, &bars[next % stages]);
     compute(f);
+  }
+}
+
+// The same two pipelines with the step index replaced by the stage index: issue(stage, bar) / load(stage)
+// fill buffer `stage`, compute(stage) reads it. Stage and barrier phase advance as counters, so the caller's
+// per-step work has no 64-bit divisions; callers that need the step's coordinates walk them with counters
+// too, in the same order (every call happens in step order).
+template <class Load, class Compute>
+__device__ __forceinline__ void run_pipeline_staged(int64_t count, int stages, Load&& load, Compute&& compute) {
+  int64_t loaded = 0;
+  int load_stage = 0;
+  for (int s = 0; s < stages - 1; ++s) {
+    if (loaded < count) {
+      load(load_stage);
+      ++loaded;
+      load_stage = load_stage + 1 == stages ? 0 : load_stage + 1;
+    }
+    cp_async_commit();
+  }
+  int stage = 0;
+  for (int64_t f = 0; f < count; ++f) {
+    cp_async_wait_pending(stages - 2);
+    __syncthreads();
+    if (loaded < count) {
+      load(load_stage);
+      ++loaded;
+      load_stage = load_stage + 1 == stages ? 0 : load_stage + 1;
+    }
+    cp_async_commit();
+    compute(stage);
+    stage = stage + 1 == stages ? 0 : stage + 1;
+  }
+  cp_async_wait<0>();
+}
+
+template <class Issue, class Compute>
+__device__ __forceinline__ void run_pipeline_bulk_staged(int64_t count, int stages, uint64_t* bars, Issue&& issue,
+                                                         Compute&& compute) {
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < stages; ++s) mbar_init(&bars[s], 1);
+    mbar_fence_init();
+  }
+  __syncthreads();
+  int64_t issued = 0;
+  int issue_stage = 0;
+  for (int s = 0; s < stages - 1 && issued < count; ++s) {
+    issue(issue_stage, &bars[issue_stage]);
+    ++issued;
+    ++issue_stage;
+  }
+  if (issue_stage == stages) issue_stage = 0;
+  int stage = 0;
+  uint32_t phase = 0;
+  for (int64_t f = 0; f < count; ++f) {
+    mbar_wait(&bars[stage], phase);
+    __syncthreads();
+    if (issued < count) {
+      issue(issue_stage, &bars[issue_stage]);
+      ++issued;
+      issue_stage = issue_stage + 1 == stages ? 0 : issue_stage + 1;
+    }
+    compute(stage);
+    if (++stage == stages) stage = 0, phase ^= 1u;
   }
 }
 

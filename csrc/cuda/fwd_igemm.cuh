@@ -23,6 +23,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "../conv1d_params.h"
 #include "fwd_common.cuh"
@@ -43,6 +45,18 @@ struct IgemmElem {
   static constexpr int kVec = vec_width<T>();
   static constexpr int kRowNWC = kChunk + kVec;
 };
+
+// Pipeline depth limit: more stages keep more bytes in flight per multiprocessor when the weights leave room.
+constexpr int kMaxStages = 6;
+
+// Per-warp output staging (floats): NWC stages one n8 column block of the warp tile as [8 columns][WM + 4],
+// NCW one 8-row half of an m16 block as [8 rows][WN + 8]; the pads make the fragment-order writes
+// conflict-free.
+template <class Tile, Layout kLayout>
+constexpr int igemm_scratch_floats() {
+  constexpr int WM = Tile::BM / Tile::WARPS_M, WN = Tile::BN / Tile::WARPS_N;
+  return kLayout == Layout::kNWC ? 8 * (WM + 4) : 8 * (WN + 8);
+}
 
 // Block tile: BM output channels x BN output positions, WARPS_M x WARPS_N warps.
 template <int BM_, int BN_, int WARPS_M_, int WARPS_N_>
@@ -65,7 +79,7 @@ struct IgemmArgs {
   int win;           // input positions one tile reads: (BN-1)*stride + (K-1)*dilation + 1
   int x_row;         // NCW: elements per channel row of a stage (window + alignment slack, bank-padded)
   int stage_elems;   // elements per pipeline stage
-  int stages;        // pipeline depth, 2..4
+  int stages;        // pipeline depth, 2..kMaxStages
   int chunks;        // channel chunks per group: ceil(Cg / BC)
   int m_tiles;       // o-tiles per group: ceil(Og / BM)
   int combos;        // groups * m_tiles: the (group, o-tile) pairs, each with its own resident weights
@@ -76,8 +90,10 @@ struct IgemmArgs {
   int64_t t_tiles;   // output tiles per sample: ceil(Lout / BN)
   int64_t tiles_per_combo;   // N * t_tiles
   int64_t blocks_per_combo;  // blocks sharing one (group, o-tile)
+  int64_t step_n, step_tt;   // blocks_per_combo as (samples, tiles): / and % t_tiles
   bool vec_x;        // x rows allow 16-byte copies
   bool pair_store;   // NCW: two adjacent outputs can be stored as one aligned pair
+  int scratch_off;   // byte offset of the per-warp output staging areas (0: none, outputs stored directly)
 };
 
 // kBulk: stages are filled by the copy engine (sm_90+): NCW rows as 1-D bulk copies, NWC windows as tensor-map
@@ -99,7 +115,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
 
   static_assert(!kBulk || kLayout == Layout::kNCW || BC * sizeof(T) == 64, "swizzled rows are 64 bytes");
   extern __shared__ unsigned char smem_raw[];
-  __shared__ uint64_t stage_full[4];
+  __shared__ uint64_t stage_full[kMaxStages];
   // 1 KiB alignment: the swizzle pattern of tensor-map boxes follows absolute shared-memory address bits.
   unsigned char* smem = smem_raw + ((1024 - smem_addr(smem_raw) % 1024) % 1024);
   uint32_t* ws = reinterpret_cast<uint32_t*>(smem);
@@ -122,21 +138,33 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   const int K = int(p.kernel_size), s = int(p.stride), d = int(p.dilation);
   const int x_row = a.x_row;
   const int64_t my_tiles = bi < a.tiles_per_combo ? (a.tiles_per_combo - 1 - bi) / a.blocks_per_combo + 1 : 0;
+  const uint32_t stage_bytes = uint32_t(a.stage_elems) * sizeof(T);
 
-  // Window of a tile: (sample, first input position); for NCW also the 16-byte aligned start actually loaded.
-  auto tile_coords = [&](int64_t tl, int64_t& n, int64_t& tt) {
-    const int64_t j = bi + tl * a.blocks_per_combo;
-    n = j / a.t_tiles;
-    tt = j - n * a.t_tiles;
-  };
-
-  auto load = [&](int64_t f) {
-    const int64_t tl = f / a.chunks;
-    const int chunk = int(f - tl * a.chunks);
+  // Where a pipeline step is: (sample, output tile) and channel chunk. The loads and the computation each walk
+  // the block's steps in order with their own cursor; a tile advances by blocks_per_combo tiles, i.e.
+  // step_n samples and step_tt tiles with one carry, so no step pays for a 64-bit division.
+  struct Cursor {
     int64_t n, tt;
-    tile_coords(tl, n, tt);
+    int chunk;
+  };
+  auto advance = [&](Cursor& c) {
+    if (++c.chunk == a.chunks) {
+      c.chunk = 0;
+      c.tt += a.step_tt;
+      c.n += a.step_n;
+      if (c.tt >= a.t_tiles) c.tt -= a.t_tiles, ++c.n;
+    }
+  };
+  const Cursor first{bi / a.t_tiles, bi % a.t_tiles, 0};
+  Cursor at_load = first, at_compute = first;
+
+  auto load = [&](int stage) {
+    const Cursor c = at_load;
+    advance(at_load);
+    const int64_t n = c.n, tt = c.tt;
+    const int chunk = c.chunk;
     const int64_t l0 = tt * BN * s - p.pad_lo;
-    T* dst = xs + size_t(f % a.stages) * a.stage_elems;
+    T* dst = xs + size_t(stage) * a.stage_elems;
     const int c_valid = int(std::min<int64_t>(BC, cg - int64_t(chunk) * BC));
     const T* xg = x + n * p.x_n + (grp * cg + int64_t(chunk) * BC) * p.x_c;
     if constexpr (kNCW) {
@@ -180,15 +208,19 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   };
 
   // Copy-engine version of load(): one warp (NCW rows) or one thread (NWC boxes) issues the copies.
-  auto issue = [&](int64_t f, uint64_t* bar) {
-    const int64_t tl = f / a.chunks;
-    const int chunk = int(f - tl * a.chunks);
-    int64_t n, tt;
-    tile_coords(tl, n, tt);
-    const int64_t l0 = tt * BN * s - p.pad_lo;
-    T* dst = xs + size_t(f % a.stages) * a.stage_elems;
+  auto issue = [&](int stage, uint64_t* bar) {
+    const Cursor c = at_load;
+    advance(at_load);
     if constexpr (kNCW) {
       if (warp != 0) return;
+    } else {
+      if (tid != 0) return;
+    }
+    const int64_t n = c.n, tt = c.tt;
+    const int chunk = c.chunk;
+    const int64_t l0 = tt * BN * s - p.pad_lo;
+    T* dst = xs + size_t(stage) * a.stage_elems;
+    if constexpr (kNCW) {
       const int c_valid = int(std::min<int64_t>(BC, cg - int64_t(chunk) * BC));
       const T* xg = x + n * p.x_n + (grp * cg + int64_t(chunk) * BC) * p.x_c;
       const int64_t la = floor_div(l0, VEC) * VEC;
@@ -213,12 +245,11 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
         fence_proxy_async();
       }
     } else {
-      if (tid != 0) return;
       const uint32_t box_bytes = uint32_t(a.box_rows) * BC * sizeof(T);
       mbar_arrive_expect_tx(bar, box_bytes * uint32_t(a.boxes));
-      const int c = int(grp * cg + int64_t(chunk) * BC);
+      const int c0 = int(grp * cg + int64_t(chunk) * BC);
       for (int b = 0; b < a.boxes; ++b)
-        tma_load_3d(dst + size_t(b) * a.box_rows * BC, &tmap, c, int(l0 + int64_t(b) * a.box_rows), int(n), bar);
+        tma_load_3d(dst + size_t(b) * a.box_rows * BC, &tmap, c0, int(l0 + int64_t(b) * a.box_rows), int(n), bar);
     }
   };
 
@@ -261,9 +292,107 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
 #pragma unroll
       for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.f;
 
-  auto epilogue = [&](int64_t tl) {
-    int64_t n, tt;
-    tile_coords(tl, n, tt);
+  // Per-(mt, h) row and per-nt column offsets of this lane's outputs from its first one; fixed for the block.
+  int64_t y_row_off[MT][2], y_col_off[NT];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) y_row_off[mt][h] = int64_t(mt * 16 + 8 * h) * p.y_o;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) y_col_off[nt] = int64_t(nt * 8) * p.y_t;
+  const int64_t o_lane = int64_t(mtile) * BM + wm * WM + g;  // this lane's first output channel in the group
+
+  auto epilogue = [&](int64_t n, int64_t tt) {
+    // Interior tiles (all rows inside the group, all columns inside the output): no per-element checks and
+    // one 64-bit add per store.
+    const int64_t tc_lane = tt * BN + wn * WN + 2 * t;
+    const bool interior = int64_t(mtile + 1) * BM <= og && (tt + 1) * BN <= p.out_length;
+    if (interior && a.scratch_off != 0) {
+      // Through a per-warp staging area, so every global store is a 16-byte vector and a warp's stores cover
+      // whole contiguous runs (NWC: 8 positions x WM channels; NCW: 16 channels x WN positions) instead of
+      // 4-8 scattered 32-byte pieces per instruction.
+      float* scr = reinterpret_cast<float*>(smem + a.scratch_off) + warp * igemm_scratch_floats<Tile, kLayout>();
+      constexpr int V = 16 / int(sizeof(TOut));  // outputs per 16-byte store
+      TOut* yw = y + n * p.y_n + (grp * og + int64_t(mtile) * BM + wm * WM) * p.y_o + (tt * BN + wn * WN) * p.y_t;
+      float bv[MT][2];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) bv[mt][h] = bias ? to_acc(bias[grp * og + o_lane + mt * 16 + 8 * h]) : 0.f;
+      if constexpr (!kNCW) {
+        constexpr int P = WM + 4, VPC = WM / V;  // row pitch; vectors per column
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          __syncwarp();
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+              for (int j = 0; j < 2; ++j) scr[(2 * t + j) * P + mt * 16 + g + 8 * h] = acc[mt][nt][2 * h + j] + bv[mt][h];
+          __syncwarp();
+#pragma unroll
+          for (int i = lane; i < 8 * VPC; i += 32) {
+            const int c = i / VPC, v = i % VPC;
+            float vals[V];
+#pragma unroll
+            for (int e = 0; e < V; e += 4) {
+              const float4 f = *reinterpret_cast<const float4*>(scr + c * P + v * V + e);
+              vals[e] = f.x, vals[e + 1] = f.y, vals[e + 2] = f.z, vals[e + 3] = f.w;
+            }
+            store_out_vec<TOut, V>(yw + (nt * 8 + c) * p.y_t + v * V, vals);
+          }
+        }
+      } else {
+        constexpr int P = WN + 8, VPR = WN / V;  // row pitch; vectors per row
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            __syncwarp();
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt)
+              *reinterpret_cast<float2*>(scr + g * P + nt * 8 + 2 * t) =
+                  make_float2(acc[mt][nt][2 * h] + bv[mt][h], acc[mt][nt][2 * h + 1] + bv[mt][h]);
+            __syncwarp();
+#pragma unroll
+            for (int i = lane; i < 8 * VPR; i += 32) {
+              const int r = i / VPR, v = i % VPR;
+              float vals[V];
+#pragma unroll
+              for (int e = 0; e < V; e += 4) {
+                const float4 f = *reinterpret_cast<const float4*>(scr + r * P + v * V + e);
+                vals[e] = f.x, vals[e + 1] = f.y, vals[e + 2] = f.z, vals[e + 3] = f.w;
+              }
+              store_out_vec<TOut, V>(yw + (mt * 16 + 8 * h + r) * p.y_o + v * V, vals);
+            }
+          }
+        }
+      }
+      return;
+    }
+    if (interior) {
+      TOut* yl = y + n * p.y_n + (grp * og + o_lane) * p.y_o + tc_lane * p.y_t;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float bv = bias ? to_acc(bias[grp * og + o_lane + mt * 16 + 8 * h]) : 0.f;
+          TOut* yo = yl + y_row_off[mt][h];
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            const float v0 = acc[mt][nt][2 * h] + bv, v1 = acc[mt][nt][2 * h + 1] + bv;
+            if (kNCW && a.pair_store) {
+              store_out2(yo + y_col_off[nt], v0, v1);
+            } else {
+              store_out(yo + y_col_off[nt], v0);
+              store_out(yo + y_col_off[nt] + p.y_t, v1);
+            }
+          }
+        }
+      }
+      return;
+    }
     TOut* yn = y + n * p.y_n;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
@@ -293,90 +422,111 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     }
   };
 
-  auto compute = [&](int64_t f) {
-    const int64_t tl = f / a.chunks;
-    const int chunk = int(f - tl * a.chunks);
-    const T* xst = xs + size_t(f % a.stages) * a.stage_elems;
-    int e = 0;  // NCW: offset of the window start inside the 16-byte aligned row
-    if constexpr (kNCW) {
-      int64_t n, tt;
-      tile_coords(tl, n, tt);
-      const int64_t l0 = tt * BN * s - p.pad_lo;
-      e = int(l0 - floor_div(l0, VEC) * VEC);
-    }
-    // Window position of this thread's B column (g) in each n8 fragment, at tap 0.
-    int pos0[NT];
+  // ---- the MMA loop -------------------------------------------------------------------------------------
+  // One tap's operands: A for both k-steps of the chunk (QS == 2) from the resident weights, B from the
+  // window. Fragments of tap k+1 are loaded before tap k's MMAs are issued (two register sets), so the
+  // shared-memory latency hides behind the previous tap's MMAs even with two warps per scheduler.
+  static_assert(QS == 2, "one 64-byte chunk row = two k-steps per tap");
+  struct Frags {
+    uint32_t a[QS][MT][4];
+    uint32_t b[QS][NT][2];
+  };
+  const unsigned char* xsb = smem + a.w_bytes_padded;  // the window stages, as bytes
+  const uint32_t xs_sh = smem_addr(xsb);
+  // NWC: B fragments by ldmatrix. Lane L gives the row address of matrix L/8 (16-byte chunk L/8 of the
+  // chunk row = k-step L/16, lo/hi half) for column L%8 of the n8 fragment; columns nt*8 apart are 8*s rows
+  // apart, which leaves the 64-byte swizzle phase ((row >> 1) & 3) unchanged.
+  constexpr uint32_t kRowBytes = kBulk ? BC * sizeof(T) : kRowNWC * sizeof(T);
+  const int nwc_col0 = (wn * WN + (lane & 7)) * s;
+  const uint32_t nwc_nt_bytes = uint32_t(8 * s) * kRowBytes;
+  // NCW: byte offsets of each (k-step, half, n8 fragment) B element relative to this lane's first one; they do
+  // not depend on the tile, chunk or tap, so they are computed once.
+  constexpr int kElemRows = k16 ? 16 : 8;  // channel rows per k-step
+  uint32_t ncw_off[QS][2][NT];
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) pos0[nt] = e + (wn * WN + nt * 8 + g) * s;
-    const uint32_t* wck = ws + (size_t(chunk) * K * QS * kMTiles + wm * MT) * 128 + lane * 4;
+  for (int q = 0; q < QS; ++q)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+        ncw_off[q][h][nt] = uint32_t(((q * kElemRows + h * (kElemRows / 2)) * x_row + nt * 8 * s) * int(sizeof(T)));
+  const uint32_t ncw_lane =
+      uint32_t(((k16 ? 2 * t : t) * x_row + (wn * WN + g) * s) * int(sizeof(T)));  // + e per tile
+  const uint32_t ncw_row_bytes = uint32_t(x_row * int(sizeof(T)));
 
-    for (int k = 0; k < K; ++k) {
-      const int tap = k * d;
+  auto compute = [&](int stage) {
+    const Cursor c = at_compute;
+    advance(at_compute);
+    const uint32_t stage_off = uint32_t(stage) * stage_bytes;
+    uint32_t ncw_base = 0;  // this lane's B element at tap 0, as a byte offset into the window stages
+    if constexpr (kNCW) {
+      const int64_t l0 = c.tt * BN * s - p.pad_lo;
+      const int e = int(l0 & (VEC - 1));  // window start inside the 16-byte aligned row (VEC is a power of 2)
+      ncw_base = stage_off + ncw_lane + uint32_t(e * int(sizeof(T)));
+    }
+    const uint32_t* wck = ws + (size_t(c.chunk) * K * QS * kMTiles + wm * MT) * 128 + lane * 4;
+
+    auto load_frags = [&](int k, Frags& fr) {
+      const uint32_t* wk = wck + k * (QS * kMTiles * 128);
 #pragma unroll
-      for (int q = 0; q < QS; ++q) {
-        const uint32_t* wq = wck + size_t(k * QS + q) * kMTiles * 128;
-        uint32_t af[MT][4];
+      for (int q = 0; q < QS; ++q)
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
-          const uint4 v = *reinterpret_cast<const uint4*>(wq + mt * 128);
-          af[mt][0] = v.x, af[mt][1] = v.y, af[mt][2] = v.z, af[mt][3] = v.w;
+          const uint4 v = *reinterpret_cast<const uint4*>(wk + (q * kMTiles + mt) * 128);
+          fr.a[q][mt][0] = v.x, fr.a[q][mt][1] = v.y, fr.a[q][mt][2] = v.z, fr.a[q][mt][3] = v.w;
         }
-        uint32_t bf[NT][2];
+      if constexpr (!kNCW) {
+        const int row = nwc_col0 + k * d;
+        const int chunk16 = kBulk ? ((lane >> 3) ^ ((row >> 1) & 3)) : (lane >> 3);
+        const uint32_t addr = xs_sh + stage_off + uint32_t(row) * kRowBytes + uint32_t(chunk16 << 4);
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
-          const int pos = pos0[nt] + tap;
-          if constexpr (!k16) {
-            float b0, b1;
-            if constexpr (kNCW) {
-              b0 = xst[(q * 8 + t) * x_row + pos];
-              b1 = xst[(q * 8 + t + 4) * x_row + pos];
-            } else if constexpr (kBulk) {
-              const uint32_t* xw = reinterpret_cast<const uint32_t*>(xst);
-              const int sw = (pos >> 1) & 3;  // 64-byte swizzle: 16-byte chunk index ^= address bits 7..8
-              b0 = __uint_as_float(xw[pos * 16 + (((2 * q) ^ sw) << 2) + t]);
-              b1 = __uint_as_float(xw[pos * 16 + (((2 * q + 1) ^ sw) << 2) + t]);
-            } else {
-              b0 = xst[pos * kRowNWC + q * 8 + t];
-              b1 = xst[pos * kRowNWC + q * 8 + t + 4];
-            }
-            bf[nt][0] = __float_as_uint(b0), bf[nt][1] = __float_as_uint(b1);
-          } else {
-            const uint16_t* xb = reinterpret_cast<const uint16_t*>(xst);
-            if constexpr (kNCW) {
-              const int r0 = (q * 16 + 2 * t) * x_row + pos, r1 = r0 + 8 * x_row;
-              bf[nt][0] = pack_16x2(xb[r0], xb[r0 + x_row]);
-              bf[nt][1] = pack_16x2(xb[r1], xb[r1 + x_row]);
-            } else if constexpr (kBulk) {
-              const uint32_t* xw = reinterpret_cast<const uint32_t*>(xst);
-              const int sw = (pos >> 1) & 3;
-              bf[nt][0] = xw[pos * 16 + (((2 * q) ^ sw) << 2) + t];
-              bf[nt][1] = xw[pos * 16 + (((2 * q + 1) ^ sw) << 2) + t];
-            } else {
-              const uint32_t* xw = reinterpret_cast<const uint32_t*>(xb + pos * kRowNWC + q * 16 + 2 * t);
-              bf[nt][0] = xw[0], bf[nt][1] = xw[4];
-            }
-          }
+          uint32_t r4[4];
+          ldmatrix_x4(addr + nt * nwc_nt_bytes, r4);
+          fr.b[0][nt][0] = r4[0], fr.b[0][nt][1] = r4[1], fr.b[1][nt][0] = r4[2], fr.b[1][nt][1] = r4[3];
         }
-        if constexpr (kMath == FwdMath::kTF32) {
+      } else {
+        const unsigned char* base = xsb + ncw_base + uint32_t(k * d * int(sizeof(T)));
 #pragma unroll
-          for (int nt = 0; nt < NT; ++nt) {
-            bf[nt][0] = tf32_round(__uint_as_float(bf[nt][0]));
-            bf[nt][1] = tf32_round(__uint_as_float(bf[nt][1]));
-          }
+        for (int q = 0; q < QS; ++q)
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+              const unsigned char* e0 = base + ncw_off[q][h][nt];
+              if constexpr (!k16) {
+                fr.b[q][nt][h] = *reinterpret_cast<const uint32_t*>(e0);
+              } else {
+                fr.b[q][nt][h] = pack_16x2(*reinterpret_cast<const uint16_t*>(e0),
+                                           *reinterpret_cast<const uint16_t*>(e0 + ncw_row_bytes));
+              }
+            }
+      }
+    };
+
+    auto mma_frags = [&](Frags& fr) {
+#pragma unroll
+      for (int q = 0; q < QS; ++q) {
+        if constexpr (kMath == FwdMath::kTF32) {
+          uint32_t bb[NT][2];
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int r = 0; r < 2; ++r) bb[nt][r] = tf32_round(__uint_as_float(fr.b[q][nt][r]));
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt) mma_tf32_16x8x8(acc[mt][nt], af[mt], bf[nt]);
+            for (int nt = 0; nt < NT; ++nt) mma_tf32_16x8x8(acc[mt][nt], fr.a[q][mt], bb[nt]);
         } else if constexpr (kMath == FwdMath::k3xTF32) {
           uint32_t ab[MT][4], as[MT][4], bb[NT][2], bs[NT][2];
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-            for (int r = 0; r < 4; ++r) tf32_split(__uint_as_float(af[mt][r]), ab[mt][r], as[mt][r]);
+            for (int r = 0; r < 4; ++r) tf32_split(__uint_as_float(fr.a[q][mt][r]), ab[mt][r], as[mt][r]);
 #pragma unroll
           for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-            for (int r = 0; r < 2; ++r) tf32_split(__uint_as_float(bf[nt][r]), bb[nt][r], bs[nt][r]);
+            for (int r = 0; r < 2; ++r) tf32_split(__uint_as_float(fr.b[q][nt][r]), bb[nt][r], bs[nt][r]);
           // Small cross terms first, so they are not lost under the large partial sum's rounding.
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt)
@@ -390,13 +540,24 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt) mma_16bit_16x8x16<T>(acc[mt][nt], af[mt], bf[nt]);
+            for (int nt = 0; nt < NT; ++nt) mma_16bit_16x8x16<T>(acc[mt][nt], fr.a[q][mt], fr.b[q][nt]);
         }
       }
-    }
+    };
 
-    if (chunk == a.chunks - 1) {
-      epilogue(tl);
+    Frags f0, f1;
+    load_frags(0, f0);
+    int k = 0;
+    for (; k + 2 <= K; k += 2) {
+      load_frags(k + 1, f1);
+      mma_frags(f0);
+      if (k + 2 < K) load_frags(k + 2, f0);
+      mma_frags(f1);
+    }
+    if (k < K) mma_frags(f0);
+
+    if (c.chunk == a.chunks - 1) {
+      epilogue(c.n, c.tt);
 #pragma unroll
       for (int i = 0; i < MT; ++i)
 #pragma unroll
@@ -408,17 +569,24 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
 
   if constexpr (kBulk) {
 #ifdef JC_BULK_COPY_AVAILABLE
-    run_pipeline_bulk(my_tiles * a.chunks, a.stages, stage_full, issue, compute);
+    run_pipeline_bulk_staged(my_tiles * a.chunks, a.stages, stage_full, issue, compute);
 #else
     (void)stage_full;
+    (void)issue;
     __trap();  // never launched: the host picks bulk copies only on sm_90+
 #endif
   } else {
-    run_pipeline(my_tiles * a.chunks, a.stages, load, compute);
+    run_pipeline_staged(my_tiles * a.chunks, a.stages, load, compute);
   }
 }
 
 // ---- host side -------------------------------------------------------------------------------------------
+
+// JAX_CONV1D_IGEMM_STAGED_STORES=0 stores outputs straight from the fragments (for comparisons); read per call.
+inline bool igemm_staged_stores_enabled() {
+  const char* v = std::getenv("JAX_CONV1D_IGEMM_STAGED_STORES");
+  return v == nullptr || std::strcmp(v, "0") != 0;
+}
 
 // Fills the tile-dependent fields of `a` and the shared-memory size; false when the shape does not fit this
 // tile (window or resident weights too large for shared memory, or sizes past the kernel's int ranges).
@@ -466,14 +634,21 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, bool bulk, Igemm
   a.stage_elems = int(stage_bytes / sizeof(T));
   const int64_t budget = dev.max_smem_block - 1024 - int64_t(sizeof(uint64_t)) * 4;  // alignment slack, barriers
   a.stages = 0;
-  for (int st = 4; st >= 2; --st) {
+  for (int st = kMaxStages; st >= 2; --st) {
     if (a.w_bytes_padded + st * stage_bytes <= budget) {
       a.stages = st;
       break;
     }
   }
   if (a.stages == 0) return false;
-  smem_bytes = int(1024 + a.w_bytes_padded + a.stages * stage_bytes);
+  // Output staging, when it fits: take it from a fifth or sixth stage if needed, never below four.
+  const int64_t scratch_floats = p.layout == Layout::kNWC ? igemm_scratch_floats<Tile, Layout::kNWC>()
+                                                          : igemm_scratch_floats<Tile, Layout::kNCW>();
+  const int64_t scratch_bytes = int64_t(Tile::kThreads / 32) * scratch_floats * 4;
+  while (a.stages > 4 && a.w_bytes_padded + a.stages * stage_bytes + scratch_bytes > budget) --a.stages;
+  const int64_t stages_end = a.w_bytes_padded + a.stages * stage_bytes;
+  a.scratch_off = stages_end + scratch_bytes <= budget ? int(stages_end) : 0;
+  smem_bytes = int(1024 + stages_end + (a.scratch_off ? scratch_bytes : 0));
   a.t_tiles = ceil_div(p.out_length, Tile::BN);
   a.tiles_per_combo = p.batch * a.t_tiles;
   const int64_t combos = p.groups * int64_t(a.m_tiles);
@@ -495,6 +670,15 @@ bool igemm_launch_variant(const Conv1dParams& p, const T* x, const T* w, const T
   a.vec_x = x_aligned && (kLayout == Layout::kNCW ? p.in_length % VEC == 0
                                                   : p.in_channels % VEC == 0 && p.in_per_group() % VEC == 0);
   a.pair_store = p.out_length % 2 == 0 && reinterpret_cast<uintptr_t>(y) % (2 * sizeof(TOut)) == 0;
+  // Staged 16-byte stores need unit stride along the staged run and 16-byte aligned runs.
+  {
+    const bool y16 = reinterpret_cast<uintptr_t>(y) % 16 == 0;
+    const int64_t es = sizeof(TOut);
+    const bool ok = kLayout == Layout::kNWC
+                        ? p.y_o == 1 && (p.y_t * es) % 16 == 0 && (p.y_n * es) % 16 == 0 && (p.out_per_group() * es) % 16 == 0
+                        : p.y_t == 1 && (p.y_o * es) % 16 == 0 && (p.y_n * es) % 16 == 0;
+    if (!(y16 && ok) || !igemm_staged_stores_enabled()) a.scratch_off = 0;
+  }
   CUtensorMap tmap{};
   if constexpr (kBulk) {
     if (!a.vec_x) return false;
@@ -522,6 +706,8 @@ bool igemm_launch_variant(const Conv1dParams& p, const T* x, const T* w, const T
   }
   if (per_sm < 1) return false;
   a.blocks_per_combo = blocks_per_combo(a.combos, a.tiles_per_combo, int64_t(per_sm) * dev.sms);
+  a.step_n = a.blocks_per_combo / a.t_tiles;
+  a.step_tt = a.blocks_per_combo % a.t_tiles;
   const int64_t grid = a.blocks_per_combo * a.combos;
   if (grid > 0x7fffffff) return false;
   kernel<<<unsigned(grid), Tile::kThreads, smem, stream>>>(a, tmap);

@@ -65,4 +65,13 @@ __device__ __forceinline__ uint32_t pack_16x2(uint16_t lo, uint16_t hi) {
   return uint32_t(lo) | (uint32_t(hi) << 16);
 }
 
+// Four 8x8 matrices of 16-bit elements (or 8x4 of 32-bit) from shared memory: lanes 8i..8i+7 give the row
+// addresses (16 bytes each) of matrix i, and lane (g, t) receives 32-bit word t of row g of matrix i in r[i].
+// With one row per B column (its 16 bytes of consecutive k), that is exactly a B fragment register.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t smem_byte_addr, uint32_t (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_byte_addr));
+}
+
 }  // namespace jax_conv1d::cuda
