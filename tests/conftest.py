@@ -80,3 +80,15 @@ def gpu():
     if device is None:
         pytest.skip("needs a CUDA GPU and jax_conv1d built with CUDA handlers")
     return device
+
+
+@pytest.fixture(autouse=True)
+def float32_matmuls_off_the_gpu_tests(request):
+    """The tests not marked `gpu` compare against lax at float32 tolerances. When they run on a GPU (the default
+    device there), precision=None would let both us and cuDNN use TF32, each rounding differently, so they run
+    with float32 matmul precision; the `gpu` tests cover the TF32 default with TF32 tolerances."""
+    if jax.default_backend() != "gpu" or "gpu" in request.keywords:
+        yield
+        return
+    with jax.default_matmul_precision("float32"):
+        yield

@@ -58,8 +58,15 @@ def lax_conv1d(x, w, bias=None, *, stride=1, dilation=1, padding="VALID", groups
     layout = layout.upper()
     in_dtype = np.dtype(x.dtype)
     acc_dtype = F32 if in_dtype in HALF_TYPES else None
+    pads = lax_padding(padding, kernel_size(w, layout), dilation)
+    if not isinstance(pads, str) and min(pads[0]) < 0:
+        # Negative pads as an explicit crop: XLA:CPU miscomputes a negative low pad with a positive high pad,
+        # and XLA:GPU lets a NaN in a cropped position reach the output; a cropped input takes no part.
+        (lo, hi), axis = pads[0], (2 if layout == "NCW" else 1)
+        x = lax.slice_in_dim(x, max(-lo, 0), x.shape[axis] - max(-hi, 0), axis=axis)
+        pads = [(max(lo, 0), max(hi, 0))]
     y = lax.conv_general_dilated(
-        x, w, window_strides=(stride,), padding=lax_padding(padding, kernel_size(w, layout), dilation),
+        x, w, window_strides=(stride,), padding=pads,
         rhs_dilation=(dilation,), dimension_numbers=DIMENSION_NUMBERS[layout], feature_group_count=groups,
         precision=precision, preferred_element_type=acc_dtype)
     if bias is not None:

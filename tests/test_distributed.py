@@ -20,6 +20,7 @@ def _free_port() -> int:
 def test_two_process_data_parallel_step(tmp_path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"  # a CPU data-parallel step, also on a machine that has a GPU
     # cwd outside the source tree, so the installed package (with its compiled module) is imported
     procs = [subprocess.Popen([sys.executable, str(WORKER), str(port), str(i)], cwd=tmp_path, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]

@@ -164,7 +164,7 @@ def test_plan_ignores_axes_it_does_not_know():
 
 def test_sharded_cases_on_8_cpu_devices(tmp_path):
     flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"  # the last one wins
-    env = dict(os.environ, XLA_FLAGS=flags.strip())
+    env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")  # the 8 devices are CPU devices
     # cwd outside the source tree, so the installed package (with its compiled module) is imported
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", str(CASES_FILE)]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
