@@ -75,7 +75,10 @@ def run_layout(layout: str, dtype, size: dict, reps: int, key) -> list[tuple]:
     g = jax.random.normal(kg, y.shape, dtype)  # a fixed random cotangent
 
     def vjp_of(f):
-        return jax.jit(lambda x, w: jax.vjp(f, x, w)[1](g))
+        # g is an argument, not a closure: a closed-over array is embedded in the program as a constant
+        # (5.7 GB at full size), which makes compilation crawl.
+        jitted = jax.jit(lambda x, w, g: jax.vjp(f, x, w)[1](g))
+        return lambda x, w: jitted(x, w, g)
 
     grads = vjp_of(lambda x, w: dilated_conv1d(x, w, stride=s, dilation=d, layout=layout))
     grads_xla = vjp_of(_lax_conv(layout, s, d, None))
