@@ -1,63 +1,339 @@
-// Input gradient on the CPU, by scatter within a tile: each (output channel, tap, output position) adds
-// w[o, :, k] * dy[o, t] to the one input position it read, t*stride + k*dilation - pad_lo. The tile's
-// accumulators are laid out [position][channel] so that the innermost loop runs over contiguous channels.
-// Positions no tap reaches keep their zero, so every dx element is written exactly once.
+// Input gradient on the CPU, as a gather: dx[n, c, l] = sum over (o, k, t) with t*stride + k*dilation -
+// pad_lo == l of w[o, c, k] * dy[n, o, t]. Splitting l by its phase mod stride makes the set of taps fixed:
+// for l = phi + j*stride, tap k contributes iff (phi + pad_lo - k*dilation) is a multiple of the stride, and
+// then reads dy at t = j + q_k with q_k = (phi + pad_lo - k*dilation) / stride. Within a phase the pass is a
+// matrix product over r = (k, o), with no wasted multiply-adds for stride > 1:
+//   NCW: rows = input channels (weights, packed once per call), vectors along j (rows of dy, per tile);
+//   NWC: rows = positions j (rows of dy, per tile), vectors along input channels (weights, packed once).
+// Each task owns a tile of input positions (all phases of it), so every dx element is written exactly once
+// by one thread: zero where no tap reaches it.
 #include <algorithm>
 #include <vector>
 
 #include "conv1d_cpu.h"
+#include "gemm_tile.h"
+#include "pack.h"
 #include "parallel.h"
 
 namespace jax_conv1d::cpu {
 
 namespace {
-constexpr int64_t kTile = 256;  // input positions per task
 
-inline int64_t ceil_div(int64_t a, int64_t b) {  // b > 0, any sign of a
-  return a >= 0 ? (a + b - 1) / b : -((-a) / b);
+constexpr int64_t kMaxKc = 192;  // reduction steps per kernel call (the B panel stays in L1)
+
+struct Tap {
+  int64_t k;  // tap index
+  int64_t q;  // dy position offset: t = j + q
+};
+
+// taps[phi] lists the taps that reach input positions l = phi (mod stride).
+std::vector<std::vector<Tap>> phase_taps(const Conv1dParams& p) {
+  std::vector<std::vector<Tap>> taps(static_cast<size_t>(p.stride));
+  for (int64_t phi = 0; phi < p.stride; ++phi)
+    for (int64_t k = 0; k < p.kernel_size; ++k) {
+      const int64_t a = phi + p.pad_lo - k * p.dilation;
+      if (a - floor_div(a, p.stride) * p.stride == 0) taps[phi].push_back({k, floor_div(a, p.stride)});
+    }
+  return taps;
 }
+
+// Number of input positions l = phi + j*stride inside [0, L).
+inline int64_t phase_count(const Conv1dParams& p, int64_t phi) {
+  return phi < p.in_length ? ceil_div(p.in_length - phi, p.stride) : 0;
+}
+
+// Points `pf` at the dy rows that input tile [j0, j0 + jt) (per phase) of (n, g) reads.
+template <typename T>
+void prefetch_dy(const Conv1dParams& p, const T* dy, int64_t n, int64_t g, int64_t j0, int64_t jt, int64_t q_lo,
+                 int64_t q_hi, int64_t steps, RegionPrefetcher* pf) {
+  const int64_t lo = std::max<int64_t>(0, j0 + q_lo), hi = std::min(p.out_length, j0 + jt + q_hi);
+  const int64_t og = p.out_per_group(), sz = static_cast<int64_t>(sizeof(T));
+  if (hi > lo) {
+    const T* base = dy + n * p.y_n + g * og * p.y_o + lo * p.y_t;
+    if (p.layout == Layout::kNCW) pf->add(base, og, (hi - lo) * sz, p.y_o * sz);
+    else if (og == p.out_channels) pf->add(base, 1, (hi - lo) * og * sz, 0);
+    else pf->add(base, hi - lo, og * sz, p.y_t * sz);
+  }
+  pf->finish(steps);
+}
+
+// ---- NCW: rows = input channels, vectors along j --------------------------------------------------------
+
+template <typename T>
+void dgrad_ncw(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
+  using F = acc_t<T>;
+  using B = Blocking<F>;
+  constexpr int64_t MR = B::MR, NR = B::NR;
+  constexpr int64_t kJTile = 8 * NR;  // positions of one phase per task
+  constexpr int64_t nq_max = kJTile / NR;
+  constexpr bool kDirect = std::is_same_v<T, F>;  // dy rows can serve as B panels in place
+  const int64_t cg = p.in_per_group(), og = p.out_per_group(), K = p.kernel_size, s = p.stride;
+  const int64_t mp = ceil_div(cg, MR);
+  const auto taps = phase_taps(p);
+  std::vector<TapBlocks> blocks;
+  int64_t max_pieces = 1, max_steps = 1, q_lo = 0, q_hi = 0;
+  for (const auto& list : taps) {
+    blocks.emplace_back(static_cast<int64_t>(list.size()), og, kMaxKc);
+    max_pieces = std::max(max_pieces, blocks.back().max_pieces());
+    max_steps = std::max(max_steps, blocks.back().max_steps());
+    for (const Tap& t : list) q_lo = std::min(q_lo, t.q), q_hi = std::max(q_hi, t.q);
+  }
+
+  // W^T as A panels, per (group, tap): wa[g][k][panel][o][MR], zero rows past Cg.
+  const int64_t a_tap = mp * og * MR;
+  std::vector<F> wa(static_cast<size_t>(p.groups * K * a_tap), F(0));
+  for (int64_t g = 0; g < p.groups; ++g)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t c = 0; c < cg; ++c)
+        for (int64_t o = 0; o < og; ++o)
+          wa[(g * K + k) * a_tap + ((c / MR) * og + o) * MR + c % MR] =
+              widen<F>(w[(g * og + o) * p.w_o + c * p.w_c + k * p.w_k]);
+
+  const int64_t lt = kJTile * s;  // input positions per task, all phases
+  const int64_t tiles = ceil_div(p.in_length, lt);
+  const double work = static_cast<double>(cg * og * K) * kJTile;
+  const bool stream = use_streaming<T>(p.x_size(), std::min(lt, p.in_length));
+  const int64_t tasks = p.batch * p.groups * tiles;
+  parallel_for(tasks, work, [&](int64_t task) {
+    const int64_t tile = task % tiles, g = (task / tiles) % p.groups, n = task / (tiles * p.groups);
+    const int64_t j0 = tile * kJTile, l0 = tile * lt, ln = std::min(lt, p.in_length - l0);
+    const int64_t ldc = kJTile;
+    F* c_tiles = scratch<F, 0>(s * mp * MR * ldc);  // one per phase
+    F* b_pack = scratch<F, 1>(max_steps * ldc);
+    F* x_row = scratch<F, 2>(lt);  // one dx row of the tile: the phases interleaved back
+    const F** phase_rows = scratch<const F*, 7>(s);
+    PanelA<F>* ap = scratch<PanelA<F>, 3>(max_pieces * mp);
+    PanelB<F>* bp = scratch<PanelB<F>, 4>(max_pieces * nq_max);
+    TapPiece* pieces = scratch<TapPiece, 5>(max_pieces);
+    Segment<F>* segs = scratch<Segment<F>, 6>(max_pieces);
+    RegionPrefetcher pf;
+    if (task + 1 < tasks) {
+      int64_t steps = 0;
+      for (int64_t phi = 0; phi < s; ++phi) steps += blocks[phi].count() * mp * nq_max;
+      prefetch_dy(p, dy, (task + 1) / (tiles * p.groups), ((task + 1) / tiles) % p.groups,
+                  ((task + 1) % tiles) * kJTile, kJTile, q_lo, q_hi, steps, &pf);
+    }
+    const T* dyg = dy + n * p.y_n + g * og * p.y_o;
+    for (int64_t phi = 0; phi < s; ++phi) {
+      const int64_t jn = std::min(kJTile, phase_count(p, phi) - j0);
+      if (jn <= 0) continue;
+      const int64_t nq = ceil_div(jn, NR);
+      F* c_tile = c_tiles + phi * mp * MR * ldc;
+      fill_zero(c_tile, mp * MR * ldc);
+      for (int64_t blk = 0; blk < blocks[phi].count(); ++blk) {
+        const int64_t np = blocks[phi].pieces(blk, pieces);
+        F* packed = b_pack;
+        for (int64_t sg = 0; sg < np; ++sg) {
+          const Tap tap = taps[phi][pieces[sg].u];
+          const int64_t o0 = pieces[sg].i0, kc = pieces[sg].kc;
+          const int64_t ta = j0 + tap.q;  // dy position of j = j0
+          PanelB<F>* b = bp + sg * nq_max;
+          for (int64_t q = 0; q < nq; ++q) {
+            const int64_t qa = ta + q * NR, qb = qa + NR;
+            if (kDirect && qa >= 0 && qb <= p.out_length) {  // NCW: y_t == 1
+              b[q] = {reinterpret_cast<const F*>(dyg + o0 * p.y_o + qa), p.y_o};
+              continue;
+            }
+            // dy rows of this panel: [o][NR], zero outside [0, Lout).
+            const int64_t va = std::clamp<int64_t>(0, qa, qb), vb = std::clamp(p.out_length, va, qb);
+            b[q] = {packed, NR};
+            for (int64_t o = 0; o < kc; ++o, packed += NR) {
+              fill_zero(packed, va - qa);
+              gather(packed + (va - qa), dyg + (o0 + o) * p.y_o + va, vb - va, 1);
+              fill_zero(packed + (vb - qa), qb - vb);
+            }
+          }
+          PanelA<F>* a = ap + sg * mp;
+          for (int64_t i = 0; i < mp; ++i) a[i] = {wa.data() + (g * K + tap.k) * a_tap + (i * og + o0) * MR, MR, 1};
+          segs[sg] = {kc, a, b};
+        }
+        gemm_segments(segs, np, mp, nq, c_tile, ldc, &pf);
+      }
+    }
+    // Phases whose rows start past L were skipped; only positions < ln of each row are stored.
+    for (int64_t c = 0; c < cg; ++c) {  // NCW: x_l == 1
+      for (int64_t phi = 0; phi < s; ++phi) phase_rows[phi] = c_tiles + (phi * mp * MR + c) * ldc;
+      interleave(x_row, phase_rows, s, ln);
+      store_row(dx + n * p.x_n + (g * cg + c) * p.x_c + l0, x_row, F(0), ln, stream);
+    }
+    if (stream) stream_fence();
+  });
+}
+
+// ---- NWC: rows = positions j, vectors along input channels ----------------------------------------------
+
+template <typename T>
+void dgrad_nwc(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
+  using F = acc_t<T>;
+  using B = Blocking<F>;
+  constexpr int64_t MR = B::MR, NR = B::NR;
+  constexpr int64_t kJTile = 8 * MR;  // positions of one phase per task
+  constexpr int64_t mp_max = kJTile / MR;
+  constexpr bool kDirect = std::is_same_v<T, F>;  // dy rows can serve as A panels in place
+  const int64_t cg = p.in_per_group(), og = p.out_per_group(), K = p.kernel_size, s = p.stride;
+  const int64_t nq = ceil_div(cg, NR), ldc = nq * NR;
+  const auto taps = phase_taps(p);
+  std::vector<TapBlocks> blocks;
+  int64_t max_pieces = 1, max_steps = 1, q_lo = 0, q_hi = 0;
+  for (const auto& list : taps) {
+    blocks.emplace_back(static_cast<int64_t>(list.size()), og, kMaxKc);
+    max_pieces = std::max(max_pieces, blocks.back().max_pieces());
+    max_steps = std::max(max_steps, blocks.back().max_steps());
+    for (const Tap& t : list) q_lo = std::min(q_lo, t.q), q_hi = std::max(q_hi, t.q);
+  }
+
+  // W^T as B panels, per (group, tap): wb[g][k][panel][o][NR], zero columns past Cg.
+  const int64_t b_tap = nq * og * NR;
+  std::vector<F> wb(static_cast<size_t>(p.groups * K * b_tap), F(0));
+  for (int64_t g = 0; g < p.groups; ++g)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t c = 0; c < cg; ++c)
+        for (int64_t o = 0; o < og; ++o)
+          wb[(g * K + k) * b_tap + ((c / NR) * og + o) * NR + c % NR] =
+              widen<F>(w[(g * og + o) * p.w_o + c * p.w_c + k * p.w_k]);
+
+  const int64_t tiles = ceil_div(p.in_length, kJTile * s);
+  const double work = static_cast<double>(cg * og * K) * kJTile;
+  const bool stream = use_streaming<T>(p.x_size(), cg);
+  const int64_t tasks = p.batch * p.groups * tiles;
+  parallel_for(tasks, work, [&](int64_t task) {
+    const int64_t tile = task % tiles, g = (task / tiles) % p.groups, n = task / (tiles * p.groups);
+    const int64_t j0 = tile * kJTile;
+    F* c_tile = scratch<F, 0>(kJTile * ldc);
+    F* a_pack = scratch<F, 1>(kJTile * max_steps);
+    PanelA<F>* ap = scratch<PanelA<F>, 2>(max_pieces * mp_max);
+    PanelB<F>* bp = scratch<PanelB<F>, 3>(max_pieces * nq);
+    TapPiece* pieces = scratch<TapPiece, 4>(max_pieces);
+    Segment<F>* segs = scratch<Segment<F>, 5>(max_pieces);
+    RegionPrefetcher pf;
+    if (task + 1 < tasks) {
+      int64_t steps = 0;
+      for (int64_t phi = 0; phi < s; ++phi) steps += blocks[phi].count() * mp_max * nq;
+      prefetch_dy(p, dy, (task + 1) / (tiles * p.groups), ((task + 1) / tiles) % p.groups,
+                  ((task + 1) % tiles) * kJTile, kJTile, q_lo, q_hi, steps, &pf);
+    }
+    const T* dyg = dy + n * p.y_n + g * og * p.y_o;
+    const T* rows[MR];
+    for (int64_t phi = 0; phi < s; ++phi) {
+      const int64_t jn = std::min(kJTile, phase_count(p, phi) - j0);
+      if (jn <= 0) continue;
+      const int64_t mp = ceil_div(jn, MR);
+      fill_zero(c_tile, mp * MR * ldc);
+      for (int64_t blk = 0; blk < blocks[phi].count(); ++blk) {
+        const int64_t np = blocks[phi].pieces(blk, pieces);
+        F* packed = a_pack;
+        for (int64_t sg = 0; sg < np; ++sg) {
+          const Tap tap = taps[phi][pieces[sg].u];
+          const int64_t o0 = pieces[sg].i0, kc = pieces[sg].kc;
+          PanelA<F>* a = ap + sg * mp_max;
+          for (int64_t i = 0; i < mp; ++i) {
+            const int64_t ta = j0 + i * MR + tap.q;  // dy position of the panel's first row
+            if (kDirect && i * MR + MR <= jn && ta >= 0 && ta + MR <= p.out_length) {  // NWC: y_o == 1
+              a[i] = {reinterpret_cast<const F*>(dyg + ta * p.y_t + o0), 1, p.y_t};
+              continue;
+            }
+            for (int64_t r = 0; r < MR; ++r) {
+              const int64_t t = ta + r;
+              rows[r] = (i * MR + r < jn && t >= 0 && t < p.out_length) ? dyg + t * p.y_t + o0 : nullptr;
+            }
+            a[i] = pack_panel_rows<F>(packed, rows, kc, 1);
+            packed += MR * kc;
+          }
+          PanelB<F>* b = bp + sg * nq;
+          for (int64_t q = 0; q < nq; ++q) b[q] = {wb.data() + (g * K + tap.k) * b_tap + (q * og + o0) * NR, NR};
+          segs[sg] = {kc, a, b};
+        }
+        gemm_segments(segs, np, mp, nq, c_tile, ldc, &pf);
+      }
+      for (int64_t j = 0; j < jn; ++j)  // NWC: x_c == 1
+        store_row(dx + n * p.x_n + (phi + (j0 + j) * s) * p.x_l + g * cg, c_tile + j * ldc, F(0), cg, stream);
+    }
+    if (stream) stream_fence();
+  });
+}
+
+// ---- depthwise: one input and one output channel per group ------------------------------------------
+
+template <typename T>
+void dgrad_depthwise(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
+  using F = acc_t<T>;
+  const int64_t C = p.in_channels, K = p.kernel_size, s = p.stride;
+  std::vector<F> wt(static_cast<size_t>(K * C));  // [k][c]
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t c = 0; c < C; ++c) wt[k * C + c] = widen<F>(w[c * p.w_o + k * p.w_k]);
+  const auto taps = phase_taps(p);
+
+  if (p.layout == Layout::kNWC) {
+    // Vectors along channels: each dx row is a sum of scaled dy rows.
+    constexpr int64_t kTile = 64;
+    const int64_t tiles = ceil_div(p.in_length, kTile);
+    const bool stream = use_streaming<T>(p.x_size(), C);
+    parallel_for(p.batch * tiles, static_cast<double>(kTile * K * C) / s, [&](int64_t task) {
+      const int64_t tile = task % tiles, n = task / tiles;
+      const int64_t l0 = tile * kTile, l1 = std::min(p.in_length, l0 + kTile);
+      F* acc = scratch<F, 0>(C);
+      F* row = scratch<F, 1>(C);
+      for (int64_t l = l0; l < l1; ++l) {
+        fill_zero(acc, C);
+        const int64_t phi = l % s, j = l / s;
+        for (const Tap& tap : taps[phi]) {
+          const int64_t t = j + tap.q;
+          if (t < 0 || t >= p.out_length) continue;
+          const T* src = dy + n * p.y_n + t * p.y_t;
+          const F* wk = wt.data() + tap.k * C;
+          if constexpr (std::is_same_v<T, F>) {
+            for (int64_t c = 0; c < C; ++c) acc[c] += wk[c] * src[c];
+          } else {
+            for (int64_t c = 0; c < C; ++c) row[c] = widen<F>(src[c]);
+            for (int64_t c = 0; c < C; ++c) acc[c] += wk[c] * row[c];
+          }
+        }
+        store_row(dx + n * p.x_n + l * p.x_l, acc, F(0), C, stream);
+      }
+      if (stream) stream_fence();
+    });
+    return;
+  }
+  // NCW: vectors along the positions of one phase of one channel.
+  constexpr int64_t kTile = 1024;
+  const int64_t lt = kTile * s;
+  const int64_t tiles = ceil_div(p.in_length, lt);
+  const bool stream = use_streaming<T>(p.x_size(), std::min(lt, p.in_length));
+  parallel_for(p.batch * C * tiles, static_cast<double>(kTile * K), [&](int64_t task) {
+    const int64_t tile = task % tiles, c = (task / tiles) % C, n = task / (tiles * C);
+    const int64_t j0 = tile * kTile, l0 = tile * lt, ln = std::min(lt, p.in_length - l0);
+    F* acc = scratch<F, 0>(kTile);
+    F* row = scratch<F, 1>(kTile);
+    F* out = scratch<F, 2>(lt);  // the phases interleaved back
+    const T* dyc = dy + n * p.y_n + c * p.y_o;
+    for (int64_t phi = 0; phi < s; ++phi) {
+      const int64_t jn = std::min(kTile, phase_count(p, phi) - j0);
+      if (jn <= 0) continue;
+      fill_zero(acc, jn);
+      for (const Tap& tap : taps[phi]) {
+        const int64_t ta = j0 + tap.q;
+        const int64_t tb = std::max<int64_t>(ta, 0), te = std::min(ta + jn, p.out_length);
+        if (te <= tb) continue;
+        gather(row, dyc + tb * p.y_t, te - tb, p.y_t);
+        const F wv = wt[tap.k * C + c];
+        F* a = acc + (tb - ta);
+        for (int64_t i = 0; i < te - tb; ++i) a[i] += wv * row[i];
+      }
+      for (int64_t j = 0; j < jn; ++j) out[phi + j * s] = acc[j];
+    }
+    store_row(dx + n * p.x_n + c * p.x_c + l0, out, F(0), ln, stream);  // NCW: x_l == 1
+    if (stream) stream_fence();
+  });
+}
+
 }  // namespace
 
 template <typename T>
 void conv1d_dgrad_cpu(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
-  using Acc = acc_t<T>;
-  const int64_t cg = p.in_per_group(), og = p.out_per_group(), K = p.kernel_size;
-  const int64_t tiles = (p.in_length + kTile - 1) / kTile;
-  const int64_t tasks = p.batch * p.groups * tiles;
-  const double work = static_cast<double>(og * cg * K) * kTile / static_cast<double>(p.stride);
-  parallel_for(tasks, work, [&](int64_t task) {
-    const int64_t tile = task % tiles;
-    const int64_t g = (task / tiles) % p.groups;
-    const int64_t n = task / (tiles * p.groups);
-    const int64_t l0 = tile * kTile;
-    const int64_t ln = std::min(kTile, p.in_length - l0);
-    std::vector<Acc> acc(ln * cg, Acc(0));
-    std::vector<Acc> wt(K * cg);  // w[o, :, :] of this group as [k][c]
-    for (int64_t o = 0; o < og; ++o) {
-      const int64_t oo = g * og + o;
-      for (int64_t k = 0; k < K; ++k)
-        for (int64_t c = 0; c < cg; ++c) wt[k * cg + c] = Acc(to_float(w[oo * p.w_o + c * p.w_c + k * p.w_k]));
-      const T* dyo = dy + n * p.y_n + oo * p.y_o;
-      for (int64_t k = 0; k < K; ++k) {
-        const int64_t off = k * p.dilation - p.pad_lo;
-        const int64_t tb = std::max(first_valid_t(p, k), ceil_div(l0 - off, p.stride));
-        const int64_t te = std::min(end_valid_t(p, k), ceil_div(l0 + ln - off, p.stride));
-        const Acc* wk = wt.data() + k * cg;
-        for (int64_t t = tb; t < te; ++t) {
-          const Acc dv = Acc(to_float(dyo[t * p.y_t]));
-          Acc* a = acc.data() + (t * p.stride + off - l0) * cg;
-          for (int64_t c = 0; c < cg; ++c) a[c] += wk[c] * dv;
-        }
-      }
-    }
-    for (int64_t c = 0; c < cg; ++c) {
-      T* dxc = dx + n * p.x_n + (g * cg + c) * p.x_c;
-      for (int64_t i = 0; i < ln; ++i) {
-        if constexpr (std::is_same_v<Acc, double>) dxc[(l0 + i) * p.x_l] = acc[i * cg + c];
-        else dxc[(l0 + i) * p.x_l] = from_float<T>(acc[i * cg + c]);
-      }
-    }
-  });
+  if (p.x_size() == 0) return;
+  if (p.in_per_group() == 1 && p.out_per_group() == 1) return dgrad_depthwise(p, dy, w, dx);
+  if (p.layout == Layout::kNCW) return dgrad_ncw(p, dy, w, dx);
+  return dgrad_nwc(p, dy, w, dx);
 }
 
 template void conv1d_dgrad_cpu<float>(const Conv1dParams&, const float*, const float*, float*);
