@@ -132,11 +132,15 @@ void wgrad_nwc(const Conv1dParams& p, const T* x, const T* dy, T* dw) {
   constexpr bool kDirect = std::is_same_v<T, F>;  // dy and x rows serve as panels in place
   const int64_t cg = p.in_per_group(), og = p.out_per_group(), K = p.kernel_size;
   // Columns are (tap, channel) with each tap's channels padded to whole panels, so no panel spans two taps.
-  const int64_t cgp = round_up(cg, NR), nqk = cgp / NR;
+  // With fewer channels than a panel is wide, per-tap padding would waste most columns: then the
+  // (tap, channel) columns are packed densely instead, k*Cg + c, panels spanning taps.
+  const bool dense = cg < NR;
+  const int64_t cgp = round_up(cg, NR), nqk = dense ? 0 : cgp / NR;
+  const int64_t col_panels = dense ? ceil_div(K * cg, NR) : K * nqk;
   const int64_t per_group = og * K * cg;
   const Chunks chunks(p, p.groups * per_group, p.groups * per_group);
   // Output tiles of at most ~128 x 192 keep the float block sums in L2.
-  const Blocks orows(og, MR, 10 * MR), ocols(K * nqk, 1, 6);  // ocols counts column panels
+  const Blocks orows(og, MR, 10 * MR), ocols(col_panels, 1, 6);  // ocols counts column panels
   const int64_t mp_max = orows.block / MR, ldc = ocols.block * NR;
   const int64_t tiles = orows.count * ocols.count;
   std::vector<double> partials(static_cast<size_t>(chunks.count * p.groups * per_group), 0.0);
@@ -175,6 +179,44 @@ void wgrad_nwc(const Conv1dParams& p, const T* x, const T* dy, T* dw) {
           for (int64_t r = 0; r < MR; ++r) rows[r] = o0 + i * MR + r < o1 ? dyb + i * MR + r : nullptr;
           a_all[pc * mp_max + i] = pack_panel_rows<F>(a_pack + (i * kBlock + pos) * MR, rows, len, p.y_t);
         }
+      }
+      if (dense) {
+        // x packed per piece as [column panel][position][NR], column k*Cg + c, zero where the tap misses.
+        for (int64_t pc = 0, pos = 0; pc < np; pos += pieces[pc].len, ++pc) {
+          const auto [n, t0, len] = pieces[pc];
+          PanelB<F>* b = b_tap + pc * ocols.block;
+          for (int64_t qc = cp0; qc < cp1; ++qc) {
+            F* dst = b_pack + ((qc - cp0) * kBlock + pos) * NR;
+            b[qc - cp0] = {dst, NR};
+            const int64_t j0 = qc * NR, j1 = std::min(K * cg, j0 + NR), k0 = j0 / cg, c0 = j0 % cg;
+            const T* xn = x + n * p.x_n + g * cg;  // NWC: x_c == 1
+            for (int64_t t = t0; t < t0 + len; ++t, dst += NR) {
+              int64_t j = j0;
+              for (int64_t k = k0, c = c0; j < j1; ++k, c = 0) {
+                const int64_t cn = std::min(cg - c, j1 - j);
+                const int64_t l = t * p.stride + k * p.dilation - p.pad_lo;
+                F* d = dst + (j - j0);
+                if (l >= 0 && l < p.in_length) {
+                  const T* src = xn + l * p.x_l + c;
+                  for (int64_t e = 0; e < cn; ++e) d[e] = widen<F>(src[e]);
+                } else {
+                  for (int64_t e = 0; e < cn; ++e) d[e] = F(0);
+                }
+                j += cn;
+              }
+              for (; j < j0 + NR; ++j) dst[j - j0] = F(0);
+            }
+          }
+          segs[pc] = {len, a_all + pc * mp_max, b};
+        }
+        gemm_segments(segs, np, mp, cp1 - cp0, c_tile, ldc, &pf);
+        for (int64_t o = o0; o < o1; ++o) {
+          const int64_t j0 = cp0 * NR, j1 = std::min(K * cg, cp1 * NR);
+          const F* src = c_tile + (o - o0) * ldc;
+          double* dst = total + o * K * cg;
+          for (int64_t j = j0; j < j1; ++j) dst[j] += static_cast<double>(src[j - j0]);
+        }
+        continue;
       }
       // Column panels [cp0, cp1), tap by tap; the block's pieces are the segments of one product.
       for (int64_t cp = cp0; cp < cp1;) {
