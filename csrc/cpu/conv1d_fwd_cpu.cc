@@ -57,7 +57,8 @@ void fwd_ncw(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut*
   // With stride 1 and no conversion, im2col rows are just shifted rows of x: read them in place.
   const bool direct = std::is_same_v<T, F> && p.stride == 1;
   const int64_t cg = p.in_per_group(), og = p.out_per_group(), K = p.kernel_size, R = K * cg;
-  const int64_t mp = ceil_div(og, MR), nq_max = kTile / NR;
+  const int64_t mp = ceil_div(og, MR);
+  constexpr int64_t nq_max = kTile / NR;
   const TapBlocks blocks(K, cg, kMaxKc);
   const int64_t max_pieces = blocks.max_pieces();
 
@@ -71,14 +72,16 @@ void fwd_ncw(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut*
           dst[(k * cg + c) * MR] = widen<F>(w[(g * og + o) * p.w_o + c * p.w_c + k * p.w_k]);
     }
 
-  const int64_t tiles = ceil_div(p.out_length, kTile);
+  // Tiles run over the flattened (n, t) positions, so short sequences still fill whole vector panels.
+  const int64_t U = p.batch * p.out_length, Lo = p.out_length;
+  const int64_t tiles = ceil_div(U, kTile);
   const double work = static_cast<double>(og * R * kTile);
   const bool stream = use_streaming<TOut>(p.y_size(), std::min(kTile, p.out_length));
-  const int64_t tasks = p.batch * p.groups * tiles;
+  const int64_t tasks = p.groups * tiles;
   parallel_for(tasks, work, [&](int64_t task) {
-    const int64_t tile = task % tiles, g = (task / tiles) % p.groups, n = task / (tiles * p.groups);
-    const int64_t t0 = tile * kTile, tn = std::min(kTile, p.out_length - t0);
-    const int64_t nq = ceil_div(tn, NR), ldc = nq * NR;
+    const int64_t tile = task % tiles, g = task / tiles;
+    const int64_t u0 = tile * kTile, un = std::min(kTile, U - u0);
+    const int64_t nq = ceil_div(un, NR), ldc = nq * NR;
     F* c_tile = scratch<F, 0>(mp * MR * ldc);
     F* b_pack = scratch<F, 1>(blocks.max_steps() * ldc);
     PanelA<F>* ap = scratch<PanelA<F>, 2>(max_pieces * mp);
@@ -87,45 +90,56 @@ void fwd_ncw(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut*
     Segment<F>* segs = scratch<Segment<F>, 5>(max_pieces);
     for (int64_t o = 0; o < mp * MR; ++o)  // accumulation starts from the bias
       std::fill_n(c_tile + o * ldc, ldc, bias && o < og ? widen<F>(bias[g * og + o]) : F(0));
-    const T* xg = x + n * p.x_n + g * cg * p.x_c;
     RegionPrefetcher pf;
     if (task + 1 < tasks) {
-      const int64_t nt0 = ((task + 1) % tiles) * kTile;
-      prefetch_input(p, x, (task + 1) / (tiles * p.groups), ((task + 1) / tiles) % p.groups, nt0,
-                     std::min(kTile, p.out_length - nt0), blocks.count() * mp * nq, &pf);
+      const int64_t nu = ((task + 1) % tiles) * kTile, nt = nu % Lo;
+      prefetch_input(p, x, nu / Lo, (task + 1) / tiles, nt, std::min(kTile, Lo - nt), blocks.count() * mp * nq, &pf);
     }
     for (int64_t blk = 0; blk < blocks.count(); ++blk) {
       const int64_t np = blocks.pieces(blk, pieces);
       F* packed = b_pack;
-      for (int64_t s = 0; s < np; ++s) {
-        const int64_t k = pieces[s].u, c0 = pieces[s].i0, kc = pieces[s].kc;
+      for (int64_t sg = 0; sg < np; ++sg) {
+        const int64_t k = pieces[sg].u, c0 = pieces[sg].i0, kc = pieces[sg].kc;
         const int64_t off = k * p.dilation - p.pad_lo;
-        int64_t tb, te;
-        tap_range(p, k, t0, t0 + tn, &tb, &te);
-        PanelB<F>* b = bp + s * nq_max;
+        const int64_t tb = first_valid_t(p, k), te = std::max(tb, end_valid_t(p, k));
+        PanelB<F>* b = bp + sg * nq_max;
         for (int64_t q = 0; q < nq; ++q) {
-          const int64_t qa = t0 + q * NR, qb = qa + NR;
-          if (direct && qa >= tb && qb <= te) {  // NCW: x_l == 1
-            b[q] = {reinterpret_cast<const F*>(xg + c0 * p.x_c + qa + off), p.x_c};
+          const int64_t ua = u0 + q * NR, n = ua / Lo, ta = ua % Lo;
+          if (direct && ta + NR <= Lo && ta >= tb && ta + NR <= te) {  // one batch row; NCW: x_l == 1
+            b[q] = {reinterpret_cast<const F*>(x + n * p.x_n + (g * cg + c0) * p.x_c + ta + off), p.x_c};
             continue;
           }
-          // im2col rows of this panel: [c][NR], zero outside the input.
-          const int64_t va = std::clamp(tb, qa, qb), vb = std::clamp(te, va, qb);
+          // im2col rows of this panel, [c][NR]: runs of positions within one batch row, zero outside the input.
           b[q] = {packed, NR};
           for (int64_t c = 0; c < kc; ++c, packed += NR) {
-            fill_zero(packed, va - qa);
-            gather(packed + (va - qa), xg + (c0 + c) * p.x_c + va * p.stride + off, vb - va, p.stride);
-            fill_zero(packed + (vb - qa), qb - vb);
+            int64_t j = 0;
+            for (int64_t u = ua; j < NR; u = ua + j) {
+              const int64_t un_row = u / Lo, t = u % Lo, run = std::min(NR - j, Lo - t);
+              if (u >= U) {
+                fill_zero(packed + j, NR - j);
+                break;
+              }
+              const int64_t va = std::clamp(tb, t, t + run), vb = std::clamp(te, va, t + run);
+              fill_zero(packed + j, va - t);
+              gather(packed + j + (va - t), x + un_row * p.x_n + (g * cg + c0 + c) * p.x_c + va * p.stride + off,
+                     vb - va, p.stride);
+              fill_zero(packed + j + (vb - t), t + run - vb);
+              j += run;
+            }
           }
         }
-        PanelA<F>* a = ap + s * mp;
+        PanelA<F>* a = ap + sg * mp;
         for (int64_t i = 0; i < mp; ++i) a[i] = {wa.data() + ((g * mp + i) * R + k * cg + c0) * MR, MR, 1};
-        segs[s] = {kc, a, b};
+        segs[sg] = {kc, a, b};
       }
       gemm_segments(segs, np, mp, nq, c_tile, ldc, &pf);
     }
-    for (int64_t o = 0; o < og; ++o)  // NCW: y_t == 1
-      store_row(y + n * p.y_n + (g * og + o) * p.y_o + t0, c_tile + o * ldc, F(0), tn, stream);
+    for (int64_t u = u0; u < u0 + un;) {  // NCW: y_t == 1
+      const int64_t n = u / Lo, t = u % Lo, run = std::min(u0 + un - u, Lo - t);
+      for (int64_t o = 0; o < og; ++o)
+        store_row(y + n * p.y_n + (g * og + o) * p.y_o + t, c_tile + o * ldc + (u - u0), F(0), run, stream);
+      u += run;
+    }
     if (stream) stream_fence();
   });
 }
@@ -159,14 +173,16 @@ void fwd_nwc(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut*
     for (int64_t g = 0; g < p.groups; ++g)
       for (int64_t o = 0; o < og; ++o) bias_g[g * ldc + o] = widen<F>(bias[g * og + o]);
 
-  const int64_t tiles = ceil_div(p.out_length, kTile);
+  // Tiles run over the flattened (n, t) positions, so short sequences still fill whole row panels.
+  const int64_t U = p.batch * p.out_length, Lo = p.out_length;
+  const int64_t tiles = ceil_div(U, kTile);
   const double work = static_cast<double>(og * R * kTile);
   const bool stream = use_streaming<TOut>(p.y_size(), og);
-  const int64_t tasks = p.batch * p.groups * tiles;
+  const int64_t tasks = p.groups * tiles;
   parallel_for(tasks, work, [&](int64_t task) {
-    const int64_t tile = task % tiles, g = (task / tiles) % p.groups, n = task / (tiles * p.groups);
-    const int64_t t0 = tile * kTile, tn = std::min(kTile, p.out_length - t0);
-    const int64_t mp = ceil_div(tn, MR);
+    const int64_t tile = task % tiles, g = task / tiles;
+    const int64_t u0 = tile * kTile, un = std::min(kTile, U - u0);
+    const int64_t mp = ceil_div(un, MR);
     F* c_tile = scratch<F, 0>(mp * MR * ldc);
     F* a_pack = scratch<F, 1>(mp * MR * blocks.max_steps());
     PanelA<F>* ap = scratch<PanelA<F>, 2>(max_pieces * mp_max);
@@ -175,43 +191,44 @@ void fwd_nwc(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut*
     Segment<F>* segs = scratch<Segment<F>, 5>(max_pieces);
     for (int64_t i = 0; i < mp * MR; ++i)
       std::copy(bias_g.begin() + g * ldc, bias_g.begin() + (g + 1) * ldc, c_tile + i * ldc);
-    const T* xg = x + n * p.x_n + g * cg * p.x_c;
     RegionPrefetcher pf;
     if (task + 1 < tasks) {
-      const int64_t nt0 = ((task + 1) % tiles) * kTile;
-      prefetch_input(p, x, (task + 1) / (tiles * p.groups), ((task + 1) / tiles) % p.groups, nt0,
-                     std::min(kTile, p.out_length - nt0), blocks.count() * mp * nq, &pf);
+      const int64_t nu = ((task + 1) % tiles) * kTile, nt = nu % Lo;
+      prefetch_input(p, x, nu / Lo, (task + 1) / tiles, nt, std::min(kTile, Lo - nt), blocks.count() * mp * nq, &pf);
     }
     const T* rows[MR];
     for (int64_t blk = 0; blk < blocks.count(); ++blk) {
       const int64_t np = blocks.pieces(blk, pieces);
       F* packed = a_pack;
-      for (int64_t s = 0; s < np; ++s) {
-        const int64_t k = pieces[s].u, c0 = pieces[s].i0, kc = pieces[s].kc;
+      for (int64_t sg = 0; sg < np; ++sg) {
+        const int64_t k = pieces[sg].u, c0 = pieces[sg].i0, kc = pieces[sg].kc;
         const int64_t off = k * p.dilation - p.pad_lo;
-        PanelA<F>* a = ap + s * mp_max;
+        PanelA<F>* a = ap + sg * mp_max;
         for (int64_t i = 0; i < mp; ++i) {
-          // Rows t = t0 + i*MR + [0, MR) read x at l = t*stride + off, which grows with t.
-          const int64_t ta = t0 + i * MR, la = ta * p.stride + off, lz = la + (MR - 1) * p.stride;
-          if (kDirect && i * MR + MR <= tn && la >= 0 && lz < p.in_length) {  // NWC: x_c == 1
-            a[i] = {reinterpret_cast<const F*>(xg + la * p.x_l + c0), 1, p.stride * p.x_l};
+          // Rows u = u0 + i*MR + [0, MR) read x[n, t*stride + off] with (n, t) = divmod(u, Lout).
+          const int64_t ua = u0 + i * MR, n = ua / Lo, ta = ua % Lo;
+          const int64_t la = ta * p.stride + off, lz = la + (MR - 1) * p.stride;
+          if (kDirect && i * MR + MR <= un && ta + MR <= Lo && la >= 0 && lz < p.in_length) {  // NWC: x_c == 1
+            a[i] = {reinterpret_cast<const F*>(x + n * p.x_n + g * cg + la * p.x_l + c0), 1, p.stride * p.x_l};
             continue;
           }
           for (int64_t r = 0; r < MR; ++r) {
-            const int64_t l = la + r * p.stride;
-            rows[r] = (i * MR + r < tn && l >= 0 && l < p.in_length) ? xg + l * p.x_l + c0 : nullptr;
+            const int64_t u = ua + r, nr = u / Lo, l = (u % Lo) * p.stride + off;
+            rows[r] = (i * MR + r < un && l >= 0 && l < p.in_length) ? x + nr * p.x_n + g * cg + l * p.x_l + c0 : nullptr;
           }
           a[i] = pack_panel_rows<F>(packed, rows, kc, 1);
           packed += MR * kc;
         }
-        PanelB<F>* b = bp + s * nq;
+        PanelB<F>* b = bp + sg * nq;
         for (int64_t q = 0; q < nq; ++q) b[q] = {wb.data() + ((g * nq + q) * R + k * cg + c0) * NR, NR};
-        segs[s] = {kc, a, b};
+        segs[sg] = {kc, a, b};
       }
       gemm_segments(segs, np, mp, nq, c_tile, ldc, &pf);
     }
-    for (int64_t i = 0; i < tn; ++i)  // NWC: y_o == 1
-      store_row(y + n * p.y_n + (t0 + i) * p.y_t + g * og, c_tile + i * ldc, F(0), og, stream);
+    for (int64_t i = 0; i < un; ++i) {  // NWC: y_o == 1
+      const int64_t u = u0 + i;
+      store_row(y + (u / Lo) * p.y_n + (u % Lo) * p.y_t + g * og, c_tile + i * ldc, F(0), og, stream);
+    }
     if (stream) stream_fence();
   });
 }
