@@ -201,6 +201,15 @@ def test_tile_edges(length, stride, layout):
               dilation=2, padding="SAME", groups=1, layout=layout, dtype=F32, with_bias=False)
 
 
+# Many short rows: tiles then cover several whole batch rows laid end to end (and panels straddle rows).
+@pytest.mark.parametrize("layout", ["NCW", "NWC"])
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("length", [5, 16, 23])
+def test_many_short_rows(length, stride, layout):
+    _run_case(np.random.default_rng(length * 7 + stride), n=37, c=24, o=36, length=length, k=3, stride=stride,
+              dilation=2, padding="SAME", groups=1, layout=layout, dtype=F32, with_bias=True)
+
+
 @pytest.mark.parametrize("dtype", [BF16, F16], ids=str)
 @pytest.mark.parametrize("layout", ["NCW", "NWC"])
 def test_half_inputs_float32_output(dtype, layout):

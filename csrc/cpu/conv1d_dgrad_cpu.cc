@@ -57,7 +57,38 @@ void prefetch_dy(const Conv1dParams& p, const T* dy, int64_t n, int64_t g, int64
   pf->finish(steps);
 }
 
-// ---- NCW: rows = input channels, vectors along j --------------------------------------------------------
+// How input positions are dealt out to tasks. Long rows: a task owns a tile of `jt` positions of every
+// phase of one batch row. Short rows: a task owns whole batch rows [n0, n0 + rows), their positions of
+// each phase laid end to end, so the tile still fills its panels.
+struct DgradTiles {
+  int64_t jt, rows, jtiles, nblocks;
+  DgradTiles(const Conv1dParams& p, int64_t tile) {
+    const int64_t jmax = ceil_div(p.in_length, p.stride);  // positions of phase 0, the longest
+    if (2 * jmax >= tile) {
+      jt = tile, rows = 1, jtiles = ceil_div(jmax, tile);
+    } else {
+      jt = std::max<int64_t>(jmax, 1), rows = tile / jt, jtiles = 1;
+    }
+    nblocks = ceil_div(p.batch, rows);
+  }
+  int64_t tasks(int64_t groups) const { return groups * nblocks * jtiles; }
+};
+
+// One task's share: batch rows [n0, n0 + nrows), phase positions [j0, j0 + jt) of each.
+struct DgradTask {
+  int64_t g, n0, nrows, j0;
+  DgradTask(const Conv1dParams& p, const DgradTiles& t, int64_t task) {
+    const int64_t jtile = task % t.jtiles, nb = (task / t.jtiles) % t.nblocks;
+    g = task / (t.jtiles * t.nblocks);
+    n0 = nb * t.rows, nrows = std::min(t.rows, p.batch - n0), j0 = jtile * t.jt;
+  }
+  // Positions of phase phi per row (0 if none); v = row * len + (j - j0) indexes the tile's positions.
+  int64_t len(const Conv1dParams& p, const DgradTiles& t, int64_t phi) const {
+    return std::max<int64_t>(0, std::min(t.jt, phase_count(p, phi) - j0));
+  }
+};
+
+// ---- NCW: rows = input channels, vectors along the tile's positions ----------------------------------
 
 template <typename T>
 void dgrad_ncw(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
@@ -89,15 +120,14 @@ void dgrad_ncw(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
           wa[(g * K + k) * a_tap + ((c / MR) * og + o) * MR + c % MR] =
               widen<F>(w[(g * og + o) * p.w_o + c * p.w_c + k * p.w_k]);
 
-  const int64_t lt = kJTile * s;  // input positions per task, all phases
-  const int64_t tiles = ceil_div(p.in_length, lt);
+  const DgradTiles tiles(p, kJTile);
+  const int64_t lt = tiles.jt * s;  // input positions per row of a task, all phases
   const double work = static_cast<double>(cg * og * K) * kJTile;
   const bool stream = use_streaming<T>(p.x_size(), std::min(lt, p.in_length));
-  const int64_t tasks = p.batch * p.groups * tiles;
+  const int64_t tasks = tiles.tasks(p.groups);
   parallel_for(tasks, work, [&](int64_t task) {
-    const int64_t tile = task % tiles, g = (task / tiles) % p.groups, n = task / (tiles * p.groups);
-    const int64_t j0 = tile * kJTile, l0 = tile * lt, ln = std::min(lt, p.in_length - l0);
-    const int64_t ldc = kJTile;
+    const DgradTask tk(p, tiles, task);
+    const int64_t g = tk.g, ldc = kJTile;
     F* c_tiles = scratch<F, 0>(s * mp * MR * ldc);  // one per phase
     F* b_pack = scratch<F, 1>(max_steps * ldc);
     F* x_row = scratch<F, 2>(lt);  // one dx row of the tile: the phases interleaved back
@@ -108,16 +138,15 @@ void dgrad_ncw(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
     Segment<F>* segs = scratch<Segment<F>, 6>(max_pieces);
     RegionPrefetcher pf;
     if (task + 1 < tasks) {
+      const DgradTask nx(p, tiles, task + 1);
       int64_t steps = 0;
       for (int64_t phi = 0; phi < s; ++phi) steps += blocks[phi].count() * mp * nq_max;
-      prefetch_dy(p, dy, (task + 1) / (tiles * p.groups), ((task + 1) / tiles) % p.groups,
-                  ((task + 1) % tiles) * kJTile, kJTile, q_lo, q_hi, steps, &pf);
+      prefetch_dy(p, dy, nx.n0, nx.g, nx.j0, tiles.jt, q_lo, q_hi, steps, &pf);
     }
-    const T* dyg = dy + n * p.y_n + g * og * p.y_o;
     for (int64_t phi = 0; phi < s; ++phi) {
-      const int64_t jn = std::min(kJTile, phase_count(p, phi) - j0);
-      if (jn <= 0) continue;
-      const int64_t nq = ceil_div(jn, NR);
+      const int64_t jl = tk.len(p, tiles, phi), vn = jl * tk.nrows;
+      if (vn <= 0) continue;
+      const int64_t nq = ceil_div(vn, NR);
       F* c_tile = c_tiles + phi * mp * MR * ldc;
       fill_zero(c_tile, mp * MR * ldc);
       for (int64_t blk = 0; blk < blocks[phi].count(); ++blk) {
@@ -126,21 +155,31 @@ void dgrad_ncw(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
         for (int64_t sg = 0; sg < np; ++sg) {
           const Tap tap = taps[phi][pieces[sg].u];
           const int64_t o0 = pieces[sg].i0, kc = pieces[sg].kc;
-          const int64_t ta = j0 + tap.q;  // dy position of j = j0
           PanelB<F>* b = bp + sg * nq_max;
           for (int64_t q = 0; q < nq; ++q) {
-            const int64_t qa = ta + q * NR, qb = qa + NR;
-            if (kDirect && qa >= 0 && qb <= p.out_length) {  // NCW: y_t == 1
-              b[q] = {reinterpret_cast<const F*>(dyg + o0 * p.y_o + qa), p.y_o};
+            const int64_t va = q * NR, row = va / jl, ta = tk.j0 + va % jl + tap.q;  // dy position of column va
+            const T* dyn = dy + (tk.n0 + row) * p.y_n + (g * og + o0) * p.y_o;
+            if (kDirect && va % jl + NR <= jl && ta >= 0 && ta + NR <= p.out_length) {  // NCW: y_t == 1
+              b[q] = {reinterpret_cast<const F*>(dyn + ta), p.y_o};
               continue;
             }
-            // dy rows of this panel: [o][NR], zero outside [0, Lout).
-            const int64_t va = std::clamp<int64_t>(0, qa, qb), vb = std::clamp(p.out_length, va, qb);
+            // dy rows of this panel, [o][NR]: runs within one batch row, zero outside [0, Lout).
             b[q] = {packed, NR};
             for (int64_t o = 0; o < kc; ++o, packed += NR) {
-              fill_zero(packed, va - qa);
-              gather(packed + (va - qa), dyg + (o0 + o) * p.y_o + va, vb - va, 1);
-              fill_zero(packed + (vb - qa), qb - vb);
+              for (int64_t j = 0; j < NR;) {
+                const int64_t v = va + j;
+                if (v >= vn) {
+                  fill_zero(packed + j, NR - j);
+                  break;
+                }
+                const int64_t r = v / jl, t = tk.j0 + v % jl + tap.q, run = std::min(NR - j, jl - v % jl);
+                const int64_t lo = std::clamp<int64_t>(0, t, t + run), hi = std::clamp(p.out_length, lo, t + run);
+                const T* src = dy + (tk.n0 + r) * p.y_n + (g * og + o0 + o) * p.y_o;
+                fill_zero(packed + j, lo - t);
+                gather(packed + j + (lo - t), src + lo, hi - lo, 1);
+                fill_zero(packed + j + (hi - t), t + run - hi);
+                j += run;
+              }
             }
           }
           PanelA<F>* a = ap + sg * mp;
@@ -150,17 +189,21 @@ void dgrad_ncw(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
         gemm_segments(segs, np, mp, nq, c_tile, ldc, &pf);
       }
     }
-    // Phases whose rows start past L were skipped; only positions < ln of each row are stored.
-    for (int64_t c = 0; c < cg; ++c) {  // NCW: x_l == 1
-      for (int64_t phi = 0; phi < s; ++phi) phase_rows[phi] = c_tiles + (phi * mp * MR + c) * ldc;
-      interleave(x_row, phase_rows, s, ln);
-      store_row(dx + n * p.x_n + (g * cg + c) * p.x_c + l0, x_row, F(0), ln, stream);
-    }
+    // Positions l0 + [0, ln) of each row; phases whose positions all lie past L were skipped and are never
+    // read below (l = l0 + i < L implies phase i % s has a position there).
+    const int64_t l0 = tk.j0 * s, ln = std::min(lt, p.in_length - l0);
+    for (int64_t r = 0; r < tk.nrows; ++r)
+      for (int64_t c = 0; c < cg; ++c) {  // NCW: x_l == 1
+        for (int64_t phi = 0; phi < s; ++phi)
+          phase_rows[phi] = c_tiles + (phi * mp * MR + c) * ldc + r * tk.len(p, tiles, phi);
+        interleave(x_row, phase_rows, s, ln);
+        store_row(dx + (tk.n0 + r) * p.x_n + (g * cg + c) * p.x_c + l0, x_row, F(0), ln, stream);
+      }
     if (stream) stream_fence();
   });
 }
 
-// ---- NWC: rows = positions j, vectors along input channels ----------------------------------------------
+// ---- NWC: rows = the tile's positions, vectors along input channels -----------------------------------
 
 template <typename T>
 void dgrad_nwc(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
@@ -192,13 +235,13 @@ void dgrad_nwc(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
           wb[(g * K + k) * b_tap + ((c / NR) * og + o) * NR + c % NR] =
               widen<F>(w[(g * og + o) * p.w_o + c * p.w_c + k * p.w_k]);
 
-  const int64_t tiles = ceil_div(p.in_length, kJTile * s);
+  const DgradTiles tiles(p, kJTile);
   const double work = static_cast<double>(cg * og * K) * kJTile;
   const bool stream = use_streaming<T>(p.x_size(), cg);
-  const int64_t tasks = p.batch * p.groups * tiles;
+  const int64_t tasks = tiles.tasks(p.groups);
   parallel_for(tasks, work, [&](int64_t task) {
-    const int64_t tile = task % tiles, g = (task / tiles) % p.groups, n = task / (tiles * p.groups);
-    const int64_t j0 = tile * kJTile;
+    const DgradTask tk(p, tiles, task);
+    const int64_t g = tk.g;
     F* c_tile = scratch<F, 0>(kJTile * ldc);
     F* a_pack = scratch<F, 1>(kJTile * max_steps);
     PanelA<F>* ap = scratch<PanelA<F>, 2>(max_pieces * mp_max);
@@ -207,17 +250,16 @@ void dgrad_nwc(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
     Segment<F>* segs = scratch<Segment<F>, 5>(max_pieces);
     RegionPrefetcher pf;
     if (task + 1 < tasks) {
+      const DgradTask nx(p, tiles, task + 1);
       int64_t steps = 0;
       for (int64_t phi = 0; phi < s; ++phi) steps += blocks[phi].count() * mp_max * nq;
-      prefetch_dy(p, dy, (task + 1) / (tiles * p.groups), ((task + 1) / tiles) % p.groups,
-                  ((task + 1) % tiles) * kJTile, kJTile, q_lo, q_hi, steps, &pf);
+      prefetch_dy(p, dy, nx.n0, nx.g, nx.j0, tiles.jt, q_lo, q_hi, steps, &pf);
     }
-    const T* dyg = dy + n * p.y_n + g * og * p.y_o;
     const T* rows[MR];
     for (int64_t phi = 0; phi < s; ++phi) {
-      const int64_t jn = std::min(kJTile, phase_count(p, phi) - j0);
-      if (jn <= 0) continue;
-      const int64_t mp = ceil_div(jn, MR);
+      const int64_t jl = tk.len(p, tiles, phi), vn = jl * tk.nrows;
+      if (vn <= 0) continue;
+      const int64_t mp = ceil_div(vn, MR);
       fill_zero(c_tile, mp * MR * ldc);
       for (int64_t blk = 0; blk < blocks[phi].count(); ++blk) {
         const int64_t np = blocks[phi].pieces(blk, pieces);
@@ -227,14 +269,16 @@ void dgrad_nwc(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
           const int64_t o0 = pieces[sg].i0, kc = pieces[sg].kc;
           PanelA<F>* a = ap + sg * mp_max;
           for (int64_t i = 0; i < mp; ++i) {
-            const int64_t ta = j0 + i * MR + tap.q;  // dy position of the panel's first row
-            if (kDirect && i * MR + MR <= jn && ta >= 0 && ta + MR <= p.out_length) {  // NWC: y_o == 1
-              a[i] = {reinterpret_cast<const F*>(dyg + ta * p.y_t + o0), 1, p.y_t};
-              continue;
+            const int64_t va = i * MR, row = va / jl, ta = tk.j0 + va % jl + tap.q;  // dy position of row va
+            if (kDirect && va + MR <= vn && va % jl + MR <= jl && ta >= 0 && ta + MR <= p.out_length) {
+              a[i] = {reinterpret_cast<const F*>(dy + (tk.n0 + row) * p.y_n + ta * p.y_t + g * og + o0), 1, p.y_t};
+              continue;  // NWC: y_o == 1
             }
             for (int64_t r = 0; r < MR; ++r) {
-              const int64_t t = ta + r;
-              rows[r] = (i * MR + r < jn && t >= 0 && t < p.out_length) ? dyg + t * p.y_t + o0 : nullptr;
+              const int64_t v = va + r, t = tk.j0 + v % jl + tap.q;
+              rows[r] = (v < vn && t >= 0 && t < p.out_length)
+                            ? dy + (tk.n0 + v / jl) * p.y_n + t * p.y_t + g * og + o0
+                            : nullptr;
             }
             a[i] = pack_panel_rows<F>(packed, rows, kc, 1);
             packed += MR * kc;
@@ -245,8 +289,10 @@ void dgrad_nwc(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
         }
         gemm_segments(segs, np, mp, nq, c_tile, ldc, &pf);
       }
-      for (int64_t j = 0; j < jn; ++j)  // NWC: x_c == 1
-        store_row(dx + n * p.x_n + (phi + (j0 + j) * s) * p.x_l + g * cg, c_tile + j * ldc, F(0), cg, stream);
+      for (int64_t v = 0; v < vn; ++v) {  // NWC: x_c == 1
+        const int64_t n = tk.n0 + v / jl, l = phi + (tk.j0 + v % jl) * s;
+        store_row(dx + n * p.x_n + l * p.x_l + g * cg, c_tile + v * ldc, F(0), cg, stream);
+      }
     }
     if (stream) stream_fence();
   });

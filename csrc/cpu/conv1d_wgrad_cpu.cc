@@ -101,23 +101,39 @@ struct Blocks {
   int64_t end(int64_t i) const { return std::min(size, (i + 1) * block); }
 };
 
-// Adds the chunk partials in chunk order and stores dw. Each chunk's partial is laid out [g][o][k][c];
-// rows (g, o) are independent, so they are reduced in parallel.
+// Adds the chunk partials in chunk order and stores dw. Each chunk's partial is laid out [g][o][k][c]; dw
+// is written along its contiguous axis: output channels for NWC (16 at a time, reading 16 partial rows),
+// (c, k) for NCW. Rows are independent, so they are reduced in parallel.
 template <typename T>
 void reduce_partials(const Conv1dParams& p, const std::vector<double>& partials, int64_t chunks, T* dw) {
   const int64_t cg = p.in_per_group(), og = p.out_per_group(), K = p.kernel_size, row = K * cg;
   const int64_t rows = p.groups * og, stride = rows * row;
+  auto sum = [&](int64_t r, int64_t k, int64_t c) {
+    double v = 0;
+    for (int64_t q = 0; q < chunks; ++q) v += partials[q * stride + r * row + k * cg + c];
+    return v;
+  };
+  auto put = [](T* dst, double v) {
+    if constexpr (std::is_same_v<T, double>) *dst = v;
+    else *dst = from_float<T>(static_cast<float>(v));
+  };
+  if (p.w_o == 1) {
+    constexpr int64_t kRun = 16;
+    const int64_t runs = ceil_div(og, kRun);
+    parallel_for(p.groups * runs, static_cast<double>(kRun * row * chunks), [&](int64_t task) {
+      const int64_t g = task / runs, o0 = (task % runs) * kRun, o1 = std::min(og, o0 + kRun);
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t c = 0; c < cg; ++c) {
+          T* dst = dw + c * p.w_c + k * p.w_k + g * og;
+          for (int64_t o = o0; o < o1; ++o) put(dst + o, sum(g * og + o, k, c));
+        }
+    });
+    return;
+  }
   parallel_for(rows, static_cast<double>(row * chunks), [&](int64_t r) {
-    const int64_t g = r / og, o = r % og;
-    T* dst = dw + (g * og + o) * p.w_o;
-    const double* src = partials.data() + r * row;
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t c = 0; c < cg; ++c) {
-        double v = 0;
-        for (int64_t q = 0; q < chunks; ++q) v += src[q * stride + k * cg + c];
-        if constexpr (std::is_same_v<T, double>) dst[c * p.w_c + k * p.w_k] = v;
-        else dst[c * p.w_c + k * p.w_k] = from_float<T>(static_cast<float>(v));
-      }
+    T* dst = dw + r * p.w_o;  // r = g*Og + o
+    for (int64_t c = 0; c < cg; ++c)
+      for (int64_t k = 0; k < K; ++k) put(dst + c * p.w_c + k * p.w_k, sum(r, k, c));
   });
 }
 
