@@ -155,35 +155,35 @@ void wgrad_nwc(const Conv1dParams& p, const T* x, const T* dy, T* dw) {
   const int64_t col_panels = dense ? ceil_div(K * cg, NR) : K * nqk;
   const int64_t per_group = og * K * cg;
   const Chunks chunks(p, p.groups * per_group, p.groups * per_group);
-  // Output tiles of at most ~128 x 192 keep the float block sums in L2.
+  // Output tiles of at most ~140 x 192 keep the float block sums in L2.
   const Blocks orows(og, MR, 10 * MR), ocols(col_panels, 1, 6);  // ocols counts column panels
   const int64_t mp_max = orows.block / MR, ldc = ocols.block * NR;
-  const int64_t tiles = orows.count * ocols.count;
+  // A task takes one chunk of one group and a run of output row blocks; within each block of positions it
+  // visits all its output tiles, so the block's dy and x come from memory once. Row blocks are split over
+  // tasks only as far as the threads need (that split changes no sum).
+  const int64_t splits = std::clamp<int64_t>(ceil_div(2 * worker_count(), chunks.count * p.groups), 1, orows.count);
   std::vector<double> partials(static_cast<size_t>(chunks.count * p.groups * per_group), 0.0);
 
-  const double work = static_cast<double>(orows.block * ocols.block * NR) * chunks.total / chunks.count;
-  parallel_for(chunks.count * p.groups * tiles, work, [&](int64_t task) {
-    const int64_t tile = task % tiles, g = (task / tiles) % p.groups, q = task / (tiles * p.groups);
-    const int64_t o0 = orows.begin(tile / ocols.count), o1 = orows.end(tile / ocols.count);
-    const int64_t cp0 = ocols.begin(tile % ocols.count), cp1 = ocols.end(tile % ocols.count);
-    const int64_t mp = ceil_div(o1 - o0, MR);
+  const double work = static_cast<double>(per_group) * chunks.total / (chunks.count * splits);
+  parallel_for(chunks.count * p.groups * splits, work, [&](int64_t task) {
+    const int64_t sp = task % splits, g = (task / splits) % p.groups, q = task / (splits * p.groups);
+    const int64_t rb0 = orows.count * sp / splits, rb1 = orows.count * (sp + 1) / splits;
+    if (rb0 >= rb1) return;
     double* total = partials.data() + (q * p.groups + g) * per_group;
     F* c_tile = scratch<F, 0>(mp_max * MR * ldc);
-    F* a_pack = scratch<F, 1>(mp_max * MR * kBlock);  // [panel][position in block][MR]
-    F* b_pack = scratch<F, 2>(ocols.block * NR * kBlock);  // [column panel][position in block][NR]
+    F* a_pack = scratch<F, 1>(mp_max * MR * kBlock);         // [panel][position in block][MR]
+    F* b_pack = scratch<F, 2>(ocols.block * NR * kBlock);    // [column panel][position in block][NR]
     PanelA<F>* a_all = scratch<PanelA<F>, 3>(kBlock * mp_max);  // per piece: its panels from the piece start
-    PanelA<F>* a_tap = scratch<PanelA<F>, 4>(kBlock * mp_max);  // per piece: shifted to the tap's first position
+    PanelA<F>* a_tap = scratch<PanelA<F>, 4>(kBlock * mp_max);  // per piece: shifted to a tap's first position
     PanelB<F>* b_tap = scratch<PanelB<F>, 5>(kBlock * ocols.block);
     Segment<F>* segs = scratch<Segment<F>, 6>(kBlock);
     Piece* pieces = scratch<Piece, 7>(kBlock);
     RegionPrefetcher pf;
     const T* rows[MR];
-    const int64_t u_end = chunks.end(q);
-    for (int64_t u = chunks.begin(q), next; u < u_end; u = next) {
-      const int64_t np = block_pieces(p, u, u_end, kBlock, pieces, &next);
-      prefetch_block(p, x, dy, g, o0, o1, next, u_end, kBlock, mp * (cp1 - cp0), &pf);
-      fill_zero(c_tile, mp * MR * ldc);
-      // dy as A panels: A(o, t) = dy[n, t, o], read in place or packed.
+
+    // dy as A panels over the block for output rows [o0, o1): A(o, t) = dy[n, t, o], in place or packed.
+    auto set_a_panels = [&](int64_t np, int64_t o0, int64_t o1) {
+      const int64_t mp = ceil_div(o1 - o0, MR);
       for (int64_t pc = 0, pos = 0; pc < np; pos += pieces[pc].len, ++pc) {
         const auto [n, t0, len] = pieces[pc];
         const T* dyb = dy + n * p.y_n + t0 * p.y_t + g * og + o0;  // NWC: y_o == 1
@@ -196,47 +196,46 @@ void wgrad_nwc(const Conv1dParams& p, const T* x, const T* dy, T* dw) {
           a_all[pc * mp_max + i] = pack_panel_rows<F>(a_pack + (i * kBlock + pos) * MR, rows, len, p.y_t);
         }
       }
-      if (dense) {
-        // x packed per piece as [column panel][position][NR], column k*Cg + c, zero where the tap misses.
-        for (int64_t pc = 0, pos = 0; pc < np; pos += pieces[pc].len, ++pc) {
-          const auto [n, t0, len] = pieces[pc];
-          PanelB<F>* b = b_tap + pc * ocols.block;
-          for (int64_t qc = cp0; qc < cp1; ++qc) {
-            F* dst = b_pack + ((qc - cp0) * kBlock + pos) * NR;
-            b[qc - cp0] = {dst, NR};
-            const int64_t j0 = qc * NR, j1 = std::min(K * cg, j0 + NR), k0 = j0 / cg, c0 = j0 % cg;
-            const T* xn = x + n * p.x_n + g * cg;  // NWC: x_c == 1
-            for (int64_t t = t0; t < t0 + len; ++t, dst += NR) {
-              int64_t j = j0;
-              for (int64_t k = k0, c = c0; j < j1; ++k, c = 0) {
-                const int64_t cn = std::min(cg - c, j1 - j);
-                const int64_t l = t * p.stride + k * p.dilation - p.pad_lo;
-                F* d = dst + (j - j0);
-                if (l >= 0 && l < p.in_length) {
-                  const T* src = xn + l * p.x_l + c;
-                  for (int64_t e = 0; e < cn; ++e) d[e] = widen<F>(src[e]);
-                } else {
-                  for (int64_t e = 0; e < cn; ++e) d[e] = F(0);
-                }
-                j += cn;
+    };
+
+    // Dense columns: x packed per piece as [column panel][position][NR], column k*Cg + c, zero where the
+    // tap misses the input; the pieces are the segments of one product.
+    auto dense_tile = [&](int64_t np, int64_t mp, int64_t cp0, int64_t cp1) {
+      for (int64_t pc = 0, pos = 0; pc < np; pos += pieces[pc].len, ++pc) {
+        const auto [n, t0, len] = pieces[pc];
+        PanelB<F>* b = b_tap + pc * ocols.block;
+        for (int64_t qc = cp0; qc < cp1; ++qc) {
+          F* dst = b_pack + ((qc - cp0) * kBlock + pos) * NR;
+          b[qc - cp0] = {dst, NR};
+          const int64_t j0 = qc * NR, j1 = std::min(K * cg, j0 + NR), k0 = j0 / cg, c0 = j0 % cg;
+          const T* xn = x + n * p.x_n + g * cg;  // NWC: x_c == 1
+          for (int64_t t = t0; t < t0 + len; ++t, dst += NR) {
+            int64_t j = j0;
+            for (int64_t k = k0, c = c0; j < j1; ++k, c = 0) {
+              const int64_t cn = std::min(cg - c, j1 - j);
+              const int64_t l = t * p.stride + k * p.dilation - p.pad_lo;
+              F* d = dst + (j - j0);
+              if (l >= 0 && l < p.in_length) {
+                const T* src = xn + l * p.x_l + c;
+                for (int64_t e = 0; e < cn; ++e) d[e] = widen<F>(src[e]);
+              } else {
+                for (int64_t e = 0; e < cn; ++e) d[e] = F(0);
               }
-              for (; j < j0 + NR; ++j) dst[j - j0] = F(0);
+              j += cn;
             }
+            for (; j < j0 + NR; ++j) dst[j - j0] = F(0);
           }
-          segs[pc] = {len, a_all + pc * mp_max, b};
         }
-        gemm_segments(segs, np, mp, cp1 - cp0, c_tile, ldc, &pf);
-        for (int64_t o = o0; o < o1; ++o) {
-          const int64_t j0 = cp0 * NR, j1 = std::min(K * cg, cp1 * NR);
-          const F* src = c_tile + (o - o0) * ldc;
-          double* dst = total + o * K * cg;
-          for (int64_t j = j0; j < j1; ++j) dst[j] += static_cast<double>(src[j - j0]);
-        }
-        continue;
+        segs[pc] = {len, a_all + pc * mp_max, b};
       }
-      // Column panels [cp0, cp1), tap by tap; the block's pieces are the segments of one product.
+      gemm_segments(segs, np, mp, cp1 - cp0, c_tile, ldc, &pf);
+    };
+
+    // Per-tap columns, tap by tap: x rows read in place (or packed for a partial panel); each piece is a
+    // segment over the positions where the tap lands inside the input.
+    auto tap_tile = [&](int64_t np, int64_t mp, int64_t cp0, int64_t cp1) {
       for (int64_t cp = cp0; cp < cp1;) {
-        const int64_t k = cp / nqk, cp_end = std::min(cp1, (k + 1) * nqk), ncols = cp_end - cp;
+        const int64_t k = cp / nqk, cp_end = std::min(cp1, (k + 1) * nqk);
         int64_t nseg = 0;
         for (int64_t pc = 0, pos = 0; pc < np; pos += pieces[pc].len, ++pc) {
           const auto [n, t0, len] = pieces[pc];
@@ -249,7 +248,7 @@ void wgrad_nwc(const Conv1dParams& p, const T* x, const T* dy, T* dw) {
             const PanelA<F>& src = a_all[pc * mp_max + i];
             a[i] = {src.ptr + shift * src.step, src.step, src.row};
           }
-          const T* xk = x + n * p.x_n + g * cg + (tb * p.stride + k * p.dilation - p.pad_lo) * p.x_l;  // NWC: x_c == 1
+          const T* xk = x + n * p.x_n + g * cg + (tb * p.stride + k * p.dilation - p.pad_lo) * p.x_l;
           PanelB<F>* b = b_tap + nseg * ocols.block;
           for (int64_t qc = cp; qc < cp_end; ++qc) {
             const int64_t c0 = (qc - k * nqk) * NR, cn = std::min(NR, cg - c0);
@@ -267,15 +266,34 @@ void wgrad_nwc(const Conv1dParams& p, const T* x, const T* dy, T* dw) {
           }
           segs[nseg++] = {kc, a, b};
         }
-        gemm_segments(segs, nseg, mp, ncols, c_tile + (cp - cp0) * NR, ldc, &pf);
+        gemm_segments(segs, nseg, mp, cp_end - cp, c_tile + (cp - cp0) * NR, ldc, &pf);
         cp = cp_end;
       }
-      for (int64_t cp = cp0; cp < cp1; ++cp) {
-        const int64_t k = cp / nqk, c0 = (cp - k * nqk) * NR, cn = std::min(NR, cg - c0);
-        for (int64_t o = o0; o < o1; ++o) {
-          const F* src = c_tile + (o - o0) * ldc + (cp - cp0) * NR;
-          double* dst = total + (o * K + k) * cg + c0;
-          for (int64_t c = 0; c < cn; ++c) dst[c] += static_cast<double>(src[c]);
+    };
+
+    const int64_t u_end = chunks.end(q);
+    for (int64_t u = chunks.begin(q), next; u < u_end; u = next) {
+      const int64_t np = block_pieces(p, u, u_end, kBlock, pieces, &next);
+      prefetch_block(p, x, dy, g, orows.begin(rb0), orows.end(rb1 - 1), next, u_end, kBlock,
+                     (rb1 - rb0) * mp_max * col_panels, &pf);
+      for (int64_t rb = rb0; rb < rb1; ++rb) {
+        const int64_t o0 = orows.begin(rb), o1 = orows.end(rb), mp = ceil_div(o1 - o0, MR);
+        set_a_panels(np, o0, o1);
+        for (int64_t cb = 0; cb < ocols.count; ++cb) {
+          const int64_t cp0 = ocols.begin(cb), cp1 = ocols.end(cb);
+          fill_zero(c_tile, mp * MR * ldc);
+          if (dense) dense_tile(np, mp, cp0, cp1);
+          else tap_tile(np, mp, cp0, cp1);
+          // Fold the block's float sums into the float64 partial.
+          for (int64_t cp = cp0; cp < cp1; ++cp) {
+            const int64_t k = dense ? 0 : cp / nqk, j0 = dense ? cp * NR : (cp - k * nqk) * NR;
+            const int64_t cn = std::min(NR, (dense ? K * cg : cg) - j0);
+            for (int64_t o = o0; o < o1; ++o) {
+              const F* src = c_tile + (o - o0) * ldc + (cp - cp0) * NR;
+              double* dst = total + (o * K + k) * cg + j0;  // dense: column j0 + c is k*Cg + c already
+              for (int64_t c = 0; c < cn; ++c) dst[c] += static_cast<double>(src[c]);
+            }
+          }
         }
       }
     }
@@ -294,76 +312,80 @@ void wgrad_ncw(const Conv1dParams& p, const T* x, const T* dy, T* dw) {
   const int64_t cg = p.in_per_group(), og = p.out_per_group(), K = p.kernel_size, N = K * cg;
   const int64_t per_group = og * N;
   const Chunks chunks(p, p.groups * per_group, p.groups * per_group);
-  // Output tiles of at most 128 dy rows x 192 im2col rows: their packed rows of one block (~1.3 MB of
+  // Output tiles of at most 128 dy rows x 192 im2col rows: one block's packed rows of a tile (~1.3 MB of
   // float32) stay in L2.
   const Blocks orows(og, MR, 32 * MR), ocols(N, ND, 32 * ND);
-  const int64_t tiles = orows.count * ocols.count;
+  // As in wgrad_nwc: a task takes a chunk, a group and a run of row blocks, and visits its tiles per block.
+  const int64_t splits = std::clamp<int64_t>(ceil_div(2 * worker_count(), chunks.count * p.groups), 1, orows.count);
   std::vector<double> partials(static_cast<size_t>(chunks.count * p.groups * per_group), 0.0);
 
-  const double work = static_cast<double>(orows.block * ocols.block) * chunks.total / chunks.count;
-  parallel_for(chunks.count * p.groups * tiles, work, [&](int64_t task) {
-    const int64_t tile = task % tiles, g = (task / tiles) % p.groups, q = task / (tiles * p.groups);
-    const int64_t o0 = orows.begin(tile / ocols.count), o1 = orows.end(tile / ocols.count);
-    const int64_t j0 = ocols.begin(tile % ocols.count), j1 = ocols.end(tile % ocols.count);
-    const int64_t mp = ceil_div(o1 - o0, MR), np = ceil_div(j1 - j0, ND);
+  const double work = static_cast<double>(per_group) * chunks.total / (chunks.count * splits);
+  parallel_for(chunks.count * p.groups * splits, work, [&](int64_t task) {
+    const int64_t sp = task % splits, g = (task / splits) % p.groups, q = task / (splits * p.groups);
+    const int64_t rb0 = orows.count * sp / splits, rb1 = orows.count * (sp + 1) / splits;
+    if (rb0 >= rb1) return;
     double* total = partials.data() + (q * p.groups + g) * per_group;
     const int64_t ld = kBlock;
     F* a_rows = scratch<F, 0>(orows.block * ld);  // dy rows of the block, zero past its end
-    F* b_rows = scratch<F, 1>(ocols.block * ld);  // im2col rows of x, row = k*Cg + c - j0
+    F* b_rows = scratch<F, 1>(ocols.block * ld);  // im2col rows of x, row j = k*Cg + c (minus the tile's first)
     Piece* pieces = scratch<Piece, 2>(kBlock);
     F out[MR * ND];
     RegionPrefetcher pf;
     const int64_t u_end = chunks.end(q);
     for (int64_t u = chunks.begin(q), next; u < u_end; u = next) {
       const int64_t npc = block_pieces(p, u, u_end, kBlock, pieces, &next);
-      prefetch_block(p, x, dy, g, o0, o1, next, u_end, kBlock, np * mp, &pf);
+      prefetch_block(p, x, dy, g, orows.begin(rb0), orows.end(rb1 - 1), next, u_end, kBlock,
+                     (rb1 - rb0) * (orows.block / MR) * ceil_div(N, ND), &pf);
       const int64_t len = next - u, kc = round_up(len, L);
-      for (int64_t o = 0; o < mp * MR; ++o) {
-        F* dst = a_rows + o * ld;
-        if (o0 + o >= o1) {
-          fill_zero(dst, kc);
-          continue;
-        }
-        for (int64_t pc = 0; pc < npc; ++pc) {
-          const auto [n, t0, plen] = pieces[pc];
-          gather(dst, dy + n * p.y_n + (g * og + o0 + o) * p.y_o + t0 * p.y_t, plen, p.y_t);
-          dst += plen;
-        }
-        fill_zero(dst, kc - len);
-      }
-      for (int64_t j = j0; j < j0 + np * ND; ++j) {
-        F* dst = b_rows + (j - j0) * ld;
-        if (j >= j1) {
-          fill_zero(dst, kc);
-          continue;
-        }
-        const int64_t k = j / cg, c = j % cg, off = k * p.dilation - p.pad_lo;
-        for (int64_t pc = 0; pc < npc; ++pc) {
-          const auto [n, t0, plen] = pieces[pc];
-          int64_t tb, te;
-          tap_range(p, k, t0, plen, &tb, &te);
-          fill_zero(dst, tb - t0);
-          gather(dst + (tb - t0), x + n * p.x_n + (g * cg + c) * p.x_c + (tb * p.stride + off) * p.x_l, te - tb,
-                 p.stride * p.x_l);
-          fill_zero(dst + (te - t0), plen - (te - t0));
-          dst += plen;
-        }
-        fill_zero(dst, kc - len);
-      }
-      // B rows (ND x kc) stay in L1 while the dy rows stream past them.
-      for (int64_t jp = 0; jp < np; ++jp)
-        for (int64_t ip = 0; ip < mp; ++ip) {
-          dot_kernel<F, MR, ND>(kc, a_rows + ip * MR * ld, ld, b_rows + jp * ND * ld, ld, out);
-          pf.step();
-          for (int64_t i = 0; i < MR; ++i) {
-            const int64_t o = o0 + ip * MR + i;
-            if (o >= o1) break;
-            for (int64_t jj = 0; jj < ND; ++jj) {
-              const int64_t col = j0 + jp * ND + jj;
-              if (col < j1) total[o * N + col] += static_cast<double>(out[i * ND + jj]);
-            }
+      for (int64_t rb = rb0; rb < rb1; ++rb) {
+        const int64_t o0 = orows.begin(rb), o1 = orows.end(rb), mp = ceil_div(o1 - o0, MR);
+        for (int64_t o = 0; o < mp * MR; ++o) {
+          F* dst = a_rows + o * ld;
+          if (o0 + o >= o1) {
+            fill_zero(dst, kc);
+            continue;
           }
+          for (int64_t pc = 0; pc < npc; ++pc) {
+            const auto [n, t0, plen] = pieces[pc];
+            gather(dst, dy + n * p.y_n + (g * og + o0 + o) * p.y_o + t0 * p.y_t, plen, p.y_t);
+            dst += plen;
+          }
+          fill_zero(dst, kc - len);
         }
+        for (int64_t cb = 0; cb < ocols.count; ++cb) {
+          const int64_t j0 = ocols.begin(cb), j1 = ocols.end(cb), np = ceil_div(j1 - j0, ND);
+          for (int64_t j = j0; j < j0 + np * ND; ++j) {
+            F* dst = b_rows + (j - j0) * ld;
+            if (j >= j1) {
+              fill_zero(dst, kc);
+              continue;
+            }
+            const int64_t k = j / cg, c = j % cg, off = k * p.dilation - p.pad_lo;
+            for (int64_t pc = 0; pc < npc; ++pc) {
+              const auto [n, t0, plen] = pieces[pc];
+              int64_t tb, te;
+              tap_range(p, k, t0, plen, &tb, &te);
+              fill_zero(dst, tb - t0);
+              gather(dst + (tb - t0), x + n * p.x_n + (g * cg + c) * p.x_c + (tb * p.stride + off) * p.x_l,
+                     te - tb, p.stride * p.x_l);
+              fill_zero(dst + (te - t0), plen - (te - t0));
+              dst += plen;
+            }
+            fill_zero(dst, kc - len);
+          }
+          // B rows (ND x kc) stay in L1 while the dy rows stream past them.
+          for (int64_t jp = 0; jp < np; ++jp)
+            for (int64_t ip = 0; ip < mp; ++ip) {
+              dot_kernel<F, MR, ND>(kc, a_rows + ip * MR * ld, ld, b_rows + jp * ND * ld, ld, out);
+              pf.step();
+              for (int64_t i = 0; i < MR && o0 + ip * MR + i < o1; ++i) {
+                double* dst = total + (o0 + ip * MR + i) * N + j0 + jp * ND;
+                for (int64_t jj = 0; jj < ND && j0 + jp * ND + jj < j1; ++jj)
+                  dst[jj] += static_cast<double>(out[i * ND + jj]);
+              }
+            }
+        }
+      }
     }
   });
   reduce_partials(p, partials, chunks.count, dw);
