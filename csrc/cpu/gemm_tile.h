@@ -60,7 +60,9 @@ class RegionPrefetcher {
   void step() {
     for (int64_t i = 0; i < per_step_ && cur_ < count_; ++i) {
       const Region& r = regions_[cur_];
+#if defined(__GNUC__) || defined(__clang__)
       __builtin_prefetch(r.base + row_ * r.row_stride + off_, 0, 2);
+#endif
       off_ += 64;
       if (off_ >= r.row_bytes) {
         off_ = 0;

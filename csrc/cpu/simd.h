@@ -21,7 +21,8 @@ inline constexpr int kVecBytes = 16;
 template <typename F>
 inline constexpr int kLanes = kVecBytes / static_cast<int>(sizeof(F));
 
-#if defined(__GNUC__) || defined(__clang__)
+// JC_NO_VECTOR_EXT forces the plain-loop versions (used to test them with GCC).
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(JC_NO_VECTOR_EXT)
 #define JC_VECTOR_EXT 1
 template <typename F, int N>
 struct VecN {
