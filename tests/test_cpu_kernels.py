@@ -10,6 +10,10 @@ of cancellation in the data.
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -267,6 +271,40 @@ def test_bitwise_deterministic(layout, groups):
         again = [np.asarray(a) for a in run(x, w)]
         for a, b in zip(first, again):
             assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+_THREADS_SCRIPT = textwrap.dedent("""
+    import hashlib, jax, jax.numpy as jnp, numpy as np
+    jax.config.update("jax_platforms", "cpu")
+    from jax_conv1d import dilated_conv1d
+    h = hashlib.sha256()
+    cases = [  # (x shape, w shape, kwargs): dense, grouped, depthwise; both layouts; several wgrad chunks
+        ((3, 48, 9000), (40, 48, 3), dict(stride=2, dilation=3, padding="SAME", layout="NCW")),
+        ((3, 9000, 48), (3, 48, 40), dict(stride=2, dilation=3, padding="SAME", layout="NWC")),
+        ((2, 6000, 64), (5, 16, 64), dict(padding="CAUSAL", groups=4, layout="NWC")),
+        ((2, 64, 6000), (64, 1, 7), dict(dilation=4, padding="SAME", groups=64, layout="NCW")),
+        ((64, 16, 200), (3, 200, 300), dict(padding="SAME", layout="NWC")),  # short rows
+    ]
+    for i, (xs, ws, kw) in enumerate(cases):
+        x = jax.random.normal(jax.random.PRNGKey(i), xs)
+        w = jax.random.normal(jax.random.PRNGKey(100 + i), ws)
+        y, vjp = jax.vjp(lambda a, b: dilated_conv1d(a, b, **kw), x, w)
+        for a in (y, *vjp(jnp.cos(y))):
+            h.update(np.asarray(a).tobytes())
+    print(h.hexdigest())
+""")
+
+
+def test_results_do_not_depend_on_thread_count(tmp_path):
+    """Work is split differently for different thread counts; every result must still be bit-identical."""
+    digests = set()
+    for threads in ("1", "2", "3"):
+        env = dict(os.environ, JAX_CONV1D_CPU_THREADS=threads)
+        out = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        digests.add(out.stdout.strip().splitlines()[-1])
+    assert len(digests) == 1, digests
 
 
 def test_long_weight_gradient_reduction_is_accurate():
