@@ -1,10 +1,10 @@
-// The matrix-product core every pass is phrased in. A pass packs its operands into panels (converting to the
-// accumulation type on the way, and resolving layout, stride, dilation and padding there), then calls
-// gemm_accumulate on one tile. Packing is where layouts differ; the arithmetic is shared.
+// The matrix-product core every pass is phrased in. A pass describes each tile's product as segments of
+// the reduction (a tap and a range of channels, say), each with the panels of A and B that cover it; a panel
+// is either rows of a tensor read in place (when no conversion or padding is needed) or a packed copy.
+// Packing is where layouts, strides, dilation and padding differ; the arithmetic is shared.
 //
-//   A: m rows, packed as MR-row panels; panel p holds kc steps of MR values (a[p*a_panel + r*MR + i]).
-//   B: n columns, packed as NR-column panels; panel q holds kc rows of NR values, ldb apart
-//      (b[q*b_panel + r*ldb + j]).
+//   A: m rows as MR-row panels: A(i, r) = ptr[r*step + i*row].
+//   B: n columns as NR-column panels: B(r, j) = ptr[r*ld + j].
 //   C: row-major, rows padded to a multiple of MR and ldc to a multiple of NR; accumulated into.
 #pragma once
 
@@ -80,20 +80,6 @@ class RegionPrefetcher {
   int count_ = 0, cur_ = 0;
   int64_t row_ = 0, off_ = 0, per_step_ = 0;
 };
-
-template <typename F>
-inline void gemm_accumulate(int64_t m_panels, int64_t n_panels, int64_t kc, const F* a, int64_t a_panel,
-                            const F* b, int64_t ldb, int64_t b_panel, F* c, int64_t ldc,
-                            RegionPrefetcher* pf = nullptr) {
-  using B = Blocking<F>;
-  if (kc <= 0) return;
-  // B's panel (kc x NR) is the larger operand of one kernel call, so it stays in L1 across the A panels.
-  for (int64_t q = 0; q < n_panels; ++q)
-    for (int64_t p = 0; p < m_panels; ++p) {
-      outer_kernel<F, B::MR, B::NV>(kc, a + p * a_panel, B::MR, 1, b + q * b_panel, ldb, c + p * B::MR * ldc + q * B::NR, ldc);
-      if (pf) pf->step();
-    }
-}
 
 // One MR-row panel of A: A(i, r) = ptr[r*step + i*row]. Packed panels have step = MR, row = 1; a view of
 // tensor rows read in place has the tensor's strides.

@@ -1,7 +1,7 @@
 // Register-blocked micro-kernels shared by the three passes, written with GCC/Clang vector extensions so the
-// compiler emits the widest vectors the target allows (AVX-512, AVX2, NEON, SSE) from one source. Other
-// compilers get plain loops with the same arithmetic order, so results do not depend on the build's ISA
-// beyond the FMA contraction the compiler chooses at build time.
+// compiler emits the widest vectors the target allows (AVX-512, AVX2, NEON, SSE) from one source; other
+// compilers get plain loops. The order of every sum is fixed by the build (vector width, blocking), so a
+// given build is bitwise reproducible; builds for different instruction sets may round differently.
 #pragma once
 
 #include <cstdint>
@@ -11,7 +11,7 @@ namespace jax_conv1d::cpu {
 
 #if defined(__AVX512F__)
 inline constexpr int kVecBytes = 64;
-#elif defined(__AVX__) || defined(__ARM_FEATURE_SVE)
+#elif defined(__AVX__)
 inline constexpr int kVecBytes = 32;
 #else
 inline constexpr int kVecBytes = 16;
@@ -40,10 +40,6 @@ inline Vec<F> load(const F* p) {
 template <typename F>
 inline void store(F* p, Vec<F> v) {
   std::memcpy(p, &v, sizeof(v));
-}
-template <typename F>
-inline Vec<F> splat(F s) {
-  return Vec<F>{} + s;
 }
 #endif
 
@@ -102,16 +98,6 @@ struct OuterTile {
   }
 #endif
 };
-
-// One call over a single reduction segment.
-template <typename F, int MR, int NV>
-inline void outer_kernel(int64_t kc, const F* a, int64_t a_step, int64_t a_row, const F* b, int64_t ldb, F* c,
-                         int64_t ldc) {
-  OuterTile<F, MR, NV> t;
-  t.zero();
-  t.add(kc, a, a_step, a_row, b, ldb);
-  t.store_add(c, ldc);
-}
 
 #if defined(JC_VECTOR_EXT)
 // Sum of N lanes stored at p, by repeated halving (upper half added onto the lower); the order is fixed by
