@@ -123,7 +123,6 @@ void dgrad_ncw(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
   const DgradTiles tiles(p, kJTile);
   const int64_t lt = tiles.jt * s;  // input positions per row of a task, all phases
   const double work = static_cast<double>(cg * og * K) * kJTile;
-  const bool stream = use_streaming<T>(p.x_size(), std::min(lt, p.in_length));
   const int64_t tasks = tiles.tasks(p.groups);
   parallel_for(tasks, work, [&](int64_t task) {
     const DgradTask tk(p, tiles, task);
@@ -197,9 +196,8 @@ void dgrad_ncw(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
         for (int64_t phi = 0; phi < s; ++phi)
           phase_rows[phi] = c_tiles + (phi * mp * MR + c) * ldc + r * tk.len(p, tiles, phi);
         interleave(x_row, phase_rows, s, ln);
-        store_row(dx + (tk.n0 + r) * p.x_n + (g * cg + c) * p.x_c + l0, x_row, F(0), ln, stream);
+        store_row(dx + (tk.n0 + r) * p.x_n + (g * cg + c) * p.x_c + l0, x_row, ln);
       }
-    if (stream) stream_fence();
   });
 }
 
@@ -237,7 +235,6 @@ void dgrad_nwc(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
 
   const DgradTiles tiles(p, kJTile);
   const double work = static_cast<double>(cg * og * K) * kJTile;
-  const bool stream = use_streaming<T>(p.x_size(), cg);
   const int64_t tasks = tiles.tasks(p.groups);
   parallel_for(tasks, work, [&](int64_t task) {
     const DgradTask tk(p, tiles, task);
@@ -291,10 +288,9 @@ void dgrad_nwc(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
       }
       for (int64_t v = 0; v < vn; ++v) {  // NWC: x_c == 1
         const int64_t n = tk.n0 + v / jl, l = phi + (tk.j0 + v % jl) * s;
-        store_row(dx + n * p.x_n + l * p.x_l + g * cg, c_tile + v * ldc, F(0), cg, stream);
+        store_row(dx + n * p.x_n + l * p.x_l + g * cg, c_tile + v * ldc, cg);
       }
     }
-    if (stream) stream_fence();
   });
 }
 
@@ -313,7 +309,6 @@ void dgrad_depthwise(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
     // Vectors along channels: each dx row is a sum of scaled dy rows.
     constexpr int64_t kTile = 64;
     const int64_t tiles = ceil_div(p.in_length, kTile);
-    const bool stream = use_streaming<T>(p.x_size(), C);
     parallel_for(p.batch * tiles, static_cast<double>(kTile * K * C) / s, [&](int64_t task) {
       const int64_t tile = task % tiles, n = task / tiles;
       const int64_t l0 = tile * kTile, l1 = std::min(p.in_length, l0 + kTile);
@@ -334,9 +329,8 @@ void dgrad_depthwise(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
             for (int64_t c = 0; c < C; ++c) acc[c] += wk[c] * row[c];
           }
         }
-        store_row(dx + n * p.x_n + l * p.x_l, acc, F(0), C, stream);
+        store_row(dx + n * p.x_n + l * p.x_l, acc, C);
       }
-      if (stream) stream_fence();
     });
     return;
   }
@@ -344,7 +338,6 @@ void dgrad_depthwise(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
   constexpr int64_t kTile = 1024;
   const int64_t lt = kTile * s;
   const int64_t tiles = ceil_div(p.in_length, lt);
-  const bool stream = use_streaming<T>(p.x_size(), std::min(lt, p.in_length));
   parallel_for(p.batch * C * tiles, static_cast<double>(kTile * K), [&](int64_t task) {
     const int64_t tile = task % tiles, c = (task / tiles) % C, n = task / (tiles * C);
     const int64_t j0 = tile * kTile, l0 = tile * lt, ln = std::min(lt, p.in_length - l0);
@@ -367,8 +360,7 @@ void dgrad_depthwise(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
       }
       for (int64_t j = 0; j < jn; ++j) out[phi + j * s] = acc[j];
     }
-    store_row(dx + n * p.x_n + c * p.x_c + l0, out, F(0), ln, stream);  // NCW: x_l == 1
-    if (stream) stream_fence();
+    store_row(dx + n * p.x_n + c * p.x_c + l0, out, ln);  // NCW: x_l == 1
   });
 }
 

@@ -76,7 +76,6 @@ void fwd_ncw(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut*
   const int64_t U = p.batch * p.out_length, Lo = p.out_length;
   const int64_t tiles = ceil_div(U, kTile);
   const double work = static_cast<double>(og * R * kTile);
-  const bool stream = use_streaming<TOut>(p.y_size(), std::min(kTile, p.out_length));
   const int64_t tasks = p.groups * tiles;
   parallel_for(tasks, work, [&](int64_t task) {
     const int64_t tile = task % tiles, g = task / tiles;
@@ -137,10 +136,9 @@ void fwd_ncw(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut*
     for (int64_t u = u0; u < u0 + un;) {  // NCW: y_t == 1
       const int64_t n = u / Lo, t = u % Lo, run = std::min(u0 + un - u, Lo - t);
       for (int64_t o = 0; o < og; ++o)
-        store_row(y + n * p.y_n + (g * og + o) * p.y_o + t, c_tile + o * ldc + (u - u0), F(0), run, stream);
+        store_row(y + n * p.y_n + (g * og + o) * p.y_o + t, c_tile + o * ldc + (u - u0), run);
       u += run;
     }
-    if (stream) stream_fence();
   });
 }
 
@@ -177,7 +175,6 @@ void fwd_nwc(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut*
   const int64_t U = p.batch * p.out_length, Lo = p.out_length;
   const int64_t tiles = ceil_div(U, kTile);
   const double work = static_cast<double>(og * R * kTile);
-  const bool stream = use_streaming<TOut>(p.y_size(), og);
   const int64_t tasks = p.groups * tiles;
   parallel_for(tasks, work, [&](int64_t task) {
     const int64_t tile = task % tiles, g = task / tiles;
@@ -227,9 +224,8 @@ void fwd_nwc(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut*
     }
     for (int64_t i = 0; i < un; ++i) {  // NWC: y_o == 1
       const int64_t u = u0 + i;
-      store_row(y + (u / Lo) * p.y_n + (u % Lo) * p.y_t + g * og, c_tile + i * ldc, F(0), og, stream);
+      store_row(y + (u / Lo) * p.y_n + (u % Lo) * p.y_t + g * og, c_tile + i * ldc, og);
     }
-    if (stream) stream_fence();
   });
 }
 
@@ -250,7 +246,6 @@ void fwd_depthwise(const Conv1dParams& p, const T* x, const T* w, const T* bias,
     // Vectors along channels: each output row is K scaled input rows.
     constexpr int64_t kTile = 64;
     const int64_t tiles = ceil_div(p.out_length, kTile);
-    const bool stream = use_streaming<TOut>(p.y_size(), C);
     parallel_for(p.batch * tiles, static_cast<double>(kTile * K * C), [&](int64_t task) {
       const int64_t tile = task % tiles, n = task / tiles;
       const int64_t t0 = tile * kTile, t1 = std::min(p.out_length, t0 + kTile);
@@ -270,16 +265,14 @@ void fwd_depthwise(const Conv1dParams& p, const T* x, const T* w, const T* bias,
             for (int64_t c = 0; c < C; ++c) acc[c] += wk[c] * row[c];
           }
         }
-        store_row(y + n * p.y_n + t * p.y_t, acc, F(0), C, stream);
+        store_row(y + n * p.y_n + t * p.y_t, acc, C);
       }
-      if (stream) stream_fence();
     });
     return;
   }
   // NCW: vectors along positions of one channel.
   constexpr int64_t kTile = 1024;
   const int64_t tiles = ceil_div(p.out_length, kTile);
-  const bool stream = use_streaming<TOut>(p.y_size(), std::min(kTile, p.out_length));
   parallel_for(p.batch * C * tiles, static_cast<double>(kTile * K), [&](int64_t task) {
     const int64_t tile = task % tiles, c = (task / tiles) % C, n = task / (tiles * C);
     const int64_t t0 = tile * kTile, tn = std::min(kTile, p.out_length - t0);
@@ -296,8 +289,7 @@ void fwd_depthwise(const Conv1dParams& p, const T* x, const T* w, const T* bias,
       F* a = acc + (tb - t0);
       for (int64_t i = 0; i < te - tb; ++i) a[i] += wv * row[i];
     }
-    store_row(y + n * p.y_n + c * p.y_o + t0, acc, F(0), tn, stream);  // NCW: y_t == 1
-    if (stream) stream_fence();
+    store_row(y + n * p.y_n + c * p.y_o + t0, acc, tn);  // NCW: y_t == 1
   });
 }
 
