@@ -147,7 +147,6 @@ void dgrad_ncw(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
       if (vn <= 0) continue;
       const int64_t nq = ceil_div(vn, NR);
       F* c_tile = c_tiles + phi * mp * MR * ldc;
-      fill_zero(c_tile, mp * MR * ldc);
       for (int64_t blk = 0; blk < blocks[phi].count(); ++blk) {
         const int64_t np = blocks[phi].pieces(blk, pieces);
         F* packed = b_pack;
@@ -185,8 +184,9 @@ void dgrad_ncw(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
           for (int64_t i = 0; i < mp; ++i) a[i] = {wa.data() + (g * K + tap.k) * a_tap + (i * og + o0) * MR, MR, 1};
           segs[sg] = {kc, a, b};
         }
-        gemm_segments(segs, np, mp, nq, c_tile, ldc, &pf);
+        gemm_segments(segs, np, mp, nq, c_tile, ldc, &pf, {blk == 0, nullptr, nullptr});
       }
+      if (blocks[phi].count() == 0) gemm_segments<F>(nullptr, 0, mp, nq, c_tile, ldc, nullptr, {true});
     }
     // Positions l0 + [0, ln) of each row; phases whose positions all lie past L were skipped and are never
     // read below (l = l0 + i < L implies phase i % s has a position there).
@@ -257,7 +257,6 @@ void dgrad_nwc(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
       const int64_t jl = tk.len(p, tiles, phi), vn = jl * tk.nrows;
       if (vn <= 0) continue;
       const int64_t mp = ceil_div(vn, MR);
-      fill_zero(c_tile, mp * MR * ldc);
       for (int64_t blk = 0; blk < blocks[phi].count(); ++blk) {
         const int64_t np = blocks[phi].pieces(blk, pieces);
         F* packed = a_pack;
@@ -284,8 +283,9 @@ void dgrad_nwc(const Conv1dParams& p, const T* dy, const T* w, T* dx) {
           for (int64_t q = 0; q < nq; ++q) b[q] = {wb.data() + (g * K + tap.k) * b_tap + (q * og + o0) * NR, NR};
           segs[sg] = {kc, a, b};
         }
-        gemm_segments(segs, np, mp, nq, c_tile, ldc, &pf);
+        gemm_segments(segs, np, mp, nq, c_tile, ldc, &pf, {blk == 0, nullptr, nullptr});
       }
+      if (blocks[phi].count() == 0) gemm_segments<F>(nullptr, 0, mp, nq, c_tile, ldc, nullptr, {true});
       for (int64_t v = 0; v < vn; ++v) {  // NWC: x_c == 1
         const int64_t n = tk.n0 + v / jl, l = phi + (tk.j0 + v % jl) * s;
         store_row(dx + n * p.x_n + l * p.x_l + g * cg, c_tile + v * ldc, cg);

@@ -72,6 +72,11 @@ void fwd_ncw(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut*
           dst[(k * cg + c) * MR] = widen<F>(w[(g * og + o) * p.w_o + c * p.w_c + k * p.w_k]);
     }
 
+  // Bias per output row, padded like the row panels (null without bias).
+  std::vector<F> bias_rows(bias ? static_cast<size_t>(p.groups * mp * MR) : 0, F(0));
+  for (int64_t g = 0; bias && g < p.groups; ++g)
+    for (int64_t o = 0; o < og; ++o) bias_rows[g * mp * MR + o] = widen<F>(bias[g * og + o]);
+
   // Tiles run over the flattened (n, t) positions, so short sequences still fill whole vector panels.
   const int64_t U = p.batch * p.out_length, Lo = p.out_length;
   const int64_t tiles = ceil_div(U, kTile);
@@ -81,14 +86,13 @@ void fwd_ncw(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut*
     const int64_t tile = task % tiles, g = task / tiles;
     const int64_t u0 = tile * kTile, un = std::min(kTile, U - u0);
     const int64_t nq = ceil_div(un, NR), ldc = nq * NR;
+    const F* bias_g = bias ? bias_rows.data() + g * mp * MR : nullptr;
     F* c_tile = scratch<F, 0>(mp * MR * ldc);
     F* b_pack = scratch<F, 1>(blocks.max_steps() * ldc);
     PanelA<F>* ap = scratch<PanelA<F>, 2>(max_pieces * mp);
     PanelB<F>* bp = scratch<PanelB<F>, 3>(max_pieces * nq_max);
     TapPiece* pieces = scratch<TapPiece, 4>(max_pieces);
     Segment<F>* segs = scratch<Segment<F>, 5>(max_pieces);
-    for (int64_t o = 0; o < mp * MR; ++o)  // accumulation starts from the bias
-      std::fill_n(c_tile + o * ldc, ldc, bias && o < og ? widen<F>(bias[g * og + o]) : F(0));
     RegionPrefetcher pf;
     if (task + 1 < tasks) {
       const int64_t nu = ((task + 1) % tiles) * kTile, nt = nu % Lo;
@@ -131,8 +135,10 @@ void fwd_ncw(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut*
         for (int64_t i = 0; i < mp; ++i) a[i] = {wa.data() + ((g * mp + i) * R + k * cg + c0) * MR, MR, 1};
         segs[sg] = {kc, a, b};
       }
-      gemm_segments(segs, np, mp, nq, c_tile, ldc, &pf);
+      // The first block starts C from the bias.
+      gemm_segments(segs, np, mp, nq, c_tile, ldc, &pf, {blk == 0, bias_g, nullptr});
     }
+    if (blocks.count() == 0) gemm_segments<F>(nullptr, 0, mp, nq, c_tile, ldc, nullptr, {true, bias_g, nullptr});
     for (int64_t u = u0; u < u0 + un;) {  // NCW: y_t == 1
       const int64_t n = u / Lo, t = u % Lo, run = std::min(u0 + un - u, Lo - t);
       for (int64_t o = 0; o < og; ++o)
@@ -165,7 +171,7 @@ void fwd_nwc(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut*
         for (int64_t o = 0; o < og; ++o)
           wb[((g * nq + o / NR) * R + k * cg + c) * NR + o % NR] =
               widen<F>(w[(g * og + o) * p.w_o + c * p.w_c + k * p.w_k]);
-  // Bias rows per group, padded like a C row: the accumulators start from them.
+  // Bias per output column, per group, padded like a C row.
   std::vector<F> bias_g(static_cast<size_t>(p.groups * ldc), F(0));
   if (bias)
     for (int64_t g = 0; g < p.groups; ++g)
@@ -186,8 +192,7 @@ void fwd_nwc(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut*
     PanelB<F>* bp = scratch<PanelB<F>, 3>(max_pieces * nq);
     TapPiece* pieces = scratch<TapPiece, 4>(max_pieces);
     Segment<F>* segs = scratch<Segment<F>, 5>(max_pieces);
-    for (int64_t i = 0; i < mp * MR; ++i)
-      std::copy(bias_g.begin() + g * ldc, bias_g.begin() + (g + 1) * ldc, c_tile + i * ldc);
+    const F* bias_cols = bias ? bias_g.data() + g * ldc : nullptr;
     RegionPrefetcher pf;
     if (task + 1 < tasks) {
       const int64_t nu = ((task + 1) % tiles) * kTile, nt = nu % Lo;
@@ -220,8 +225,10 @@ void fwd_nwc(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut*
         for (int64_t q = 0; q < nq; ++q) b[q] = {wb.data() + ((g * nq + q) * R + k * cg + c0) * NR, NR};
         segs[sg] = {kc, a, b};
       }
-      gemm_segments(segs, np, mp, nq, c_tile, ldc, &pf);
+      // The first block starts C from the bias.
+      gemm_segments(segs, np, mp, nq, c_tile, ldc, &pf, {blk == 0, nullptr, bias_cols});
     }
+    if (blocks.count() == 0) gemm_segments<F>(nullptr, 0, mp, nq, c_tile, ldc, nullptr, {true, nullptr, bias_cols});
     for (int64_t i = 0; i < un; ++i) {  // NWC: y_o == 1
       const int64_t u = u0 + i;
       store_row(y + (u / Lo) * p.y_n + (u % Lo) * p.y_t + g * og, c_tile + i * ldc, og);

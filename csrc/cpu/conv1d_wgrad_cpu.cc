@@ -228,7 +228,7 @@ void wgrad_nwc(const Conv1dParams& p, const T* x, const T* dy, T* dw) {
         }
         segs[pc] = {len, a_all + pc * mp_max, b};
       }
-      gemm_segments(segs, np, mp, cp1 - cp0, c_tile, ldc, &pf);
+      gemm_segments(segs, np, mp, cp1 - cp0, c_tile, ldc, &pf, {true});
     };
 
     // Per-tap columns, tap by tap: x rows read in place (or packed for a partial panel); each piece is a
@@ -266,7 +266,7 @@ void wgrad_nwc(const Conv1dParams& p, const T* x, const T* dy, T* dw) {
           }
           segs[nseg++] = {kc, a, b};
         }
-        gemm_segments(segs, nseg, mp, cp_end - cp, c_tile + (cp - cp0) * NR, ldc, &pf);
+        gemm_segments(segs, nseg, mp, cp_end - cp, c_tile + (cp - cp0) * NR, ldc, &pf, {true});
         cp = cp_end;
       }
     };
@@ -281,7 +281,7 @@ void wgrad_nwc(const Conv1dParams& p, const T* x, const T* dy, T* dw) {
         set_a_panels(np, o0, o1);
         for (int64_t cb = 0; cb < ocols.count; ++cb) {
           const int64_t cp0 = ocols.begin(cb), cp1 = ocols.end(cb);
-          fill_zero(c_tile, mp * MR * ldc);
+          // Each column panel is written once per block (fresh), by one product.
           if (dense) dense_tile(np, mp, cp0, cp1);
           else tap_tile(np, mp, cp0, cp1);
           // Fold the block's float sums into the float64 partial.

@@ -105,11 +105,21 @@ struct Segment {
   const PanelB<F>* b;
 };
 
-// C (rows padded to MR, ldc to NR) += A * B summed over the segments; each (row panel, column panel) pair
-// keeps its accumulators in registers across all segments and touches C once.
+// How a product meets C: added to what is there, or C started afresh from it (the first block of a
+// reduction), optionally plus a per-row and/or per-column term (a bias), indexed by C's row and column.
+template <typename F>
+struct CStart {
+  bool fresh = false;
+  const F* row_add = nullptr;
+  const F* col_add = nullptr;
+};
+
+// C (rows padded to MR, ldc to NR) (+)= A * B summed over the segments; each (row panel, column panel) pair
+// keeps its accumulators in registers across all segments and touches C once. With no segments a fresh C
+// is just its start terms (or zero).
 template <typename F>
 inline void gemm_segments(const Segment<F>* seg, int64_t nseg, int64_t m_panels, int64_t n_panels, F* c, int64_t ldc,
-                          RegionPrefetcher* pf = nullptr) {
+                          RegionPrefetcher* pf = nullptr, CStart<F> start = {}) {
   using B = Blocking<F>;
   for (int64_t q = 0; q < n_panels; ++q)
     for (int64_t p = 0; p < m_panels; ++p) {
@@ -120,7 +130,12 @@ inline void gemm_segments(const Segment<F>* seg, int64_t nseg, int64_t m_panels,
         const PanelB<F>& b = seg[s].b[q];
         tile.add(seg[s].kc, a.ptr, a.step, a.row, b.ptr, b.ld);
       }
-      tile.store_add(c + p * B::MR * ldc + q * B::NR, ldc);
+      F* cp = c + p * B::MR * ldc + q * B::NR;
+      if (start.fresh)
+        tile.store_init(cp, ldc, start.row_add ? start.row_add + p * B::MR : nullptr,
+                        start.col_add ? start.col_add + q * B::NR : nullptr);
+      else
+        tile.store_add(cp, ldc);
       if (pf) pf->step();
     }
 }
@@ -128,9 +143,9 @@ inline void gemm_segments(const Segment<F>* seg, int64_t nseg, int64_t m_panels,
 // The same with a single segment.
 template <typename F>
 inline void gemm_panels(int64_t kc, const PanelA<F>* a, int64_t m_panels, const PanelB<F>* b, int64_t n_panels, F* c,
-                        int64_t ldc, RegionPrefetcher* pf = nullptr) {
+                        int64_t ldc, RegionPrefetcher* pf = nullptr, CStart<F> start = {}) {
   const Segment<F> seg{kc, a, b};
-  if (kc > 0) gemm_segments(&seg, 1, m_panels, n_panels, c, ldc, pf);
+  gemm_segments(&seg, kc > 0 ? 1 : 0, m_panels, n_panels, c, ldc, pf, start);
 }
 
 // Packs an MR-row panel whose row i reads rows[i][r * col] for r < kc (a null row reads zeros):

@@ -44,7 +44,7 @@ inline void store(F* p, Vec<F> v) {
 #endif
 
 // Outer-product tile: MR x (NV*lanes) accumulators held in registers while add() runs over one or more
-// reduction segments; store_add() then adds them into c once.
+// reduction segments; store_add() then adds them into c once, or store_init() starts c with them.
 //   add:       acc[i][j] += sum_{r < kc} A(i, r) * b[r*ldb + j],  A(i, r) = a[r*a_step + i*a_row]
 // A packed panel has a_step = MR, a_row = 1; rows of a tensor read in place have a_row = their stride and
 // a_step = 1, or the transpose. b rows are NV vectors wide, ldb apart.
@@ -80,6 +80,18 @@ struct OuterTile {
 #pragma GCC unroll 8
       for (int j = 0; j < NV; ++j) store(c + i * ldc + j * L, load(c + i * ldc + j * L) + acc[i][j]);
   }
+  // c = acc + row_add[i] (if given) + col_add[j] (if given): starts C without reading it.
+  inline void store_init(F* __restrict c, int64_t ldc, const F* row_add, const F* col_add) const {
+    Vec<F> col[NV];
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) col[j] = col_add ? load(col_add + j * L) : Vec<F>{};
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const F r = row_add ? row_add[i] : F(0);
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) store(c + i * ldc + j * L, acc[i][j] + col[j] + r);
+    }
+  }
 #else
   F acc[MR][NV * L];
 
@@ -95,6 +107,11 @@ struct OuterTile {
   void store_add(F* c, int64_t ldc) const {
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NV * L; ++j) c[i * ldc + j] += acc[i][j];
+  }
+  void store_init(F* c, int64_t ldc, const F* row_add, const F* col_add) const {
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NV * L; ++j)
+        c[i * ldc + j] = acc[i][j] + (col_add ? col_add[j] : F(0)) + (row_add ? row_add[i] : F(0));
   }
 #endif
 };
