@@ -5,8 +5,9 @@
 // matrix product over r = (k, o), with no wasted multiply-adds for stride > 1:
 //   NCW: rows = input channels (weights, packed once per call), vectors along j (rows of dy, per tile);
 //   NWC: rows = positions j (rows of dy, per tile), vectors along input channels (weights, packed once).
-// Each task owns a tile of input positions (all phases of it), so every dx element is written exactly once
-// by one thread: zero where no tap reaches it.
+// Each task owns a tile of input positions, all phases of it (a stretch of one batch row, or several whole
+// rows when rows are short), so every dx element is written exactly once by one thread: zero where no tap
+// reaches it.
 #include <algorithm>
 #include <vector>
 
