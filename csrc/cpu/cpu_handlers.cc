@@ -1,6 +1,10 @@
 // XLA FFI handlers for the CPU: decode buffers and attributes, dispatch on dtype, run the pass.
 #include <nanobind/nanobind.h>
 
+#include <exception>
+#include <new>
+#include <string>
+
 #include "../ffi_params.h"
 #include "conv1d_cpu.h"
 
@@ -13,6 +17,20 @@ template <typename T>
 const T* as(const ffi::AnyBuffer& b) { return reinterpret_cast<const T*>(b.untyped_data()); }
 template <typename T>
 T* as_mut(ffi::Result<ffi::AnyBuffer>& b) { return reinterpret_cast<T*>(b->untyped_data()); }
+
+// Runs a pass, turning an exception (scratch memory that could not be allocated) into an FFI error:
+// nothing may unwind through XLA's C API.
+template <typename Fn>
+ffi::Error run_pass(Fn&& fn) {
+  try {
+    fn();
+    return ffi::Error::Success();
+  } catch (const std::bad_alloc&) {
+    return ffi::Error(ffi::ErrorCode::kResourceExhausted, "jax_conv1d: out of memory for CPU scratch buffers");
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string("jax_conv1d: ") + e.what());
+  }
+}
 
 ffi::Error unsupported(ffi::DataType in, ffi::DataType out) {
   return shape_error("unsupported dtype combination (" + std::to_string(static_cast<int>(in)) + " -> " +
@@ -30,9 +48,9 @@ ffi::Error Conv1dFwd(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer bias, ff
   const bool has_bias = bias.element_count() != 0;
   const auto in = x.element_type(), out = y->element_type();
   using DT = ffi::DataType;
-#define JC_FWD(TIN, TOUT)                                                                                  \
-  conv1d_fwd_cpu<TIN, TOUT>(p, as<TIN>(x), as<TIN>(w), has_bias ? as<TIN>(bias) : nullptr, as_mut<TOUT>(y)); \
-  return ffi::Error::Success()
+#define JC_FWD(TIN, TOUT)                                                                                      \
+  return run_pass(                                                                                             \
+      [&] { conv1d_fwd_cpu<TIN, TOUT>(p, as<TIN>(x), as<TIN>(w), has_bias ? as<TIN>(bias) : nullptr, as_mut<TOUT>(y)); })
   if (in == DT::F32 && out == DT::F32) { JC_FWD(float, float); }
   if (in == DT::F64 && out == DT::F64) { JC_FWD(double, double); }
   if (in == DT::BF16 && out == DT::BF16) { JC_FWD(bf16, bf16); }
@@ -49,9 +67,7 @@ ffi::Error Conv1dDgrad(ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::Any
   const auto t = dy.element_type();
   if (w.element_type() != t || dx->element_type() != t) return unsupported(t, dx->element_type());
   using DT = ffi::DataType;
-#define JC_DGRAD(T)                                                        \
-  conv1d_dgrad_cpu<T>(p, as<T>(dy), as<T>(w), as_mut<T>(dx)); \
-  return ffi::Error::Success()
+#define JC_DGRAD(T) return run_pass([&] { conv1d_dgrad_cpu<T>(p, as<T>(dy), as<T>(w), as_mut<T>(dx)); })
   if (t == DT::F32) { JC_DGRAD(float); }
   if (t == DT::F64) { JC_DGRAD(double); }
   if (t == DT::BF16) { JC_DGRAD(bf16); }
@@ -66,9 +82,7 @@ ffi::Error Conv1dWgrad(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::Any
   const auto t = x.element_type();
   if (dy.element_type() != t || dw->element_type() != t) return unsupported(t, dw->element_type());
   using DT = ffi::DataType;
-#define JC_WGRAD(T)                                              \
-  conv1d_wgrad_cpu<T>(p, as<T>(x), as<T>(dy), as_mut<T>(dw)); \
-  return ffi::Error::Success()
+#define JC_WGRAD(T) return run_pass([&] { conv1d_wgrad_cpu<T>(p, as<T>(x), as<T>(dy), as_mut<T>(dw)); })
   if (t == DT::F32) { JC_WGRAD(float); }
   if (t == DT::F64) { JC_WGRAD(double); }
   if (t == DT::BF16) { JC_WGRAD(bf16); }

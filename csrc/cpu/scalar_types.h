@@ -20,7 +20,19 @@ inline float to_float(bf16 v) {
   return f;
 }
 
+// Targets with half-precision conversion instructions (x86 F16C, AArch64) convert through _Float16, which
+// the compiler vectorises; the bit-level versions below are the portable fallback and round identically
+// (to nearest even, overflow to infinity).
+#if defined(__FLT16_MAX__) && (defined(__F16C__) || defined(__aarch64__))
+#define JC_HARDWARE_F16 1
+#endif
+
 inline float to_float(f16 v) {
+#if defined(JC_HARDWARE_F16)
+  _Float16 h;
+  std::memcpy(&h, &v.bits, 2);
+  return static_cast<float>(h);
+#endif
   const uint32_t sign = static_cast<uint32_t>(v.bits & 0x8000u) << 16;
   uint32_t exp = (v.bits >> 10) & 0x1f;
   uint32_t man = v.bits & 0x3ffu;
@@ -56,6 +68,12 @@ template <> inline bf16 from_float<bf16>(float v) {
 }
 
 template <> inline f16 from_float<f16>(float v) {
+#if defined(JC_HARDWARE_F16)
+  const _Float16 h = static_cast<_Float16>(v);
+  f16 out;
+  std::memcpy(&out.bits, &h, 2);
+  return out;
+#endif
   uint32_t u;
   std::memcpy(&u, &v, 4);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
