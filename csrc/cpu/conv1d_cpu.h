@@ -1,6 +1,6 @@
 // CPU implementations of the three passes. Each pass has a path per layout (its hot loops rely on that
 // layout's contiguous axis, as set_strides lays tensors out) and one for depthwise convolutions; sizes and
-// the remaining strides come from Conv1dParams. Notes and measurements: docs/cpu_performance.md.
+// the remaining strides come from Conv1dParams. Notes and measurements: docs/performance.md (CPU handlers).
 #pragma once
 
 #include <type_traits>
