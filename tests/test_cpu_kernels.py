@@ -246,7 +246,7 @@ def test_empty_sizes(dims, layout):
 def test_no_input_channels_gives_bias(layout):
     x_shape, w_shape = _shapes(2, 0, 5, 30, 3, 1, layout)
     bias = jnp.arange(5, dtype=jnp.float32)
-    y = dilated_conv1d(jnp.ones(x_shape), jnp.ones(w_shape), bias, layout=layout)
+    y = dilated_conv1d(jnp.ones(x_shape, jnp.float32), jnp.ones(w_shape, jnp.float32), bias, layout=layout)
     want = np.broadcast_to(np.arange(5, dtype=np.float32)[None, :, None] if layout == "NCW"
                            else np.arange(5, dtype=np.float32)[None, None, :], y.shape)
     np.testing.assert_array_equal(np.asarray(y), want)
