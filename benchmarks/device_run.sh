@@ -3,7 +3,7 @@
 #   bash benchmarks/device_run.sh check bwd-check tests main bench-core sanitize
 # Steps: check (forward kernels vs float64), bwd-check (backward sweep, BWD_SWEEP args), bwd-bench (BWD_BENCH
 # args), tests (the pytest suite on the GPU), main (python -m jax_conv1d), example (WaveNet step, both backends),
-# sanitize, profile, bench-<name> (python -m jax_conv1d.bench with BENCH_ARGS).
+# sanitize, profile, bwd-profile, bench-<name> (python -m jax_conv1d.bench with BENCH_ARGS).
 # Logs and JSON land in $OUT (the device tool's return folder).
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -30,12 +30,17 @@ for step in "$@"; do
         --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section InstructionStats \
         python3 "$ROOT/benchmarks/fwd_profile.py" ${PROFILE_CASES} > "$OUT/ncu.txt" 2>&1
       grep -v "^==PROF== Profiling" "$OUT/ncu.txt" | cut -c1-200 | tail -90 ;;
+    bwd-profile)
+      XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 150 ncu --kernel-name regex:"gemm_kernel|depthwise_kernel" \
+        --launch-count ${PROFILE_COUNT:-4} --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
+        --section InstructionStats --section Occupancy python3 "$ROOT/benchmarks/bwd_profile.py" > "$OUT/ncu_bwd.txt" 2>&1
+      grep -v "^==PROF== Profiling" "$OUT/ncu_bwd.txt" | cut -c1-160 | tail -150 ;;
     bwd-check) JAX_CONV1D_TRACE_BWD=1 timeout 300 python3 "$ROOT/benchmarks/bwd_check.py" --sweep ${BWD_SWEEP} > "$OUT/bwd_sweep.log" 2>&1
       echo "bwd sweep exit $?"; grep -E "FAIL|ERROR|Error|sweep:" "$OUT/bwd_sweep.log" | head -40
       grep "^jax_conv1d " "$OUT/bwd_sweep.log" | sort | uniq -c ;;
     bwd-bench) timeout 300 python3 "$ROOT/benchmarks/bwd_check.py" --bench ${BWD_BENCH} > "$OUT/bwd_bench.log" 2>&1
       grep -v "^  timing" "$OUT/bwd_bench.log" | tail -40 ;;
-    tests) timeout ${TEST_TIMEOUT:-400} python3 -P -m pytest -q "$ROOT/tests" ${PYTEST_ARGS} 2>&1 | tee "$OUT/pytest.log" | tail -15 ;;
+    tests) timeout ${TEST_TIMEOUT:-400} python3 -P -m pytest -q ${TEST_PATHS:-"$ROOT/tests"} ${PYTEST_ARGS} 2>&1 | tee "$OUT/pytest.log" | tail -15 ;;
     main) timeout 300 python3 -P -m jax_conv1d 2>&1 | tee "$OUT/main.log" | tail -15 ;;
     example)
       for backend in ours flax; do

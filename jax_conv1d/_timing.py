@@ -10,6 +10,7 @@ import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 
 
 def median_ms(fn, *args, warmup: int = 2, reps: int = 10, max_seconds: float | None = None) -> float:
@@ -28,10 +29,18 @@ def median_ms(fn, *args, warmup: int = 2, reps: int = 10, max_seconds: float | N
 
 
 def relative_error(a, b) -> float:
-    """||a - b|| / ||b||, computed in float32 on the device (float64 when x64 is on)."""
-    import jax.numpy as jnp
+    """||a - b|| / ||b||, computed in float32 on the device (float64 when x64 is on).
 
+    One fused reduction under jit, so a multi-GB pair needs no temporaries (the eager form materialised
+    a - b and ran out of memory on the full-size headline gradients).
+    """
+    num, den = _squared_norms(a, b)
+    return float(jnp.sqrt(num) / jnp.maximum(jnp.sqrt(den), 1e-30))
+
+
+@jax.jit
+def _squared_norms(a, b):
     dt = jnp.promote_types(jnp.float32, jnp.result_type(a, b))
-    a = jnp.asarray(a, dt)
-    b = jnp.asarray(b, dt)
-    return float(jnp.linalg.norm((a - b).ravel()) / jnp.maximum(jnp.linalg.norm(b.ravel()), 1e-30))
+    a = a.astype(dt)
+    b = b.astype(dt)
+    return jnp.sum(jnp.square(a - b)), jnp.sum(jnp.square(b))
