@@ -3,6 +3,7 @@
     python -m jax_conv1d.bench                      # every suite (headline, models, sweep)
     python -m jax_conv1d.bench --cases 'headline/*' --json out.json --plot out.png
     python -m jax_conv1d.bench --quick              # headline + models + a 12-configuration sweep
+    python -m jax_conv1d.bench --cases 'train/*'    # the WaveNet training step alone (needs flax, optax)
     python -m jax_conv1d.bench --list               # case names
 
 For each configuration and pass (forward; backward = jax.vjp for x and w) it prints the median time of ours
@@ -16,6 +17,10 @@ x + w + y, backward dy + x + w + dx + dw) over the copy bandwidth measured at th
 Timing: each jitted function is compiled and run once, then timed in batches of back-to-back calls (enough to
 fill a few milliseconds, so host dispatch overlaps device work) with one synchronisation per batch; the
 reported time is the median over batches of the per-call time.
+
+The training-step row (train/wavenet) times one jitted forward + backward + Adam step of a 10-layer
+WaveNet-style model with our layers and with Flax's lax-backed Conv; it runs unless --no-backward is given or
+--cases leaves it out.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from jax import lax
 
 from . import dilated_conv1d
 from ._shapes import output_length, resolve_padding
+from ._timing import relative_error as rel_err
 
 # ---- configurations --------------------------------------------------------------------------------------
 
@@ -166,10 +172,14 @@ def ours_forward(case: Case) -> Callable:
 
 
 def backward_of(forward: Callable) -> Callable:
-    """(x, w, dy) -> (dx, dw) through jax.vjp; the unused primal output is removed by XLA."""
+    """(x, w, b, dy) -> (dx, dw, db) through jax.vjp (db is None without a bias); the unused primal output is
+    removed by XLA."""
 
-    def f(x, w, dy):
-        _, vjp = jax.vjp(lambda x_, w_: forward(x_, w_, None), x, w)
+    def f(x, w, b, dy):
+        if b is None:
+            _, vjp = jax.vjp(lambda x_, w_: forward(x_, w_, None), x, w)
+            return (*vjp(dy), None)
+        _, vjp = jax.vjp(forward, x, w, b)
         return vjp(dy)
 
     return f
@@ -214,14 +224,6 @@ def copy_bandwidth(nbytes: int = 1 << 30) -> float:
     t = time_call(neg, (a,), batch_s=20e-3, batches=9)
     del a
     return 2 * nbytes / t
-
-
-def rel_err(ours, ref) -> float:
-    ours = jnp.asarray(ours, jnp.float32)
-    ref = jnp.asarray(ref, jnp.float32)
-    num = jnp.linalg.norm((ours - ref).ravel())
-    den = jnp.linalg.norm(ref.ravel())
-    return float(num / jnp.maximum(den, 1e-30))
 
 
 def make_inputs(case: Case, key):
@@ -281,19 +283,18 @@ def run_case(case: Case, bandwidth: float, key, backward: bool, log=print) -> li
 
     if backward:
         dy = jax.random.normal(ky, ys, jnp.float32).astype(case.dtype)
-        case_nb = dataclasses.replace(case, bias=False)
-        ours_b = jax.jit(backward_of(ours_forward(case_nb)))
-        xla_b = jax.jit(backward_of(xla_forward(case_nb, case.precision)))
-        ref_b = jax.jit(backward_of(xla_forward(case_nb, "highest", jnp.float32)))
-        bargs = (x, w, dy)
-        up = (x.astype(jnp.float32), w.astype(jnp.float32), dy.astype(jnp.float32)) if f32_inputs else bargs
-        rdx, rdw = ref_b(*up)
-        odx, odw = ours_b(*bargs)
-        err = max(rel_err(odx, rdx), rel_err(odw, rdw))
-        del rdx, rdw, odx, odw, up
+        ours_b = jax.jit(backward_of(ours_forward(case)))
+        xla_b = jax.jit(backward_of(xla_forward(case, case.precision)))
+        ref_b = jax.jit(backward_of(xla_forward(case, "highest", jnp.float32)))
+        bargs = (x, w, b, dy)
+        up = tuple(None if a is None else a.astype(jnp.float32) for a in bargs) if f32_inputs else bargs
+        refs = ref_b(*up)
+        got = ours_b(*bargs)
+        err = max(rel_err(o, r) for o, r in zip(got, refs) if r is not None)
+        del refs, got, up
         t_ours = time_call(ours_b, bargs)
         t_xla = time_call(xla_b, bargs)
-        floor = (_nbytes(dy, x, w) + _nbytes(x, w)) / bandwidth  # reads dy, x, w; writes dx, dw
+        floor = (_nbytes(dy, x, w, b) + _nbytes(x, w, b)) / bandwidth  # reads dy, x, w; writes dx, dw, db
         rows.append(Row(case.name, "bwd", case.describe(), t_ours * 1e3, t_xla * 1e3, t_xla / t_ours, floor * 1e3,
                         floor / t_ours, scratch_bytes(ours_b, bargs), scratch_bytes(xla_b, bargs), err))
         log(_format_row(rows[-1]))
@@ -301,6 +302,51 @@ def run_case(case: Case, bandwidth: float, key, backward: bool, log=print) -> li
     del x, w, b
     gc.collect()
     return rows
+
+
+# ---- training step ---------------------------------------------------------------------------------------
+
+TRAIN_CASE = "train/wavenet"
+
+
+def run_train_step(key, log=print, steps: int = 6, config=None) -> list[Row]:
+    """The issue's training-step row: jax_conv1d.wavenet's 10-layer model (dilations 1..512, 128 channels,
+    L 65536, batch 8, float32), one jitted forward + backward + Adam update, ours vs Flax's lax-backed Conv from
+    the same parameters on the same batch. The error column is the relative difference of the two losses after
+    `steps` updates; there is no floor (the step is many passes)."""
+    try:
+        import optax
+
+        from . import wavenet
+    except ImportError:
+        log(f"{TRAIN_CASE:40s} skipped: needs flax and optax")
+        return []
+    cfg = config or wavenet.Config()
+    params = wavenet.init_params(cfg)
+    signal = jax.jit(wavenet.synthetic_batch, static_argnums=(1, 2))(key, cfg.batch, cfg.length)
+    step_ms, losses, scratch = {}, {}, {}
+    for backend in ("ours", "flax"):
+        tx = optax.adam(cfg.lr)
+        step = wavenet.make_train_step(wavenet.WaveNet(wavenet.BACKENDS[backend], cfg), tx)
+        p = jax.tree.map(jnp.array, params)  # a private copy: the step donates its arguments
+        state = tx.init(p)
+        scratch[backend] = scratch_bytes(step, (p, state, signal))
+        times = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            p, state, loss = step(p, state, signal)
+            losses[backend] = float(loss)  # waits for the step
+            times.append(time.perf_counter() - t0)
+        step_ms[backend] = statistics.median(times[1:]) * 1e3  # the first step compiles
+        del p, state
+        gc.collect()
+    err = abs(losses["ours"] - losses["flax"]) / max(abs(losses["flax"]), 1e-30)
+    shape = (f"{cfg.layers} layers d1..{cfg.dilations[-1]} C{cfg.channels} K{cfg.kernel_size} "
+             f"L{cfg.length} N{cfg.batch} {cfg.dtype} adam")
+    row = Row(TRAIN_CASE, "step", shape, step_ms["ours"], step_ms["flax"], step_ms["flax"] / step_ms["ours"],
+              float("nan"), float("nan"), scratch["ours"], scratch["flax"], err)
+    log(_format_row(row))
+    return [row]
 
 
 # ---- reporting ---------------------------------------------------------------------------------------------
@@ -319,9 +365,9 @@ def _fmt_bytes(v):
 
 
 def _format_row(r: Row) -> str:
-    return (f"{r.case:40s} {r.pass_:4s} {r.ours_ms:9.3f} {r.xla_ms:9.3f} {r.speedup:8.2f} {r.floor_ms:9.3f} "
-            f"{100 * r.frac_floor:6.1f}% {_fmt_bytes(r.ours_scratch):>9s} {_fmt_bytes(r.xla_scratch):>9s} "
-            f"{r.rel_err:9.2e}")
+    floor = (f"{r.floor_ms:9.3f} {100 * r.frac_floor:6.1f}%" if np.isfinite(r.floor_ms) else f"{'-':>9s} {'-':>7s}")
+    return (f"{r.case:40s} {r.pass_:4s} {r.ours_ms:9.3f} {r.xla_ms:9.3f} {r.speedup:8.2f} {floor} "
+            f"{_fmt_bytes(r.ours_scratch):>9s} {_fmt_bytes(r.xla_scratch):>9s} {r.rel_err:9.2e}")
 
 
 def summarize_sweep(rows: list[Row]) -> dict:
@@ -375,13 +421,17 @@ def main(argv=None) -> int:
 
     sweep_count = args.sweep if args.sweep is not None else (12 if args.quick else 48)
     cases = all_cases(sweep_count)
+    train = not args.no_backward
     if args.cases:
         cases = [c for c in cases if any(fnmatch.fnmatchcase(c.name, pat) for pat in args.cases)]
+        train = train and any(fnmatch.fnmatchcase(TRAIN_CASE, pat) for pat in args.cases)
     if args.list:
         for c in cases:
             print(f"{c.name:40s} {c.describe()}")
+        if train:
+            print(f"{TRAIN_CASE:40s} WaveNet training step (forward + backward + adam), needs flax and optax")
         return 0
-    if not cases:
+    if not cases and not train:
         print("no case matches", file=sys.stderr)
         return 2
 
@@ -398,6 +448,11 @@ def main(argv=None) -> int:
         except Exception as err:  # one failing case (e.g. out of memory) must not lose the others
             print(f"{case.name:40s} FAILED: {type(err).__name__}: {str(err).splitlines()[0][:160]}", flush=True)
             gc.collect()
+    if train:
+        try:
+            rows += run_train_step(jax.random.fold_in(key, len(cases)), log=lambda s: print(s, flush=True))
+        except Exception as err:
+            print(f"{TRAIN_CASE:40s} FAILED: {type(err).__name__}: {str(err).splitlines()[0][:160]}", flush=True)
 
     print("\n" + _HEADER)
     for r in rows:

@@ -1,0 +1,61 @@
+"""The benchmark's plumbing on tiny inputs: rows, JSON, the training-step row (timings are not checked)."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from jax_conv1d import bench
+
+
+def test_sweep_rows_and_json(tmp_path):
+    out = tmp_path / "rows.json"
+    assert bench.main(["--cases", "sweep/000", "--sweep", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    rows = {r["pass_"]: r for r in data["rows"]}
+    assert set(rows) == {"fwd", "bwd"}  # --cases leaves the training row out
+    tol = 2e-2 if data["cases"]["sweep/000"]["dtype"] == "bfloat16" else 1e-3
+    for r in rows.values():
+        assert r["case"] == "sweep/000" and r["ours_ms"] > 0 and r["xla_ms"] > 0
+        assert 0 <= r["rel_err"] < tol
+        assert r["floor_ms"] > 0 and np.isclose(r["frac_floor"], r["floor_ms"] / r["ours_ms"])
+
+
+def test_backward_row_includes_the_bias_gradient(monkeypatch):
+    seen = []
+    real = bench.backward_of
+
+    def spy(forward):
+        f = real(forward)
+
+        def g(x, w, b, dy):
+            out = f(x, w, b, dy)
+            seen.append(out[2] is not None)
+            return out
+
+        return g
+
+    monkeypatch.setattr(bench, "backward_of", spy)
+    case = bench.Case("tiny", 2, 4, 6, 3, 40, stride=2, dilation=2, padding="SAME", layout="NWC", bias=True)
+    rows = bench.run_case(case, 1e11, jax.random.key(0), backward=True, log=lambda s: None)
+    assert [r.pass_ for r in rows] == ["fwd", "bwd"] and all(seen)
+    assert rows[1].rel_err < 1e-3
+
+
+def test_training_step_row():
+    pytest.importorskip("flax")
+    pytest.importorskip("optax")
+    from jax_conv1d import wavenet
+
+    cfg = wavenet.Config(layers=2, channels=4, skip_channels=4, length=64, batch=2)
+    (row,) = bench.run_train_step(jax.random.key(0), log=lambda s: None, steps=3, config=cfg)
+    assert row.case == bench.TRAIN_CASE and row.pass_ == "step"
+    assert row.ours_ms > 0 and row.xla_ms > 0 and row.speedup > 0
+    assert row.rel_err < 1e-4  # same parameters, same batch, same number of updates
+    assert np.isnan(row.floor_ms) and "-" in bench._format_row(row)
+
+
+def test_list_names_the_training_row(capsys):
+    assert bench.main(["--list", "--cases", "train/*"]) == 0
+    assert bench.TRAIN_CASE in capsys.readouterr().out
