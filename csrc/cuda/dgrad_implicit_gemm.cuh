@@ -58,6 +58,7 @@ struct Params {
   int tap_k[kMaxTaps], tap_seg[kMaxTaps], tap_pos[kMaxTaps];  // in phase order
   int nseg;
   int seg_start[kMaxTaps], seg_len[kMaxTaps], seg_base[kMaxTaps];  // dy windows relative to q0
+  int seg_chunks[kMaxTaps];             // copies per row of segment j (fixed, so walks are computed once)
   int residue_group[kMaxStride];        // the phase group that stores residue r (0 where no tap lands)
   int64_t q_lo, q_tiles, units_per_slice;
   int c_blocks, o_chunks;
@@ -182,6 +183,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   };
   auto chunk_first_o = [&](int oc) { return grp * og + int64_t(oc) * prm.bo; };
+  // Copy and store walks, built once: each GridWalk construction divides. Two segments cover every tap
+  // layout up to dilations of about a tile; more are walked from scratch.
+  const GridWalk seg_walk0(tid, kThreads, prm.seg_chunks[0]);
+  const GridWalk seg_walk1(tid, kThreads, prm.nseg > 1 ? prm.seg_chunks[1] : 1);
+  const int store_cols = kNWC ? c_valid : s * prm.bq;
+  const GridWalk store_walk4(tid, kThreads, store_cols >> 2 > 0 ? store_cols >> 2 : 1);
+  const GridWalk store_walk1(tid, kThreads, store_cols);
 
   auto load_chunk = [&](const Cursor& cur, int stage) {
     const Unit& un = cur.un;
@@ -199,8 +207,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       wd.line_valid = o_valid;
       wd.pos_lo = -t_start;
       wd.pos_hi = p.out_length - t_start;
-      load_window(dy, wd, dst + (kNWC ? prm.seg_base[j] * prm.dy_pitch : prm.seg_base[j]), prm.dy_pitch,
-                  prm.vec_dy, !kNWC, tid, kThreads);
+      T* const seg_dst = dst + (kNWC ? prm.seg_base[j] * prm.dy_pitch : prm.seg_base[j]);
+      GridWalk walk = seg_walk0;
+      if (j == 1) walk = seg_walk1;
+      if (j >= 2) walk = GridWalk(tid, kThreads, prm.seg_chunks[j]);
+      load_window_walk(dy, wd, seg_dst, prm.dy_pitch, prm.vec_dy, !kNWC, walk);
     }
     if constexpr (kStreamW) {
       T* wdst = dst + prm.dy_elems;
@@ -301,7 +312,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if constexpr (!kNWC) {
       if (all_groups && (span & 3) == 0 && (p.x_c & 3) == 0 && low_bits(dx_off + l0, 4) == 0) {
         // Four positions per thread: 16-byte (float) or 8-byte (16-bit) stores.
-        for (GridWalk it(tid, kThreads, span >> 2); it.row < c_valid; it.next()) {
+        for (GridWalk it = store_walk4; it.row < c_valid; it.next()) {
           const int c = it.row, i = it.col * 4;
           const int64_t l = l0 + i;
           const float4 v = *reinterpret_cast<const float4*>(staging + c * prm.st_pitch + i);
@@ -315,7 +326,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
         }
       } else {
-        for (GridWalk it(tid, kThreads, span); it.row < c_valid; it.next()) {
+        for (GridWalk it = store_walk1; it.row < c_valid; it.next()) {
           const int c = it.row, i = it.col;
           const int64_t l = l0 + i;
           if (l < 0 || l >= p.in_length || !keep(i)) continue;
@@ -324,14 +335,14 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     } else {
       if (all_groups && (c_valid & 3) == 0 && (p.x_l & 3) == 0 && low_bits(dx_off, 4) == 0) {
-        for (GridWalk it(tid, kThreads, c_valid >> 2); it.row < span; it.next()) {
+        for (GridWalk it = store_walk4; it.row < span; it.next()) {
           const int i = it.row, c = it.col * 4;
           const int64_t l = l0 + i;
           if (l < 0 || l >= p.in_length) continue;
           store4(dx_n + l * p.x_l + c, *reinterpret_cast<const float4*>(staging + i * prm.st_pitch + c));
         }
       } else {
-        for (GridWalk it(tid, kThreads, c_valid); it.row < span; it.next()) {
+        for (GridWalk it = store_walk1; it.row < span; it.next()) {
           const int i = it.row, c = it.col;
           const int64_t l = l0 + i;
           if (l < 0 || l >= p.in_length || !keep(i)) continue;
@@ -349,14 +360,18 @@ __global__ void __launch_bounds__(kThreads, 1)
     advance(ld);
     cp_async_commit();
   }
+  // Stage indices are carried, not taken modulo the (run-time) depth: a 64-bit remainder per chunk.
+  int ld_stage = prm.nstage - 1, cur_stage = 0;
+  auto next_stage = [&](int st) { return st + 1 == prm.nstage ? 0 : st + 1; };
   for (int64_t f = 0; f < chunks; ++f) {
     cp_async_wait_pending(prm.nstage - 2);
     __syncthreads();
-    const int64_t next = f + prm.nstage - 1;
-    if (next < chunks) load_chunk(ld, static_cast<int>(next % prm.nstage));
+    if (f + prm.nstage - 1 < chunks) load_chunk(ld, ld_stage);
+    ld_stage = next_stage(ld_stage);
     advance(ld);
     cp_async_commit();
-    compute_chunk(cur, static_cast<int>(f % prm.nstage));
+    compute_chunk(cur, cur_stage);
+    cur_stage = next_stage(cur_stage);
     if (cur.oc == prm.o_chunks - 1) finish_unit(cur.un);
     advance(cur);
   }
@@ -439,7 +454,9 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
       t.seg_start[j] = static_cast<int>(segs.start[j]);
       t.seg_len[j] = static_cast<int>(segs.length[j]);
       t.seg_base[j] = static_cast<int>(extent);
-      extent += ncw ? round_up(segs.length[j] + t.vec_dy - 1, t.vec_dy) : segs.length[j];
+      const int64_t cols = ncw ? round_up(segs.length[j] + t.vec_dy - 1, t.vec_dy) : segs.length[j];
+      t.seg_chunks[j] = static_cast<int>(ncw ? cols / t.vec_dy : ceil_div(bo, t.vec_dy));
+      extent += cols;
     }
     const int span = static_cast<int>(s * t.bq);
     if (stream) {
