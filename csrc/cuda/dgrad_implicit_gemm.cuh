@@ -16,6 +16,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #include "conv1d_cuda.h"
 #include "cp_async_tiles.cuh"
@@ -104,6 +106,36 @@ __device__ __forceinline__ void load_weight_chunk(const T* __restrict__ w, const
   }
 }
 
+// TF32 rounding in place of the float elements this thread copied into a (rows x cols-of-kVec) window; the
+// walk is the one the copy used, so every element has one owner and needs no barrier before this.
+template <int kVec>
+__device__ __forceinline__ void round_tf32_owned_as(float* dst, int pitch, int rows, GridWalk it) {
+  for (; it.row < rows; it.next()) {
+    float* d = dst + it.row * pitch + it.col * kVec;
+    if constexpr (kVec == 4) {
+      float4 v = *reinterpret_cast<float4*>(d);
+      v.x = __uint_as_float(tf32_round(v.x)), v.y = __uint_as_float(tf32_round(v.y));
+      v.z = __uint_as_float(tf32_round(v.z)), v.w = __uint_as_float(tf32_round(v.w));
+      *reinterpret_cast<float4*>(d) = v;
+    } else if constexpr (kVec == 2) {
+      float2 v = *reinterpret_cast<float2*>(d);
+      v.x = __uint_as_float(tf32_round(v.x)), v.y = __uint_as_float(tf32_round(v.y));
+      *reinterpret_cast<float2*>(d) = v;
+    } else {
+      *d = __uint_as_float(tf32_round(*d));
+    }
+  }
+}
+
+__device__ __forceinline__ void round_tf32_owned(float* dst, int pitch, int rows, int vec, const GridWalk& it) {
+  if (vec == 4)
+    round_tf32_owned_as<4>(dst, pitch, rows, it);
+  else if (vec == 2)
+    round_tf32_owned_as<2>(dst, pitch, rows, it);
+  else
+    round_tf32_owned_as<1>(dst, pitch, rows, it);
+}
+
 // kMT: m16 tiles per warp (warp tile kMT*16 channels x 32 q). kNWC: dy rows are positions with the output
 // channels contiguous, so B fragments load by ldmatrix; NCW gathers them along the channel rows.
 // kStreamW: the weight chunk travels with each dy chunk instead of the whole slice staying resident.
@@ -118,7 +150,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   // load is a base register plus an immediate offset.
   constexpr int kOBlock = 16;
   // Resident TF32 weights are rounded once when staged; streamed ones (and 3xTF32's split) at use.
-  constexpr bool kARounded = !kStreamW && std::is_same_v<Op, MmaTf32>;
+  // TF32: operands are rounded once in shared memory, not per use. Resident weights when staged; streamed
+  // weights and dy by the thread that copied them, after its copies land and before the stage's barrier.
+  constexpr bool kRoundInSmem = std::is_same_v<Op, MmaTf32>;
+  constexpr bool kARounded = kRoundInSmem;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* const w_s = reinterpret_cast<T*>(smem_raw);
   T* const stages = reinterpret_cast<T*>(smem_raw + prm.stages_offset);
@@ -140,7 +175,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int o = idx % o_pad, rest = idx / o_pad, c = rest % prm.bc, k = rest / prm.bc;
       T v = from_acc<T>(0.0f);
       if (o < og && c < c_valid) v = w[(grp * og + o) * p.w_o + (c_in_group + c) * p.w_c + int64_t(k) * p.w_k];
-      if constexpr (kARounded) v = __uint_as_float(tf32_round(v));
+      if constexpr (kRoundInSmem) v = __uint_as_float(tf32_round(v));
       w_s[(k * prm.bc + c) * prm.w_pitch + o] = v;
     }
   }
@@ -190,6 +225,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int store_cols = kNWC ? c_valid : s * prm.bq;
   const GridWalk store_walk4(tid, kThreads, store_cols >> 2 > 0 ? store_cols >> 2 : 1);
   const GridWalk store_walk1(tid, kThreads, store_cols);
+  const GridWalk w_walk(tid, kThreads, kStreamW ? prm.bo / prm.vec_w : 1);  // that of load_weight_chunk_as
 
   auto load_chunk = [&](const Cursor& cur, int stage) {
     const Unit& un = cur.un;
@@ -219,6 +255,24 @@ __global__ void __launch_bounds__(kThreads, 1)
         load_weight_chunk<T, 32>(w, prm, chunk_first_o(oc), o_valid, c_in_group, c_valid, wdst, tid);
       else
         load_weight_chunk<T, 16>(w, prm, chunk_first_o(oc), o_valid, c_in_group, c_valid, wdst, tid);
+    }
+  };
+
+  // The rounding pass of the TF32 policy over this thread's own copies of stage `stage`.
+  auto round_chunk = [&](int stage) {
+    if constexpr (kRoundInSmem) {
+      T* const dst = stages + stage * prm.stage_elems;
+      for (int j = 0; j < prm.nseg; ++j) {
+        GridWalk walk = seg_walk0;
+        if (j == 1) walk = seg_walk1;
+        if (j >= 2) walk = GridWalk(tid, kThreads, prm.seg_chunks[j]);
+        T* const seg_dst = dst + (kNWC ? prm.seg_base[j] * prm.dy_pitch : prm.seg_base[j]);
+        round_tf32_owned(seg_dst, prm.dy_pitch, kNWC ? prm.seg_len[j] : prm.bo, prm.vec_dy, walk);
+      }
+      if constexpr (kStreamW) {
+        const int rows = static_cast<int>(p.kernel_size) * prm.bc;
+        round_tf32_owned(dst + prm.dy_elems, prm.ws_pitch, rows, prm.vec_w, w_walk);
+      }
     }
   };
 
@@ -263,7 +317,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             uint32_t a[kMT][4], b[kNT][2];
             load_a_ldsm(a, a_addr, (ob + k0) * sz);
             load_b_ldsm(b, b_addr, (ob + k0) * sz);
-            mma_raw_fragments<Op, kMT, kNT, kARounded>(acc, a, b);
+            mma_raw_fragments<Op, kMT, kNT, kARounded, kRoundInSmem>(acc, a, b);
           }
         }
       } else {
@@ -279,7 +333,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             uint32_t a[kMT][4], b[kNT][2];
             load_a_ldsm(a, a_addr, (ob + k0) * sz);
             load_b_strided<Op, kNT>(b, dy_ob, b_col, prm.dy_pitch, k0, lane);
-            mma_raw_fragments<Op, kMT, kNT, kARounded>(acc, a, b);
+            mma_raw_fragments<Op, kMT, kNT, kARounded, kRoundInSmem>(acc, a, b);
           }
         }
       }
@@ -365,6 +419,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto next_stage = [&](int st) { return st + 1 == prm.nstage ? 0 : st + 1; };
   for (int64_t f = 0; f < chunks; ++f) {
     cp_async_wait_pending(prm.nstage - 2);
+    round_chunk(cur_stage);
     __syncthreads();
     if (f + prm.nstage - 1 < chunks) load_chunk(ld, ld_stage);
     ld_stage = next_stage(ld_stage);
@@ -496,8 +551,16 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
     plan->smem = static_cast<size_t>(total);
     return true;
   };
-  // Deepest pipeline first, then 32-channel chunks before 16.
+  // Resident weights: all output channels of the group in one chunk where two stages fit (one barrier and one
+  // copy pass per unit; the next unit's dy arrives while this one computes), else the deepest pipeline of
+  // 32- or 16-channel chunks. JAX_CONV1D_DGRAD_CHUNKS=narrow skips the whole-group chunk (for comparisons).
+  const bool wide_ok = !(std::getenv("JAX_CONV1D_DGRAD_CHUNKS") &&
+                         std::string(std::getenv("JAX_CONV1D_DGRAD_CHUNKS")) == "narrow");
+  const int bo_all = static_cast<int>(round_up(og, 16));
   auto try_depths = [&](int warps_m, int mt, bool stream) {
+    if (!stream && wide_ok && bo_all > 32 && bo_all <= 256)
+      for (int nstage : {3, 2})
+        if (try_shape(warps_m, mt, stream, bo_all, nstage)) return true;
     for (int nstage : {4, 3, 2})
       for (int bo : {32, 16})
         if (try_shape(warps_m, mt, stream, bo, nstage)) return true;

@@ -294,10 +294,10 @@ __device__ __forceinline__ void load_b_strided(uint32_t (&b)[kNT][2], const type
   }
 }
 
-// The products of one k-step from raw fragments (float bits for the TF32 policies). kARounded: A already holds
-// TF32 values (rounded once when staged), so only B is rounded here; the inputs to the tensor cores, and so
-// the results, are the same bits as rounding both at use.
-template <class Op, int kMT, int kNT, bool kARounded>
+// The products of one k-step from raw fragments (float bits for the TF32 policies). kARounded / kBRounded: the
+// operand already holds TF32 values (rounded once in shared memory), so it is not rounded again here; the
+// inputs to the tensor cores, and so the results, are the same bits as rounding at use.
+template <class Op, int kMT, int kNT, bool kARounded, bool kBRounded = false>
 __device__ __forceinline__ void mma_raw_fragments(float (&acc)[kMT][kNT][4], uint32_t (&a)[kMT][4],
                                                   uint32_t (&b)[kNT][2]) {
   if constexpr (std::is_same_v<Op, MmaTf32>) {
@@ -307,17 +307,19 @@ __device__ __forceinline__ void mma_raw_fragments(float (&acc)[kMT][kNT][4], uin
 #pragma unroll
         for (int j = 0; j < 4; ++j) a[mt][j] = tf32_round(__uint_as_float(a[mt][j]));
     }
+    if constexpr (!kBRounded) {
 #pragma unroll
-    for (int nt = 0; nt < kNT; ++nt)
+      for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-      for (int j = 0; j < 2; ++j) b[nt][j] = tf32_round(__uint_as_float(b[nt][j]));
+        for (int j = 0; j < 2; ++j) b[nt][j] = tf32_round(__uint_as_float(b[nt][j]));
+    }
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt)
         mma_tf32_16x8x8(acc[mt][nt], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b[nt][0], b[nt][1]);
   } else if constexpr (std::is_same_v<Op, Mma3xTf32>) {
-    static_assert(!kARounded, "3xTF32 splits the unrounded value");
+    static_assert(!kARounded && !kBRounded, "3xTF32 splits the unrounded values");
     uint32_t as[kMT][4], bs[kNT][2];
     auto split = [](uint32_t& v, uint32_t& small) {
       const float f = __uint_as_float(v);
