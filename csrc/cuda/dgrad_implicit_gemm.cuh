@@ -3,11 +3,16 @@
 //   dx[n, c, q*s + r - pad] = sum over taps k of phase r, o in group:  w[o, c, k] * dy[n, o, q - e_k]
 //
 // (see dgrad_phases.cuh). M = input channels (A = w, transposed), N = q positions of one phase (B = dy), the
-// reduction runs over (tap, output channel). A block owns one (group, channel block) slice of the weight,
-// resident in shared memory as w_s[k][c][o], and walks units of (batch row, q tile, phase group). Its 8 warps
-// split the unit's phases: warps_per_phase warps of 32 q each per phase, so one unit covers s*bq consecutive
-// dx positions. dy rows stream through a cp.async pipeline in chunks of `bo` output channels; after the last
-// chunk the warps park their accumulators in a float32 staging tile at their interleaved positions
+// reduction runs over (tap, output channel). A block owns one (group, channel block) slice and walks units of
+// (batch row, q tile, phase group). Its 8 warps split the unit's phases: warps_per_phase warps per phase, as
+// one or two rows along the channels (warps_m) of 32-q columns, so one unit covers s*bq consecutive dx
+// positions and up to 128 channels. The weights are either resident in shared memory as w_s[k][c][o] (the
+// whole slice), or, when that does not fit, streamed chunk by chunk ([k][c][o] of `bo` output channels) with
+// the dy chunk they multiply, so that a block still covers all channels of a group and dy is read once.
+// dy rows stream through a cp.async pipeline in chunks of `bo` output channels (the whole group at once where
+// two stages fit); fragments load by ldmatrix (A always; B where dy's channels are contiguous, NWC) in
+// unrolled 16-channel blocks. TF32 operands are rounded once in shared memory, not at every use. After the
+// last chunk the warps park their accumulators in a float32 staging tile at their interleaved positions
 // (q*s + r), and the block writes the whole dx tile once, coalesced, zeros where no tap lands.
 //
 // For stride 3, dilation 4, K 3 (the headline), every phase has exactly one tap, so each dx element costs one
@@ -149,7 +154,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   // The reduction of a chunk runs in blocks of 16 output channels whose k-steps unroll, so every fragment
   // load is a base register plus an immediate offset.
   constexpr int kOBlock = 16;
-  // Resident TF32 weights are rounded once when staged; streamed ones (and 3xTF32's split) at use.
   // TF32: operands are rounded once in shared memory, not per use. Resident weights when staged; streamed
   // weights and dy by the thread that copied them, after its copies land and before the stage's barrier.
   constexpr bool kRoundInSmem = std::is_same_v<Op, MmaTf32>;
