@@ -162,3 +162,82 @@ __device__ __forceinline__ void load_window(const T* __restrict__ g, const TileW
 }
 
 }  // namespace jax_conv1d::cuda
+
+// ---- Window copies with a walk computed once (appended for the input-gradient kernel) ---------------------
+//
+// GridWalk divides by the column count when constructed; a kernel that copies windows of one shape many
+// times builds the walk once and passes a copy. The column count is fixed by the caller: for positions
+// contiguous (NCW), `cols` chunks must cover shift + positions for every shift < vec (the destination rows have
+// room for them); chunks past the window read tensor elements nobody uses, or zeros outside the tensor.
+
+namespace jax_conv1d::cuda {
+
+template <typename T, int kBytes>
+__device__ __forceinline__ void load_pos_contiguous_walk(const T* __restrict__ g, const TileWindow& w, T* dst,
+                                                         int pitch, GridWalk it) {
+  constexpr int vec = kBytes / static_cast<int>(sizeof(T));
+  const int shift = low_bits(w.offset, vec);
+  const int lo = clamp_int(w.pos_lo), hi = clamp_int(w.pos_hi);
+  const int64_t base = w.offset - shift;
+  for (; it.row < w.lines; it.next()) {
+    const int a = it.row, i0 = it.col * vec - shift;
+    T* d = dst + a * pitch + it.col * vec;
+    const int64_t src = base + a * w.line_stride + it.col * vec;
+    const bool line_ok = a < w.line_valid;
+    if (line_ok && i0 >= lo && i0 + vec <= hi) {
+      copy_chunk<T, kBytes>(d, g + src);
+    } else {
+#pragma unroll
+      for (int e = 0; e < vec; ++e) {
+        const int i = i0 + e;
+        d[e] = (line_ok && i >= lo && i < hi) ? g[src + e] : from_acc<T>(0.0f);
+      }
+    }
+  }
+}
+
+template <typename T, int kBytes>
+__device__ __forceinline__ void load_line_contiguous_walk(const T* __restrict__ g, const TileWindow& w, T* dst,
+                                                          int pitch, GridWalk it) {
+  constexpr int vec = kBytes / static_cast<int>(sizeof(T));
+  const int lo = clamp_int(w.pos_lo), hi = clamp_int(w.pos_hi);
+  for (; it.row < w.positions; it.next()) {
+    const int i = it.row, a0 = it.col * vec;
+    T* d = dst + i * pitch + a0;
+    const int64_t src = w.offset + i * w.pos_stride + a0;
+    const bool pos_ok = i >= lo && i < hi;
+    if (pos_ok && a0 + vec <= w.line_valid) {
+      copy_chunk<T, kBytes>(d, g + src);
+    } else {
+#pragma unroll
+      for (int e = 0; e < vec; ++e) d[e] = (pos_ok && a0 + e < w.line_valid) ? g[src + e] : from_acc<T>(0.0f);
+    }
+  }
+}
+
+// `walk` over (lines x chunks) for positions contiguous, (positions x chunks) for lines contiguous.
+template <typename T>
+__device__ __forceinline__ void load_window_walk(const T* __restrict__ g, const TileWindow& w, T* dst, int pitch,
+                                                 int vec, bool pos_contiguous, GridWalk walk) {
+  switch (vec * static_cast<int>(sizeof(T))) {
+#define JC_LOAD_WINDOW_WALK(BYTES)                                          \
+  case BYTES:                                                              \
+    if (pos_contiguous)                                                    \
+      load_pos_contiguous_walk<T, BYTES>(g, w, dst, pitch, walk);          \
+    else                                                                   \
+      load_line_contiguous_walk<T, BYTES>(g, w, dst, pitch, walk);         \
+    break;
+    JC_LOAD_WINDOW_WALK(16)
+    JC_LOAD_WINDOW_WALK(8)
+    JC_LOAD_WINDOW_WALK(4)
+#undef JC_LOAD_WINDOW_WALK
+    default:
+      if (pos_contiguous)
+        load_pos_contiguous_walk<T, sizeof(T)>(g, w, dst, pitch, walk);
+      else
+        load_line_contiguous_walk<T, sizeof(T)>(g, w, dst, pitch, walk);
+      break;
+  }
+}
+
+}  // namespace jax_conv1d::cuda

@@ -3,11 +3,16 @@
 //   dx[n, c, q*s + r - pad] = sum over taps k of phase r, o in group:  w[o, c, k] * dy[n, o, q - e_k]
 //
 // (see dgrad_phases.cuh). M = input channels (A = w, transposed), N = q positions of one phase (B = dy), the
-// reduction runs over (tap, output channel). A block owns one (group, channel block) slice of the weight,
-// resident in shared memory as w_s[k][c][o], and walks units of (batch row, q tile, phase group). Its 8 warps
-// split the unit's phases: warps_per_phase warps of 32 q each per phase, so one unit covers s*bq consecutive
-// dx positions. dy rows stream through a cp.async pipeline in chunks of `bo` output channels; after the last
-// chunk the warps park their accumulators in a float32 staging tile at their interleaved positions
+// reduction runs over (tap, output channel). A block owns one (group, channel block) slice and walks units of
+// (batch row, q tile, phase group). Its 8 warps split the unit's phases: warps_per_phase warps per phase, as
+// one or two rows along the channels (warps_m) of 32-q columns, so one unit covers s*bq consecutive dx
+// positions and up to 128 channels. The weights are either resident in shared memory as w_s[k][c][o] (the
+// whole slice), or, when that does not fit, streamed chunk by chunk ([k][c][o] of `bo` output channels) with
+// the dy chunk they multiply, so that a block still covers all channels of a group and dy is read once.
+// dy rows stream through a cp.async pipeline in chunks of `bo` output channels (the whole group at once where
+// two stages fit); fragments load by ldmatrix (A always; B where dy's channels are contiguous, NWC) in
+// unrolled 16-channel blocks. TF32 operands are rounded once in shared memory, not at every use. After the
+// last chunk the warps park their accumulators in a float32 staging tile at their interleaved positions
 // (q*s + r), and the block writes the whole dx tile once, coalesced, zeros where no tap lands.
 //
 // For stride 3, dilation 4, K 3 (the headline), every phase has exactly one tap, so each dx element costs one
@@ -16,6 +21,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #include "conv1d_cuda.h"
 #include "cp_async_tiles.cuh"
@@ -50,55 +57,139 @@ constexpr int kMaxSmem = 227 * 1024;
 struct Params {
   Conv1dParams p;
   int bc, bq, bo;                       // channels, q per phase, and output channels per chunk
+  int warps_m;                          // warps of one phase side by side along the channels (1 or 2)
+  int bc_shift;                         // bc = 1 << bc_shift
   int warps_per_phase, slots;           // slots = phases a unit computes at once
   int nphase, phase_groups;
   int phase_first[kMaxStride], phase_count[kMaxStride], phase_r[kMaxStride];
   int tap_k[kMaxTaps], tap_seg[kMaxTaps], tap_pos[kMaxTaps];  // in phase order
   int nseg;
   int seg_start[kMaxTaps], seg_len[kMaxTaps], seg_base[kMaxTaps];  // dy windows relative to q0
+  int seg_chunks[kMaxTaps];             // copies per row of segment j (fixed, so walks are computed once)
   int residue_group[kMaxStride];        // the phase group that stores residue r (0 where no tap lands)
   int64_t q_lo, q_tiles, units_per_slice;
   int c_blocks, o_chunks;
   int vec_dy, dy_pitch, dy_elems, nstage;
-  int w_pitch, w_elems;                 // w_s[(k*bc + c)*w_pitch + o]
+  int w_pitch, w_elems;                 // resident weights: w_s[(k*bc + c)*w_pitch + o]
+  int vec_w, ws_pitch, ws_elems;        // streamed weights: per stage, [(k*bc + c)*ws_pitch + o] after dy
+  int stage_elems;                      // dy chunk (+ weight chunk when streamed)
   int st_pitch, st_elems;               // float staging
   int stages_offset, staging_offset;    // byte offsets in shared memory
 };
 
-template <class Op, int kMT, bool kBContig>
+// The weight chunk [k][c][o] of output channels [o0, o0 + bo) of the block's channel slice, for the kernels
+// that stream weights with dy (the whole slice does not fit in shared memory). Copies run along o where the
+// weights are O-contiguous (WIO, the NWC layout); elements outside the slice are zeros.
+template <typename T, int kBytes, int kBO>
+__device__ __forceinline__ void load_weight_chunk_as(const T* __restrict__ w, const Params& prm, int64_t o0,
+                                                     int o_valid, int64_t c0, int c_valid, T* dst, int tid) {
+  constexpr int vec = kBytes / static_cast<int>(sizeof(T));
+  constexpr int cols = kBO / vec;
+  const Conv1dParams& p = prm.p;
+  const int rows = static_cast<int>(p.kernel_size) * prm.bc;
+  for (GridWalk it(tid, kThreads, cols); it.row < rows; it.next()) {
+    const int k = it.row >> prm.bc_shift, c = it.row & (prm.bc - 1), o = it.col * vec;
+    T* d = dst + it.row * prm.ws_pitch + o;
+    const int64_t src = (o0 + o) * p.w_o + (c0 + c) * p.w_c + int64_t(k) * p.w_k;
+    if (c < c_valid && o + vec <= o_valid) {
+      copy_chunk<T, kBytes>(d, w + src);
+    } else {
+#pragma unroll
+      for (int e = 0; e < vec; ++e) d[e] = (c < c_valid && o + e < o_valid) ? w[src + e * p.w_o] : from_acc<T>(0.0f);
+    }
+  }
+}
+
+template <typename T, int kBO>
+__device__ __forceinline__ void load_weight_chunk(const T* __restrict__ w, const Params& prm, int64_t o0, int o_valid,
+                                                  int64_t c0, int c_valid, T* dst, int tid) {
+  switch (prm.vec_w * static_cast<int>(sizeof(T))) {
+    case 16: load_weight_chunk_as<T, 16, kBO>(w, prm, o0, o_valid, c0, c_valid, dst, tid); break;
+    case 8: load_weight_chunk_as<T, 8, kBO>(w, prm, o0, o_valid, c0, c_valid, dst, tid); break;
+    case 4: load_weight_chunk_as<T, 4, kBO>(w, prm, o0, o_valid, c0, c_valid, dst, tid); break;
+    default: load_weight_chunk_as<T, sizeof(T), kBO>(w, prm, o0, o_valid, c0, c_valid, dst, tid); break;
+  }
+}
+
+// TF32 rounding in place of the float elements this thread copied into a (rows x cols-of-kVec) window; the
+// walk is the one the copy used, so every element has one owner and needs no barrier before this.
+template <int kVec>
+__device__ __forceinline__ void round_tf32_owned_as(float* dst, int pitch, int rows, GridWalk it) {
+  for (; it.row < rows; it.next()) {
+    float* d = dst + it.row * pitch + it.col * kVec;
+    if constexpr (kVec == 4) {
+      float4 v = *reinterpret_cast<float4*>(d);
+      v.x = __uint_as_float(tf32_round(v.x)), v.y = __uint_as_float(tf32_round(v.y));
+      v.z = __uint_as_float(tf32_round(v.z)), v.w = __uint_as_float(tf32_round(v.w));
+      *reinterpret_cast<float4*>(d) = v;
+    } else if constexpr (kVec == 2) {
+      float2 v = *reinterpret_cast<float2*>(d);
+      v.x = __uint_as_float(tf32_round(v.x)), v.y = __uint_as_float(tf32_round(v.y));
+      *reinterpret_cast<float2*>(d) = v;
+    } else {
+      *d = __uint_as_float(tf32_round(*d));
+    }
+  }
+}
+
+__device__ __forceinline__ void round_tf32_owned(float* dst, int pitch, int rows, int vec, const GridWalk& it) {
+  if (vec == 4)
+    round_tf32_owned_as<4>(dst, pitch, rows, it);
+  else if (vec == 2)
+    round_tf32_owned_as<2>(dst, pitch, rows, it);
+  else
+    round_tf32_owned_as<1>(dst, pitch, rows, it);
+}
+
+// kMT: m16 tiles per warp (warp tile kMT*16 channels x 32 q). kNWC: dy rows are positions with the output
+// channels contiguous, so B fragments load by ldmatrix; NCW gathers them along the channel rows.
+// kStreamW: the weight chunk travels with each dy chunk instead of the whole slice staying resident.
+template <class Op, int kMT, bool kNWC, bool kStreamW>
 __global__ void __launch_bounds__(kThreads, 1)
     dgrad_gemm_kernel(const Params prm, const typename Op::T* __restrict__ dy, const typename Op::T* __restrict__ w,
                       typename Op::T* __restrict__ dx) {
   using T = typename Op::T;
   constexpr int kNT = 4;  // 32 q per warp
+  constexpr int sz = static_cast<int>(sizeof(T));
+  // The reduction of a chunk runs in blocks of 16 output channels whose k-steps unroll, so every fragment
+  // load is a base register plus an immediate offset.
+  constexpr int kOBlock = 16;
+  // TF32: operands are rounded once in shared memory, not per use. Resident weights when staged; streamed
+  // weights and dy by the thread that copied them, after its copies land and before the stage's barrier.
+  constexpr bool kRoundInSmem = std::is_same_v<Op, MmaTf32>;
+  constexpr bool kARounded = kRoundInSmem;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* const w_s = reinterpret_cast<T*>(smem_raw);
   T* const stages = reinterpret_cast<T*>(smem_raw + prm.stages_offset);
   float* const staging = reinterpret_cast<float*>(smem_raw + prm.staging_offset);
   const Conv1dParams& p = prm.p;
-  const bool ncw = p.layout == Layout::kNCW;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, tq = lane & 3;
   const int s = static_cast<int>(p.stride);
 
   const int grp = blockIdx.x / prm.c_blocks, cblk = blockIdx.x % prm.c_blocks;
   const int64_t og = p.out_per_group(), cg = p.in_per_group();
   const int64_t c_in_group = int64_t(cblk) * prm.bc;
-  const int c_valid = static_cast<int>(std::min<int64_t>(prm.bc, cg - c_in_group));
+  const int c_valid = static_cast<int>(cg - c_in_group < prm.bc ? cg - c_in_group : prm.bc);
   const int o_pad = prm.o_chunks * prm.bo;
   const int K = static_cast<int>(p.kernel_size);
 
-  // The block's weight slice, transposed to w_s[k][c][o] (o contiguous: A's reduction axis).
-  for (int idx = tid; idx < K * prm.bc * o_pad; idx += kThreads) {
-    const int o = idx % o_pad, rest = idx / o_pad, c = rest % prm.bc, k = rest / prm.bc;
-    T v = from_acc<T>(0.0f);
-    if (o < og && c < c_valid) v = w[(grp * og + o) * p.w_o + (c_in_group + c) * p.w_c + int64_t(k) * p.w_k];
-    w_s[(k * prm.bc + c) * prm.w_pitch + o] = v;
+  if constexpr (!kStreamW) {
+    // The block's weight slice, transposed to w_s[k][c][o] (o contiguous: A's reduction axis).
+    for (int idx = tid; idx < K * prm.bc * o_pad; idx += kThreads) {
+      const int o = idx % o_pad, rest = idx / o_pad, c = rest % prm.bc, k = rest / prm.bc;
+      T v = from_acc<T>(0.0f);
+      if (o < og && c < c_valid) v = w[(grp * og + o) * p.w_o + (c_in_group + c) * p.w_c + int64_t(k) * p.w_k];
+      if constexpr (kRoundInSmem) v = __uint_as_float(tf32_round(v));
+      w_s[(k * prm.bc + c) * prm.w_pitch + o] = v;
+    }
   }
   // Residues without taps are never written by the warps; they stay zero from here on.
   for (int idx = tid; idx < prm.st_elems; idx += kThreads) staging[idx] = 0.0f;
 
   const int slot = warp / prm.warps_per_phase;
-  const int q_off = (warp % prm.warps_per_phase) * 32;
+  const int wi = warp % prm.warps_per_phase;
+  const int c_off = (wi % prm.warps_m) * kMT * 16;
+  const int q_off = (wi / prm.warps_m) * 32;
   const int64_t count = (prm.units_per_slice - blockIdx.y + gridDim.y - 1) / gridDim.y;
   const int64_t chunks = count * prm.o_chunks;
 
@@ -131,11 +222,20 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   };
   auto chunk_first_o = [&](int oc) { return grp * og + int64_t(oc) * prm.bo; };
+  // Copy and store walks, built once: each GridWalk construction divides. Two segments cover every tap
+  // layout up to dilations of about a tile; more are walked from scratch.
+  const GridWalk seg_walk0(tid, kThreads, prm.seg_chunks[0]);
+  const GridWalk seg_walk1(tid, kThreads, prm.nseg > 1 ? prm.seg_chunks[1] : 1);
+  const int store_cols = kNWC ? c_valid : s * prm.bq;
+  const GridWalk store_walk4(tid, kThreads, store_cols >> 2 > 0 ? store_cols >> 2 : 1);
+  const GridWalk store_walk1(tid, kThreads, store_cols);
+  const GridWalk w_walk(tid, kThreads, kStreamW ? prm.bo / prm.vec_w : 1);  // that of load_weight_chunk_as
 
   auto load_chunk = [&](const Cursor& cur, int stage) {
     const Unit& un = cur.un;
     const int oc = cur.oc;
-    T* dst = stages + stage * prm.dy_elems;
+    T* dst = stages + stage * prm.stage_elems;
+    const int o_valid = static_cast<int>(og - int64_t(oc) * prm.bo < prm.bo ? og - int64_t(oc) * prm.bo : prm.bo);
     for (int j = 0; j < prm.nseg; ++j) {
       const int64_t t_start = un.q0 + prm.seg_start[j];
       TileWindow wd;
@@ -144,11 +244,39 @@ __global__ void __launch_bounds__(kThreads, 1)
       wd.pos_stride = p.y_t;
       wd.lines = prm.bo;
       wd.positions = prm.seg_len[j];
-      wd.line_valid = static_cast<int>(std::min<int64_t>(prm.bo, og - int64_t(oc) * prm.bo));
+      wd.line_valid = o_valid;
       wd.pos_lo = -t_start;
       wd.pos_hi = p.out_length - t_start;
-      load_window(dy, wd, dst + (ncw ? prm.seg_base[j] : prm.seg_base[j] * prm.dy_pitch), prm.dy_pitch,
-                  prm.vec_dy, ncw, tid, kThreads);
+      T* const seg_dst = dst + (kNWC ? prm.seg_base[j] * prm.dy_pitch : prm.seg_base[j]);
+      GridWalk walk = seg_walk0;
+      if (j == 1) walk = seg_walk1;
+      if (j >= 2) walk = GridWalk(tid, kThreads, prm.seg_chunks[j]);
+      load_window_walk(dy, wd, seg_dst, prm.dy_pitch, prm.vec_dy, !kNWC, walk);
+    }
+    if constexpr (kStreamW) {
+      T* wdst = dst + prm.dy_elems;
+      if (prm.bo == 32)
+        load_weight_chunk<T, 32>(w, prm, chunk_first_o(oc), o_valid, c_in_group, c_valid, wdst, tid);
+      else
+        load_weight_chunk<T, 16>(w, prm, chunk_first_o(oc), o_valid, c_in_group, c_valid, wdst, tid);
+    }
+  };
+
+  // The rounding pass of the TF32 policy over this thread's own copies of stage `stage`.
+  auto round_chunk = [&](int stage) {
+    if constexpr (kRoundInSmem) {
+      T* const dst = stages + stage * prm.stage_elems;
+      for (int j = 0; j < prm.nseg; ++j) {
+        GridWalk walk = seg_walk0;
+        if (j == 1) walk = seg_walk1;
+        if (j >= 2) walk = GridWalk(tid, kThreads, prm.seg_chunks[j]);
+        T* const seg_dst = dst + (kNWC ? prm.seg_base[j] * prm.dy_pitch : prm.seg_base[j]);
+        round_tf32_owned(seg_dst, prm.dy_pitch, kNWC ? prm.seg_len[j] : prm.bo, prm.vec_dy, walk);
+      }
+      if constexpr (kStreamW) {
+        const int rows = static_cast<int>(p.kernel_size) * prm.bc;
+        round_tf32_owned(dst + prm.dy_elems, prm.ws_pitch, rows, prm.vec_w, w_walk);
+      }
     }
   };
 
@@ -160,31 +288,59 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.0f;
 
-  // B (k = output channel, n = q): NCW rows are channels, NWC rows are positions.
-  const int b_k = ncw ? prm.dy_pitch : 1;
+  // Lane-constant parts of the ldmatrix row addresses.
+  const int a_lane_row = c_off + ldsm_a_row(lane), a_lane_bytes = ldsm_a_col_bytes(lane);
+  const int b_lane_row = q_off + ldsm_b_row(lane), b_lane_bytes = ldsm_b_col_bytes(lane);
+
   auto compute_chunk = [&](const Cursor& cur, int stage) {
     const Unit& un = cur.un;
     const int phase = un.pg * prm.slots + slot;
     if (slot >= prm.slots || phase >= prm.nphase) return;
     const int oc = cur.oc;
-    const T* dy_s = stages + stage * prm.dy_elems;
+    const T* dy_s = stages + stage * prm.stage_elems;
+    // A (m = channel, k = output channel): rows of the resident slice at column oc*bo, or the streamed chunk.
+    const T* a_src = kStreamW ? dy_s + prm.dy_elems : w_s + oc * prm.bo;
+    const int a_pitch = kStreamW ? prm.ws_pitch : prm.w_pitch;
+    const uint32_t a_lane = smem_u32(a_src) + a_lane_row * a_pitch * sz + a_lane_bytes;
     const int first = prm.phase_first[phase], last = first + prm.phase_count[phase];
     for (int tj = first; tj < last; ++tj) {
       const int seg = prm.tap_seg[tj];
-      int pos0 = prm.seg_base[seg] + prm.tap_pos[tj] + q_off + g;
-      if (ncw)
+      const int pos = prm.seg_base[seg] + prm.tap_pos[tj];
+      uint32_t a_addr[kMT];
+      const uint32_t a_tap = a_lane + prm.tap_k[tj] * prm.bc * a_pitch * sz;
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) a_addr[mt] = a_tap + mt * 16 * a_pitch * sz;
+      if constexpr (kNWC) {
+        uint32_t b_addr[kNT / 2];
+        const uint32_t b0 = smem_u32(dy_s) + (pos + b_lane_row) * prm.dy_pitch * sz + b_lane_bytes;
+#pragma unroll
+        for (int pr = 0; pr < kNT / 2; ++pr) b_addr[pr] = b0 + pr * 16 * prm.dy_pitch * sz;
+        for (int ob = 0; ob < prm.bo; ob += kOBlock) {
+#pragma unroll
+          for (int k0 = 0; k0 < kOBlock; k0 += Op::kK) {
+            uint32_t a[kMT][4], b[kNT][2];
+            load_a_ldsm(a, a_addr, (ob + k0) * sz);
+            load_b_ldsm(b, b_addr, (ob + k0) * sz);
+            mma_raw_fragments<Op, kMT, kNT, kARounded, kRoundInSmem>(acc, a, b);
+          }
+        }
+      } else {
+        int pos0 = pos + q_off + g;
         pos0 += low_bits(un.n * p.y_n + chunk_first_o(oc) * p.y_o + un.q0 + prm.seg_start[seg], prm.vec_dy);
-      int b_col[kNT];
+        int b_col[kNT];
+        for (int ob = 0; ob < prm.bo; ob += kOBlock) {
+          const T* dy_ob = dy_s + ob * prm.dy_pitch;
 #pragma unroll
-      for (int nt = 0; nt < kNT; ++nt) b_col[nt] = ncw ? pos0 + nt * 8 : (pos0 + nt * 8) * prm.dy_pitch;
-      int a_row[kMT][2];
-      const int a0 = prm.tap_k[tj] * prm.bc;
+          for (int nt = 0; nt < kNT; ++nt) b_col[nt] = pos0 + nt * 8;
 #pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) a_row[mt][h] = (a0 + mt * 16 + g + 8 * h) * prm.w_pitch + oc * prm.bo;
-      for (int k0 = 0; k0 < prm.bo; k0 += Op::kK)
-        warp_mma_step<Op, kMT, kNT, true, kBContig>(acc, w_s, a_row, 1, dy_s, b_col, b_k, k0, lane);
+          for (int k0 = 0; k0 < kOBlock; k0 += Op::kK) {
+            uint32_t a[kMT][4], b[kNT][2];
+            load_a_ldsm(a, a_addr, (ob + k0) * sz);
+            load_b_strided<Op, kNT>(b, dy_ob, b_col, prm.dy_pitch, k0, lane);
+            mma_raw_fragments<Op, kMT, kNT, kARounded, kRoundInSmem>(acc, a, b);
+          }
+        }
+      }
     }
   };
 
@@ -198,9 +354,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            const int c = mt * 16 + g + 8 * (e >> 1);
+            const int c = c_off + mt * 16 + g + 8 * (e >> 1);
             const int pos = (q_off + nt * 8 + 2 * tq + (e & 1)) * s + r;
-            staging[ncw ? c * prm.st_pitch + pos : pos * prm.st_pitch + c] = acc[mt][nt][e];
+            staging[kNWC ? pos * prm.st_pitch + c : c * prm.st_pitch + pos] = acc[mt][nt][e];
             acc[mt][nt][e] = 0.0f;
           }
     }
@@ -211,10 +367,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int64_t dx_off = un.n * p.x_n + (grp * cg + c_in_group) * p.x_c;
     T* const dx_n = dx + dx_off;
     auto keep = [&](int i) { return all_groups || prm.residue_group[i % s] == un.pg; };
-    if (ncw) {
+    if constexpr (!kNWC) {
       if (all_groups && (span & 3) == 0 && (p.x_c & 3) == 0 && low_bits(dx_off + l0, 4) == 0) {
         // Four positions per thread: 16-byte (float) or 8-byte (16-bit) stores.
-        for (GridWalk it(tid, kThreads, span >> 2); it.row < c_valid; it.next()) {
+        for (GridWalk it = store_walk4; it.row < c_valid; it.next()) {
           const int c = it.row, i = it.col * 4;
           const int64_t l = l0 + i;
           const float4 v = *reinterpret_cast<const float4*>(staging + c * prm.st_pitch + i);
@@ -228,7 +384,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
         }
       } else {
-        for (GridWalk it(tid, kThreads, span); it.row < c_valid; it.next()) {
+        for (GridWalk it = store_walk1; it.row < c_valid; it.next()) {
           const int c = it.row, i = it.col;
           const int64_t l = l0 + i;
           if (l < 0 || l >= p.in_length || !keep(i)) continue;
@@ -237,14 +393,14 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     } else {
       if (all_groups && (c_valid & 3) == 0 && (p.x_l & 3) == 0 && low_bits(dx_off, 4) == 0) {
-        for (GridWalk it(tid, kThreads, c_valid >> 2); it.row < span; it.next()) {
+        for (GridWalk it = store_walk4; it.row < span; it.next()) {
           const int i = it.row, c = it.col * 4;
           const int64_t l = l0 + i;
           if (l < 0 || l >= p.in_length) continue;
           store4(dx_n + l * p.x_l + c, *reinterpret_cast<const float4*>(staging + i * prm.st_pitch + c));
         }
       } else {
-        for (GridWalk it(tid, kThreads, c_valid); it.row < span; it.next()) {
+        for (GridWalk it = store_walk1; it.row < span; it.next()) {
           const int i = it.row, c = it.col;
           const int64_t l = l0 + i;
           if (l < 0 || l >= p.in_length || !keep(i)) continue;
@@ -262,14 +418,19 @@ __global__ void __launch_bounds__(kThreads, 1)
     advance(ld);
     cp_async_commit();
   }
+  // Stage indices are carried, not taken modulo the (run-time) depth: a 64-bit remainder per chunk.
+  int ld_stage = prm.nstage - 1, cur_stage = 0;
+  auto next_stage = [&](int st) { return st + 1 == prm.nstage ? 0 : st + 1; };
   for (int64_t f = 0; f < chunks; ++f) {
     cp_async_wait_pending(prm.nstage - 2);
+    round_chunk(cur_stage);
     __syncthreads();
-    const int64_t next = f + prm.nstage - 1;
-    if (next < chunks) load_chunk(ld, static_cast<int>(next % prm.nstage));
+    if (f + prm.nstage - 1 < chunks) load_chunk(ld, ld_stage);
+    ld_stage = next_stage(ld_stage);
     advance(ld);
     cp_async_commit();
-    compute_chunk(cur, static_cast<int>(f % prm.nstage));
+    compute_chunk(cur, cur_stage);
+    cur_stage = next_stage(cur_stage);
     if (cur.oc == prm.o_chunks - 1) finish_unit(cur.un);
     advance(cur);
   }
@@ -281,71 +442,93 @@ __global__ void __launch_bounds__(kThreads, 1)
 struct Plan {
   Params prm;
   int mt = 4;
+  bool stream_w = false;
   size_t smem = 0;
   dim3 grid;
 };
 
+// Shapes tried, best first:
+//   1. all input channels of a group in one block (dy read once): 64 per warp tile row, a second warp row when
+//      a phase has the warps for it (bc = 128), weights resident in shared memory, else streamed per chunk;
+//   2. smaller channel blocks with resident weights (each block re-reads dy).
 template <class Op>
 bool make_plan(const Conv1dParams& p, Plan* plan) {
   using T = typename Op::T;
   constexpr int sz = sizeof(T);
   StridePhases ph;
   if (!make_stride_phases(p, &ph)) return false;
-  Params& q = plan->prm;
-  q = Params{};
-  q.p = p;
+  Params base{};
+  base.p = p;
   const int64_t og = p.out_per_group(), cg = p.in_per_group(), K = p.kernel_size, s = p.stride;
   const bool ncw = p.layout == Layout::kNCW;
 
   // Warps per phase: as many as the phases leave room for (8 warps, 32 q each).
-  q.nphase = ph.nphase;
+  base.nphase = ph.nphase;
   int slots = 1;
   while (slots < ph.nphase && slots < kWarps) slots *= 2;
-  q.slots = slots;
-  q.warps_per_phase = kWarps / slots;
-  q.bq = 32 * q.warps_per_phase;
-  q.phase_groups = static_cast<int>(ceil_div(ph.nphase, slots));
+  base.slots = slots;
+  base.warps_per_phase = kWarps / slots;
+  base.phase_groups = static_cast<int>(ceil_div(ph.nphase, slots));
   for (int i = 0; i < ph.nphase; ++i) {
-    q.phase_first[i] = ph.first[i];
-    q.phase_count[i] = ph.count[i];
-    q.phase_r[i] = ph.residue[i];
+    base.phase_first[i] = ph.first[i];
+    base.phase_count[i] = ph.count[i];
+    base.phase_r[i] = ph.residue[i];
   }
   for (int r = 0; r < s; ++r) {
     const int phase = ph.phase_of_residue[r];
-    q.residue_group[r] = phase < 0 ? 0 : phase / slots;
+    base.residue_group[r] = phase < 0 ? 0 : phase / slots;
   }
-  TapSegments segs;
-  int seg_of[kMaxTaps];
-  int64_t off[kMaxTaps];
-  if (!dy_segments(ph, q.bq, &segs, seg_of, off)) return false;
-  q.nseg = segs.count;
-  for (int j = 0; j < ph.taps; ++j) {
-    q.tap_k[j] = ph.tap_k[j];
-    q.tap_seg[j] = seg_of[j];
-    q.tap_pos[j] = static_cast<int>(off[j]);
-  }
-  q.vec_dy = ncw ? widest_vec(sz, {p.out_length}) : widest_vec(sz, {p.out_channels, og, 16});
-  int64_t extent = 0;  // positions of the dy tile (NCW: columns with room for the copy shift)
-  for (int j = 0; j < segs.count; ++j) {
-    q.seg_start[j] = static_cast<int>(segs.start[j]);
-    q.seg_len[j] = static_cast<int>(segs.length[j]);
-    q.seg_base[j] = static_cast<int>(extent);
-    extent += ncw ? round_up(segs.length[j] + q.vec_dy - 1, q.vec_dy) : segs.length[j];
-  }
-  const int span = static_cast<int>(s * q.bq);
+  base.vec_dy = ncw ? widest_vec(sz, {p.out_length}) : widest_vec(sz, {p.out_channels, og, 16});
+  // Streamed weight chunks copy along o where the weights are O-contiguous.
+  base.vec_w = p.w_o == 1 ? widest_vec(sz, {p.w_c, p.w_k, og}) : 1;
   const int kpair = sz == 4 ? 1 : 2;  // reduction index step between lanes tq
+  const int ldsm_multiple = 16 / sz;  // ldmatrix rows are 16-byte aligned
   const size_t budget = std::min<size_t>(device_limits().smem_optin, kMaxSmem);
+  // Conflict patterns: lane (gg, tt) = (lane / 4, lane % 4) of each fragment load or staging store. Rows of
+  // A (and NWC B) whose pitch is an odd multiple of 16 bytes modulo 128 also keep ldmatrix conflict-free.
+  auto a_frag = [&](int gg, int tt, int64_t P) { return gg * P + kpair * tt; };
 
-  auto try_shape = [&](int mt, int bo, int nstage) {
-    Params t = q;
-    t.bc = 16 * mt;
+  auto try_shape = [&](int warps_m, int mt, bool stream, int bo, int nstage) {
+    Params t = base;
+    t.warps_m = warps_m;
+    t.bq = 32 * t.warps_per_phase / warps_m;
+    t.bc = 16 * mt * warps_m;
+    t.bc_shift = 0;
+    while ((1 << t.bc_shift) < t.bc) ++t.bc_shift;
     t.bo = bo;
     t.o_chunks = static_cast<int>(ceil_div(og, bo));
     t.nstage = nstage;
-    // Conflict patterns: lane (gg, tt) = (lane / 4, lane % 4) of each fragment load or staging store.
-    auto a_frag = [&](int gg, int tt, int64_t P) { return gg * P + kpair * tt; };
-    t.w_pitch = static_cast<int>(pick_pitch(t.o_chunks * bo, kpair, a_frag, sz));
-    t.w_elems = static_cast<int>(K * t.bc * t.w_pitch);
+    TapSegments segs;
+    int seg_of[kMaxTaps];
+    int64_t off[kMaxTaps];
+    if (!dy_segments(ph, t.bq, &segs, seg_of, off)) return false;
+    t.nseg = segs.count;
+    for (int j = 0; j < ph.taps; ++j) {
+      t.tap_k[j] = ph.tap_k[j];
+      t.tap_seg[j] = seg_of[j];
+      t.tap_pos[j] = static_cast<int>(off[j]);
+    }
+    int64_t extent = 0;  // positions of the dy tile (NCW: columns with room for the copy shift)
+    for (int j = 0; j < segs.count; ++j) {
+      t.seg_start[j] = static_cast<int>(segs.start[j]);
+      t.seg_len[j] = static_cast<int>(segs.length[j]);
+      t.seg_base[j] = static_cast<int>(extent);
+      const int64_t cols = ncw ? round_up(segs.length[j] + t.vec_dy - 1, t.vec_dy) : segs.length[j];
+      t.seg_chunks[j] = static_cast<int>(ncw ? cols / t.vec_dy : ceil_div(bo, t.vec_dy));
+      extent += cols;
+    }
+    const int span = static_cast<int>(s * t.bq);
+    if (stream) {
+      t.w_pitch = 0;
+      t.w_elems = 0;
+      t.ws_pitch = static_cast<int>(pick_pitch(bo, ldsm_multiple, a_frag, sz));
+      t.ws_elems = static_cast<int>(round_up(K * t.bc * t.ws_pitch, 16 / sz));
+    } else {
+      t.w_pitch = static_cast<int>(pick_pitch(t.o_chunks * bo, ldsm_multiple, a_frag, sz));
+      t.w_elems = static_cast<int>(K * t.bc * t.w_pitch);
+      t.ws_pitch = 0;
+      t.ws_elems = 0;
+    }
     if (ncw) {
       auto b_frag = [&](int gg, int tt, int64_t P) { return kpair * tt * P + gg; };
       auto st_frag = [&](int gg, int tt, int64_t P) { return gg * P + 2 * tt * s; };
@@ -355,37 +538,45 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
       t.st_elems = t.bc * t.st_pitch;
     } else {
       auto st_frag = [&](int gg, int tt, int64_t P) { return 2 * tt * s * P + gg; };
-      t.dy_pitch = static_cast<int>(pick_pitch(bo, std::max(t.vec_dy, kpair), a_frag, sz));  // same pattern as A
+      t.dy_pitch = static_cast<int>(pick_pitch(bo, std::max(t.vec_dy, ldsm_multiple), a_frag, sz));
       t.dy_elems = static_cast<int>(extent * t.dy_pitch);
       t.st_pitch = static_cast<int>(pick_pitch(t.bc, 4, st_frag, 4));
       t.st_elems = span * t.st_pitch;
     }
     t.dy_elems = static_cast<int>(round_up(t.dy_elems, 16 / sz));
+    t.stage_elems = t.dy_elems + t.ws_elems;
     t.stages_offset = static_cast<int>(round_up(int64_t(t.w_elems) * sz, 16));
-    t.staging_offset = static_cast<int>(t.stages_offset + int64_t(t.dy_elems) * sz * nstage);
+    t.staging_offset = static_cast<int>(t.stages_offset + int64_t(t.stage_elems) * sz * nstage);
     const int64_t total = t.staging_offset + int64_t(t.st_elems) * 4;
     if (total > static_cast<int64_t>(budget)) return false;
-    q = t;
+    plan->prm = t;
     plan->mt = mt;
+    plan->stream_w = stream;
     plan->smem = static_cast<size_t>(total);
     return true;
   };
-  const int mt_max = cg > 32 ? 4 : (cg > 16 ? 2 : 1);
+  // Resident weights: all output channels of the group in one chunk where two stages fit (one barrier and one
+  // copy pass per unit; the next unit's dy arrives while this one computes), else the deepest pipeline of
+  // 32- or 16-channel chunks. JAX_CONV1D_DGRAD_CHUNKS=narrow skips the whole-group chunk (for comparisons).
+  const bool wide_ok = !(std::getenv("JAX_CONV1D_DGRAD_CHUNKS") &&
+                         std::string(std::getenv("JAX_CONV1D_DGRAD_CHUNKS")) == "narrow");
+  const int bo_all = static_cast<int>(round_up(og, 16));
+  auto try_depths = [&](int warps_m, int mt, bool stream) {
+    if (!stream && wide_ok && bo_all > 32 && bo_all <= 256)
+      for (int nstage : {3, 2})
+        if (try_shape(warps_m, mt, stream, bo_all, nstage)) return true;
+    for (int nstage : {4, 3, 2})
+      for (int bo : {32, 16})
+        if (try_shape(warps_m, mt, stream, bo, nstage)) return true;
+    return false;
+  };
   bool ok = false;
-  for (int mt = mt_max; mt >= 1 && !ok; mt /= 2) {
-    for (int nstage : {4, 3}) {
-      for (int bo : {32, 16}) {
-        if (bo % Op::kK) continue;
-        if ((ok = try_shape(mt, bo, nstage))) break;
-      }
-      if (ok) break;
-    }
-    for (int bo : {32, 16}) {
-      if (ok || bo % Op::kK) continue;
-      ok = try_shape(mt, bo, 2);
-    }
-  }
+  if (cg > 64 && base.warps_per_phase >= 2) ok = try_depths(2, 4, false) || try_depths(2, 4, true);
+  const int mt_max = cg > 32 ? 4 : (cg > 16 ? 2 : 1);
+  if (!ok) ok = try_depths(1, mt_max, false) || (mt_max == 4 && try_depths(1, 4, true));
+  for (int mt = mt_max / 2; mt >= 1 && !ok; mt /= 2) ok = try_depths(1, mt, false);
   if (!ok) return false;
+  Params& q = plan->prm;
   q.c_blocks = static_cast<int>(ceil_div(cg, q.bc));
   q.q_lo = ph.q_lo;
   q.q_tiles = ceil_div(ph.q_count, q.bq);
@@ -399,36 +590,31 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   return true;
 }
 
-template <class Op, int kMT, bool kBContig>
+template <class Op, int kMT, bool kNWC, bool kStreamW>
 cudaError_t launch(const Plan& plan, const typename Op::T* dy, const typename Op::T* w, typename Op::T* dx,
                    cudaStream_t stream) {
-  auto kernel = dgrad_gemm_kernel<Op, kMT, kBContig>;
+  auto kernel = dgrad_gemm_kernel<Op, kMT, kNWC, kStreamW>;
   if (cudaError_t err = allow_dynamic_smem(kernel, plan.smem); err != cudaSuccess) return err;
   kernel<<<plan.grid, kThreads, plan.smem, stream>>>(plan.prm, dy, w, dx);
   return cudaGetLastError();
 }
 
-template <class Op, bool kBContig>
+template <class Op, bool kNWC>
 cudaError_t launch_shape(const Plan& plan, const typename Op::T* dy, const typename Op::T* w, typename Op::T* dx,
                          cudaStream_t stream) {
-  if (plan.mt == 4) return launch<Op, 4, kBContig>(plan, dy, w, dx, stream);
-  if (plan.mt == 2) return launch<Op, 2, kBContig>(plan, dy, w, dx, stream);
-  return launch<Op, 1, kBContig>(plan, dy, w, dx, stream);
+  if (plan.stream_w) return launch<Op, 4, kNWC, true>(plan, dy, w, dx, stream);
+  if (plan.mt == 4) return launch<Op, 4, kNWC, false>(plan, dy, w, dx, stream);
+  if (plan.mt == 2) return launch<Op, 2, kNWC, false>(plan, dy, w, dx, stream);
+  return launch<Op, 1, kNWC, false>(plan, dy, w, dx, stream);
 }
 
 template <class Op>
 cudaError_t run(const Conv1dParams& p, const typename Op::T* dy, const typename Op::T* w, typename Op::T* dx,
                 cudaStream_t stream) {
-  using T = typename Op::T;
   Plan plan;
   if (!make_plan<Op>(p, &plan)) return cudaErrorNotSupported;
-  // 16-bit B pairs (two output channels) load as words when channels are contiguous (NWC).
-  if constexpr (sizeof(T) == 2) {
-    return p.layout == Layout::kNWC ? launch_shape<Op, true>(plan, dy, w, dx, stream)
-                                    : launch_shape<Op, false>(plan, dy, w, dx, stream);
-  } else {
-    return launch_shape<Op, false>(plan, dy, w, dx, stream);
-  }
+  return p.layout == Layout::kNWC ? launch_shape<Op, true>(plan, dy, w, dx, stream)
+                                  : launch_shape<Op, false>(plan, dy, w, dx, stream);
 }
 
 }  // namespace dgrad_gemm

@@ -228,3 +228,132 @@ __device__ __forceinline__ void warp_mma_step_3xtf32_compensated(float (&acc)[kM
 }
 
 }  // namespace jax_conv1d::cuda
+
+// ---- Fragments by ldmatrix, and products on raw fragments (appended for the input-gradient kernel) --------
+//
+// ldmatrix.x4 hands lane (g, tq) word tq of row g of each of four 8 x 16-byte matrices; lanes 8j..8j+7 name
+// the rows of matrix j. With the reduction axis contiguous in shared memory (rows 16-byte aligned), that is
+// exactly the m16n8k8 TF32 A fragment (matrices: rows 0-7 / 8-15 x k 0-3 / 4-7) and, for 16-bit types, the
+// m16n8k16 A fragment (k 0-7 / 8-15), so one instruction replaces four (TF32) or four word loads per m16 tile.
+// The same holds for B when its reduction axis is contiguous (NWC dy rows): one ldmatrix.x4 covers two n8 tiles.
+
+namespace jax_conv1d::cuda {
+
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t smem_addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr));
+}
+
+// The row this lane names for an A tile: rows 0-15 in two halves, the second 16 bytes of k for lanes 16-31.
+__device__ __forceinline__ int ldsm_a_row(int lane) { return (lane & 7) + 8 * ((lane >> 3) & 1); }
+__device__ __forceinline__ int ldsm_a_col_bytes(int lane) { return 16 * (lane >> 4); }
+// ... and for a pair of B n8 tiles stored n-major (rows = n): rows 0-15 by lanes 0-7 / 16-23, k halves by bit 3.
+__device__ __forceinline__ int ldsm_b_row(int lane) { return (lane & 7) + 8 * (lane >> 4); }
+__device__ __forceinline__ int ldsm_b_col_bytes(int lane) { return 16 * ((lane >> 3) & 1); }
+
+// A fragments of kMT m16 tiles; a_addr[mt] is this lane's ldmatrix row address (bytes, shared window) at
+// reduction index 0, `kbytes` the step's offset along the reduction axis.
+template <int kMT>
+__device__ __forceinline__ void load_a_ldsm(uint32_t (&a)[kMT][4], const uint32_t (&a_addr)[kMT], int kbytes) {
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) ldsm_x4(a[mt], a_addr[mt] + kbytes);
+}
+
+// B fragments of kNT n8 tiles (kNT even) stored n-major: b_addr[p] is this lane's row address for tiles 2p, 2p+1.
+template <int kNT>
+__device__ __forceinline__ void load_b_ldsm(uint32_t (&b)[kNT][2], const uint32_t (&b_addr)[kNT / 2], int kbytes) {
+#pragma unroll
+  for (int p = 0; p < kNT / 2; ++p) {
+    uint32_t r[4];
+    ldsm_x4(r, b_addr[p] + kbytes);
+    b[2 * p][0] = r[0], b[2 * p][1] = r[1], b[2 * p + 1][0] = r[2], b[2 * p + 1][1] = r[3];
+  }
+}
+
+// B fragments gathered element by element: (k, n) at sb[b_col[nt] + k*b_k], raw bits (float) or packed pairs.
+template <class Op, int kNT>
+__device__ __forceinline__ void load_b_strided(uint32_t (&b)[kNT][2], const typename Op::T* __restrict__ sb,
+                                               const int (&b_col)[kNT], int b_k, int k0, int lane) {
+  const int tq = lane & 3;
+  if constexpr (Op::kK == 8) {
+    const int kb = (k0 + tq) * b_k, kb4 = kb + 4 * b_k;
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      b[nt][0] = __float_as_uint(sb[b_col[nt] + kb]);
+      b[nt][1] = __float_as_uint(sb[b_col[nt] + kb4]);
+    }
+  } else {
+    const int k = k0 + 2 * tq;
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      const typename Op::T* c = sb + b_col[nt];
+      b[nt][0] = pack_pair(c[k * b_k], c[(k + 1) * b_k]);
+      b[nt][1] = pack_pair(c[(k + 8) * b_k], c[(k + 9) * b_k]);
+    }
+  }
+}
+
+// The products of one k-step from raw fragments (float bits for the TF32 policies). kARounded / kBRounded: the
+// operand already holds TF32 values (rounded once in shared memory), so it is not rounded again here; the
+// inputs to the tensor cores, and so the results, are the same bits as rounding at use.
+template <class Op, int kMT, int kNT, bool kARounded, bool kBRounded = false>
+__device__ __forceinline__ void mma_raw_fragments(float (&acc)[kMT][kNT][4], uint32_t (&a)[kMT][4],
+                                                  uint32_t (&b)[kNT][2]) {
+  if constexpr (std::is_same_v<Op, MmaTf32>) {
+    if constexpr (!kARounded) {
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) a[mt][j] = tf32_round(__uint_as_float(a[mt][j]));
+    }
+    if constexpr (!kBRounded) {
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) b[nt][j] = tf32_round(__uint_as_float(b[nt][j]));
+    }
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+        mma_tf32_16x8x8(acc[mt][nt], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b[nt][0], b[nt][1]);
+  } else if constexpr (std::is_same_v<Op, Mma3xTf32>) {
+    static_assert(!kARounded && !kBRounded, "3xTF32 splits the unrounded values");
+    uint32_t as[kMT][4], bs[kNT][2];
+    auto split = [](uint32_t& v, uint32_t& small) {
+      const float f = __uint_as_float(v);
+      v = tf32_round(f);
+      small = tf32_round(f - __uint_as_float(v));
+    };
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) split(a[mt][j], as[mt][j]);
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) split(b[nt][j], bs[nt][j]);
+    // Same order as warp_mma_step: small terms first, big * big last.
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        mma_tf32_16x8x8(acc[mt][nt], as[mt][0], as[mt][1], as[mt][2], as[mt][3], b[nt][0], b[nt][1]);
+        mma_tf32_16x8x8(acc[mt][nt], a[mt][0], a[mt][1], a[mt][2], a[mt][3], bs[nt][0], bs[nt][1]);
+        mma_tf32_16x8x8(acc[mt][nt], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b[nt][0], b[nt][1]);
+      }
+  } else {
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        if constexpr (std::is_same_v<Op, MmaBf16>)
+          mma_bf16_16x8x16(acc[mt][nt], a[mt], b[nt]);
+        else
+          mma_f16_16x8x16(acc[mt][nt], a[mt], b[nt]);
+      }
+  }
+}
+
+}  // namespace jax_conv1d::cuda
