@@ -49,6 +49,11 @@ struct FusedPlan {
   int tap_x[kMaxTaps];   // x window position read by tap k at u = u0: k*d
   int tap_dy[kMaxTaps];  // dy window position read by tap k for dx at q = u0: H - e_k
   int tap_r[kMaxTaps];   // residue k*d mod s: the dx phase tap k serves
+  // Sliding windows (kSlide): register slot m of the x window holds tap m - (kTaps - K), read at position
+  // offset slide_x[m]; slot m of the dy window holds tap kTaps-1-m, read at slide_dy[m] (see the kernel).
+  int slide_x[kMaxTaps], slide_dy[kMaxTaps];
+  int slide_runs;        // runs of 4 positions a + d*(4*b + j) per tile: bt / (4*d) values of b for each a < d
+  int vec;               // channels per thread (the kernel's kVec)
   bool want_dx, want_dwdb;
   float* partials;       // [splits][K + 1][C]
 };
@@ -122,8 +127,10 @@ __device__ __forceinline__ void store_vec(T* p, const float (&v)[kVec]) {
 }
 
 // kTaps >= K (per-thread tap arrays in registers, loops unrolled); kVec channels per thread (1 for NCW);
-// kUnitStride: every tap serves the one dx phase, so the per-output residue test disappears.
-template <typename T, int kTaps, int kVec, bool kUnitStride>
+// kSlide (NWC, stride 1, 4*d divides bt): each thread takes runs of 4 positions d apart; position t + d reads
+// through tap k what position t read through tap k + 1 (x) or k - 1 (dy), so the taps live in a register window
+// that shifts by one slot per position and each position costs one new shared load per tensor instead of K.
+template <typename T, int kTaps, int kVec, bool kSlide>
 __global__ void __launch_bounds__(kThreads, 2)
     bwd_depthwise_fused_kernel(const FusedPlan prm, const T* __restrict__ x, const T* __restrict__ dy,
                                const T* __restrict__ w, T* __restrict__ dx) {
@@ -133,7 +140,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const bool ncw = p.layout == Layout::kNCW;
   const int tid = threadIdx.x;
   const int K = static_cast<int>(p.kernel_size);
-  const int s = kUnitStride ? 1 : static_cast<int>(p.stride);
+  const int s = kSlide ? 1 : static_cast<int>(p.stride);
 
   const int64_t c_first = int64_t(blockIdx.y) * prm.cb;
   const int c_valid = static_cast<int>(p.in_channels - c_first < prm.cb ? p.in_channels - c_first : prm.cb);
@@ -200,8 +207,20 @@ __global__ void __launch_bounds__(kThreads, 2)
     tr[k] = k < K ? prm.tap_r[k] : -1;
 #pragma unroll
     for (int v = 0; v < kVec; ++v)
-      wv[k][v] = (k < K && prm.want_dx) ? to_acc(w[(c_thread + v) * p.w_o + k * p.w_k]) : 0.0f;
+      {
+      // Sliding: weight slot k holds tap kTaps-1-k (the dy window's order).
+      const int tap = kSlide ? kTaps - 1 - k : k;
+      wv[k][v] = (tap >= 0 && tap < K && prm.want_dx) ? to_acc(w[(c_thread + v) * p.w_o + tap * p.w_k]) : 0.0f;
+    }
   }
+  int sx[kTaps], sdy[kTaps];
+#pragma unroll
+  for (int m = 0; m < kTaps; ++m) {
+    sx[m] = kSlide ? prm.slide_x[m] * x_p : 0;
+    sdy[m] = kSlide ? prm.slide_dy[m] * dy_p : 0;
+  }
+  const int d = static_cast<int>(p.dilation);
+  const int step_x = d * x_p, step_dy = d * dy_p;
 
   float acc[kTaps][kVec], accb[kVec];
 #pragma unroll
@@ -222,7 +241,36 @@ __global__ void __launch_bounds__(kThreads, 2)
     const int shift_dy = ncw ? low_bits(n * p.y_n + c_first * p.y_o + t_start, prm.vec_dy) : 0;
     const int shift_x = ncw ? low_bits(n * p.x_n + c_first * p.x_c + l_start, prm.vec_x) : 0;
     const uint32_t dyc = dy_s + c_local * dy_c + shift_dy * sz;
-    if (prm.want_dwdb) {
+    if (kSlide && prm.want_dwdb) {
+      const uint32_t xc = x_s + c_local * x_c;
+      const uint32_t dyt = dyc + prm.halo * dy_p;
+      for (GridWalk run(pg, pgroups, d); run.row < prm.slide_runs; run.next()) {
+        const int t0 = run.col + 4 * d * run.row;
+        const uint32_t xr = xc + t0 * x_p, dr = dyt + t0 * dy_p;
+        float win[kTaps][kVec];
+#pragma unroll
+        for (int m = 0; m < kTaps - 1; ++m)
+          if (m >= kTaps - K) lds_vec<T, kVec>(xr + sx[m], win[m]);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          lds_vec<T, kVec>(xr + sx[kTaps - 1] + j * step_x, win[kTaps - 1]);
+          float g[kVec];
+          lds_vec<T, kVec>(dr + j * step_dy, g);
+#pragma unroll
+          for (int v = 0; v < kVec; ++v) accb[v] += g[v];
+#pragma unroll
+          for (int m = 0; m < kTaps; ++m)
+            if (m >= kTaps - K) {
+#pragma unroll
+              for (int v = 0; v < kVec; ++v) acc[m][v] = fmaf(g[v], win[m][v], acc[m][v]);
+            }
+#pragma unroll
+          for (int m = 0; m < kTaps - 1; ++m)
+#pragma unroll
+            for (int v = 0; v < kVec; ++v) win[m][v] = win[m + 1][v];
+        }
+      }
+    } else if (prm.want_dwdb) {
       const uint32_t xc = x_s + c_local * x_c + shift_x * sz;
       const uint32_t dyt = dyc + prm.halo * dy_p;
       for (int t = pg; t < prm.bt; t += pgroups) {
@@ -247,6 +295,37 @@ __global__ void __launch_bounds__(kThreads, 2)
       T* const dx_tile = dx + (n * p.x_n + c_thread * p.x_c + l_start * p.x_l);
       const int lo = clamp_int(-l_start), hi = clamp_int(p.in_length - l_start);
       const int xl = static_cast<int>(p.x_l);
+      if constexpr (kSlide) {
+        for (GridWalk run(pg, pgroups, d); run.row < prm.slide_runs; run.next()) {
+          const int q0 = run.col + 4 * d * run.row;
+          const uint32_t dq = dyc + q0 * dy_p;
+          float win[kTaps][kVec];
+#pragma unroll
+          for (int m = 0; m < kTaps - 1; ++m)
+            if (m >= kTaps - K) lds_vec<T, kVec>(dq + sdy[m], win[m]);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            lds_vec<T, kVec>(dq + sdy[kTaps - 1] + j * step_dy, win[kTaps - 1]);
+            const int i = q0 + j * d;
+            if (i >= lo && i < hi) {
+              float a[kVec];
+#pragma unroll
+              for (int v = 0; v < kVec; ++v) a[v] = 0.0f;
+#pragma unroll
+              for (int m = 0; m < kTaps; ++m)
+                if (m >= kTaps - K) {
+#pragma unroll
+                  for (int v = 0; v < kVec; ++v) a[v] = fmaf(wv[m][v], win[m][v], a[v]);
+                }
+              store_vec<T, kVec>(dx_tile + i * xl, a);
+            }
+#pragma unroll
+            for (int m = 0; m < kTaps - 1; ++m)
+#pragma unroll
+              for (int v = 0; v < kVec; ++v) win[m][v] = win[m + 1][v];
+          }
+        }
+      } else {
       for (int q = pg; q < prm.bt; q += pgroups) {
         const uint32_t dyq = dyc + q * dy_p;
 #pragma unroll 1
@@ -258,7 +337,7 @@ __global__ void __launch_bounds__(kThreads, 2)
           for (int v = 0; v < kVec; ++v) a[v] = 0.0f;
 #pragma unroll
           for (int k = 0; k < kTaps; ++k) {
-            if (k < K && (kUnitStride || tr[k] == r)) {
+            if (k < K && tr[k] == r) {
               float g[kVec];
               lds_vec<T, kVec>(dyq + dyo[k], g);
 #pragma unroll
@@ -267,6 +346,7 @@ __global__ void __launch_bounds__(kThreads, 2)
           }
           store_vec<T, kVec>(dx_tile + i * xl, a);
         }
+      }
       }
     }
   };
@@ -294,8 +374,10 @@ __global__ void __launch_bounds__(kThreads, 2)
   for (int v = 0; v < kVec; ++v) {
     float* r = red + (pg * cb + c_local + v) * kk;
 #pragma unroll
-    for (int k = 0; k < kTaps; ++k)
-      if (k < K) r[k] = acc[k][v];
+    for (int m = 0; m < kTaps; ++m) {
+      const int k = kSlide ? m - (kTaps - K) : m;  // sliding accumulators are indexed by window slot
+      if (k >= 0 && k < K) r[k] = acc[m][v];
+    }
     r[K] = accb[v];
   }
   __syncthreads();
@@ -383,7 +465,7 @@ bool make_plan(const Conv1dParams& p, bool want_dx, bool want_dwdb, FusedPlan* o
     q.tap_dy[k] = q.halo - static_cast<int>(k * d / s);
     q.tap_r[k] = static_cast<int>((k * d) % s);
   }
-  const int cgroups = q.cb / var.vec, pgroups = kThreads / cgroups;
+  const int kt = var.taps;
   // Two blocks per SM where the windows allow, else one block with all the shared memory (long dilations).
   const size_t budgets[2] = {std::min<size_t>(device_limits().smem_optin, 110 * 1024),
                              static_cast<size_t>(device_limits().smem_optin)};
@@ -418,6 +500,18 @@ bool make_plan(const Conv1dParams& p, bool want_dx, bool want_dwdb, FusedPlan* o
     }
   }
   if (q.nstage < 2) return false;
+  q.slide_runs = (!ncw && s == 1 && q.bt % (4 * d) == 0) ? static_cast<int>(q.bt / (4 * d)) : 0;
+#ifdef JC_DW_FUSED_NO_SLIDE  // benchmark-only build of the per-tap variant, for A/B timing
+  q.slide_runs = 0;
+#endif
+  // The sliding kernel holds a third register array (the window): taps x vec must stay at 16 or below.
+  q.vec = (q.slide_runs > 0 && var.vec > 1) ? std::max(1, std::min(var.vec, 16 / kt)) : var.vec;
+  const int cgroups = q.cb / q.vec, pgroups = kThreads / cgroups;
+  for (int m = 0; m < kt; ++m) {
+    const int kx = m - (kt - K), kdy = kt - 1 - m;  // the taps slot m holds in the x and dy windows
+    q.slide_x[m] = kx >= 0 ? static_cast<int>(kx * d) : 0;
+    q.slide_dy[m] = kdy < K ? q.halo - static_cast<int>(kdy * d) : 0;
+  }
   // 32-bit offsets inside a tile's dx positions.
   if (int64_t(q.bt) * s * std::abs(p.x_l) >= (int64_t(1) << 30)) return false;
   const size_t reduce_bytes = want_dwdb ? size_t(pgroups) * q.cb * (K + 1) * sizeof(float) : 0;
@@ -452,23 +546,27 @@ inline int choose_splits(const FusedPlan& q, size_t smem, int64_t max_splits) {
   return best;
 }
 
-template <typename T, int kTaps, int kVec>
+template <typename T, int kTaps, int kVec, bool kSlide>
 cudaError_t launch(const FusedPlan& q, size_t smem, const T* x, const T* dy, const T* w, T* dx,
                    cudaStream_t stream) {
-  auto kernel = q.p.stride == 1 ? bwd_depthwise_fused_kernel<T, kTaps, kVec, true>
-                                 : bwd_depthwise_fused_kernel<T, kTaps, kVec, false>;
+  auto kernel = bwd_depthwise_fused_kernel<T, kTaps, kVec, kSlide>;
   if (cudaError_t err = allow_dynamic_smem(kernel, smem); err != cudaSuccess) return err;
   kernel<<<dim3(q.splits, q.c_blocks), kThreads, smem, stream>>>(q, x, dy, w, dx);
   return cudaGetLastError();
 }
 
 template <typename T, int kTaps>
-cudaError_t launch_vec(const FusedPlan& q, int vec, size_t smem, const T* x, const T* dy, const T* w, T* dx,
+cudaError_t launch_vec(const FusedPlan& q, size_t smem, const T* x, const T* dy, const T* w, T* dx,
                        cudaStream_t stream) {
   constexpr int full = 16 / static_cast<int>(sizeof(T));
   constexpr int vec_wide = std::min(full, kTaps == 4 ? 8 : (kTaps == 8 ? 4 : 2));
-  if (vec == 1) return launch<T, kTaps, 1>(q, smem, x, dy, w, dx, stream);
-  return launch<T, kTaps, vec_wide>(q, smem, x, dy, w, dx, stream);
+  constexpr int vec_slide = std::max(1, std::min(vec_wide, 16 / kTaps));
+  if (q.slide_runs > 0) {
+    if (q.vec == 1) return launch<T, kTaps, 1, true>(q, smem, x, dy, w, dx, stream);
+    return launch<T, kTaps, vec_slide, true>(q, smem, x, dy, w, dx, stream);
+  }
+  if (q.vec == 1) return launch<T, kTaps, 1, false>(q, smem, x, dy, w, dx, stream);
+  return launch<T, kTaps, vec_wide, false>(q, smem, x, dy, w, dx, stream);
 }
 
 }  // namespace
@@ -489,9 +587,9 @@ cudaError_t conv1d_bwd_depthwise_cuda(const Conv1dParams& p, const T* x, const T
   q.splits = choose_splits(q, smem, max_splits);
   q.partials = static_cast<float*>(scratch);
   const Variant var = pick_variant<T>(p);
-  cudaError_t err = var.taps == 4    ? launch_vec<T, 4>(q, var.vec, smem, x, dy, w, dx, stream)
-                    : var.taps == 8  ? launch_vec<T, 8>(q, var.vec, smem, x, dy, w, dx, stream)
-                                     : launch_vec<T, 16>(q, var.vec, smem, x, dy, w, dx, stream);
+  cudaError_t err = var.taps == 4    ? launch_vec<T, 4>(q, smem, x, dy, w, dx, stream)
+                    : var.taps == 8  ? launch_vec<T, 8>(q, smem, x, dy, w, dx, stream)
+                                     : launch_vec<T, 16>(q, smem, x, dy, w, dx, stream);
   if (err != cudaSuccess || !want_dwdb) return err;
   const int64_t total = (p.kernel_size + 1) * p.in_channels;
   const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(total, kThreads), 4096));
