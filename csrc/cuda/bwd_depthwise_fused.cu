@@ -127,10 +127,16 @@ __device__ __forceinline__ void store_vec(T* p, const float (&v)[kVec]) {
 }
 
 // kTaps >= K (per-thread tap arrays in registers, loops unrolled); kVec channels per thread (1 for NCW);
-// kSlide (NWC, stride 1, 4*d divides bt): each thread takes runs of 4 positions d apart; position t + d reads
-// through tap k what position t read through tap k + 1 (x) or k - 1 (dy), so the taps live in a register window
-// that shifts by one slot per position and each position costs one new shared load per tensor instead of K.
-template <typename T, int kTaps, int kVec, bool kSlide>
+// How a thread walks a tile's positions.
+//  kAnyStride: position groups interleaved; dx loops over the s residues and sums the taps of each.
+//  kUnitStride: stride 1, so every tap serves the one dx phase and the per-output residue test disappears.
+//  kSliding (NWC, stride 1, 4*d divides bt): each thread takes runs of 4 positions d apart; position t + d reads
+//   through tap k what position t read through tap k + 1 (x) or k - 1 (dy), so the taps live in a register
+//   window that shifts by one slot per position and each position costs one new shared load per tensor
+//   instead of K.
+enum Walk : int { kAnyStride = 0, kUnitStride = 1, kSliding = 2 };
+
+template <typename T, int kTaps, int kVec, int kWalk>
 __global__ void __launch_bounds__(kThreads, 2)
     bwd_depthwise_fused_kernel(const FusedPlan prm, const T* __restrict__ x, const T* __restrict__ dy,
                                const T* __restrict__ w, T* __restrict__ dx) {
@@ -140,7 +146,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   const bool ncw = p.layout == Layout::kNCW;
   const int tid = threadIdx.x;
   const int K = static_cast<int>(p.kernel_size);
-  const int s = kSlide ? 1 : static_cast<int>(p.stride);
+  constexpr bool kSlide = kWalk == kSliding;
+  const int s = kWalk == kAnyStride ? static_cast<int>(p.stride) : 1;
 
   const int64_t c_first = int64_t(blockIdx.y) * prm.cb;
   const int c_valid = static_cast<int>(p.in_channels - c_first < prm.cb ? p.in_channels - c_first : prm.cb);
@@ -337,7 +344,7 @@ __global__ void __launch_bounds__(kThreads, 2)
           for (int v = 0; v < kVec; ++v) a[v] = 0.0f;
 #pragma unroll
           for (int k = 0; k < kTaps; ++k) {
-            if (k < K && tr[k] == r) {
+            if (k < K && (kWalk == kUnitStride || tr[k] == r)) {
               float g[kVec];
               lds_vec<T, kVec>(dyq + dyo[k], g);
 #pragma unroll
@@ -546,10 +553,10 @@ inline int choose_splits(const FusedPlan& q, size_t smem, int64_t max_splits) {
   return best;
 }
 
-template <typename T, int kTaps, int kVec, bool kSlide>
+template <typename T, int kTaps, int kVec, int kWalk>
 cudaError_t launch(const FusedPlan& q, size_t smem, const T* x, const T* dy, const T* w, T* dx,
                    cudaStream_t stream) {
-  auto kernel = bwd_depthwise_fused_kernel<T, kTaps, kVec, kSlide>;
+  auto kernel = bwd_depthwise_fused_kernel<T, kTaps, kVec, kWalk>;
   if (cudaError_t err = allow_dynamic_smem(kernel, smem); err != cudaSuccess) return err;
   kernel<<<dim3(q.splits, q.c_blocks), kThreads, smem, stream>>>(q, x, dy, w, dx);
   return cudaGetLastError();
@@ -562,11 +569,15 @@ cudaError_t launch_vec(const FusedPlan& q, size_t smem, const T* x, const T* dy,
   constexpr int vec_wide = std::min(full, kTaps == 4 ? 8 : (kTaps == 8 ? 4 : 2));
   constexpr int vec_slide = std::max(1, std::min(vec_wide, 16 / kTaps));
   if (q.slide_runs > 0) {
-    if (q.vec == 1) return launch<T, kTaps, 1, true>(q, smem, x, dy, w, dx, stream);
-    return launch<T, kTaps, vec_slide, true>(q, smem, x, dy, w, dx, stream);
+    if (q.vec == 1) return launch<T, kTaps, 1, kSliding>(q, smem, x, dy, w, dx, stream);
+    return launch<T, kTaps, vec_slide, kSliding>(q, smem, x, dy, w, dx, stream);
   }
-  if (q.vec == 1) return launch<T, kTaps, 1, false>(q, smem, x, dy, w, dx, stream);
-  return launch<T, kTaps, vec_wide, false>(q, smem, x, dy, w, dx, stream);
+  if (q.p.stride == 1) {
+    if (q.vec == 1) return launch<T, kTaps, 1, kUnitStride>(q, smem, x, dy, w, dx, stream);
+    return launch<T, kTaps, vec_wide, kUnitStride>(q, smem, x, dy, w, dx, stream);
+  }
+  if (q.vec == 1) return launch<T, kTaps, 1, kAnyStride>(q, smem, x, dy, w, dx, stream);
+  return launch<T, kTaps, vec_wide, kAnyStride>(q, smem, x, dy, w, dx, stream);
 }
 
 }  // namespace
