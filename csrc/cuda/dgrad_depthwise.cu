@@ -6,6 +6,7 @@
 // element is written once; residues no tap reaches get zeros.
 #include <algorithm>
 
+#include "bwd_depthwise.h"
 #include "conv1d_cuda.h"
 #include "cp_async_tiles.cuh"
 #include "cuda_types.cuh"
@@ -165,8 +166,13 @@ cudaError_t dgrad_depthwise_impl(const Conv1dParams& p, const T* dy, const T* w,
 
 }  // namespace
 
+// The fused backward pass (bwd_depthwise_fused.cu) asked for dx alone is faster on every shape measured
+// (docs/notes/dwbwd_session2.md); this kernel remains for the shapes it does not cover.
 template <typename T>
 cudaError_t dgrad_depthwise(const Conv1dParams& p, const T* dy, const T* w, T* dx, cudaStream_t stream) {
+  const cudaError_t err =
+      conv1d_bwd_depthwise_cuda<T>(p, nullptr, dy, w, dx, nullptr, nullptr, nullptr, 0, stream);
+  if (err != cudaErrorNotSupported) return err;
   return dgrad_depthwise_impl<T>(p, dy, w, dx, stream);
 }
 

@@ -12,6 +12,7 @@
 // so a combined pass can compute dx from it before it is overwritten.
 #include <algorithm>
 
+#include "bwd_depthwise.h"
 #include "conv1d_cuda.h"
 #include "cp_async_tiles.cuh"
 #include "cuda_types.cuh"
@@ -268,19 +269,25 @@ cudaError_t wgrad_depthwise_impl(const Conv1dParams& p, const T* x, const T* dy,
 
 }  // namespace
 
+// The fused backward pass (bwd_depthwise_fused.cu) asked for dw alone is faster on every shape measured
+// (docs/notes/dwbwd_session2.md); it needs scratch for its partials, so without any this kernel runs.
 template <typename T>
 cudaError_t wgrad_depthwise(const Conv1dParams& p, const T* x, const T* dy, T* dw, WgradWorkspace ws,
                             cudaStream_t stream) {
+  const cudaError_t err =
+      conv1d_bwd_depthwise_cuda<T>(p, x, dy, nullptr, nullptr, dw, nullptr, ws.ptr, ws.bytes, stream);
+  if (err != cudaErrorNotSupported) return err;
   return wgrad_depthwise_impl<T>(p, x, dy, dw, ws, stream);
 }
 
 template <typename T>
 size_t wgrad_depthwise_workspace(const Conv1dParams& p) {
+  const size_t fused = conv1d_bwd_depthwise_scratch_bytes<T>(p);
   DwWgradParams q;
   size_t smem = 0;
-  if (!make_plan<T>(p, &q, &smem)) return 0;
+  if (!make_plan<T>(p, &q, &smem)) return fused;
   const int splits = choose_splits(p, q, smem, SIZE_MAX);
-  return splits > 1 ? size_t(splits) * p.w_size() * sizeof(float) : 0;
+  return std::max(fused, splits > 1 ? size_t(splits) * p.w_size() * sizeof(float) : 0);
 }
 
 template size_t wgrad_depthwise_workspace<float>(const Conv1dParams&);
