@@ -94,7 +94,11 @@ struct IgemmArgs {
   bool vec_x;        // x rows allow 16-byte copies
   bool pair_store;   // NCW: two adjacent outputs can be stored as one aligned pair
   int scratch_off;   // byte offset of the per-warp output staging areas (0: none, outputs stored directly)
+  int diag;          // timing experiments only (wrong results): kDiag* bits, from JAX_CONV1D_IGEMM_DIAG
 };
+
+// JAX_CONV1D_IGEMM_DIAG bits: drop one part of the kernel so a timing run shows what the rest costs alone.
+constexpr int kDiagNoMma = 1, kDiagNoCopy = 2, kDiagNoStore = 4;
 
 // kBulk: stages are filled by the copy engine (sm_90+): NCW rows as 1-D bulk copies, NWC windows as tensor-map
 // boxes stored with the 64-byte swizzle (rows of exactly one 64-byte chunk, so B-fragment reads stay
@@ -227,6 +231,10 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
       const int span = int(ceil_div(int64_t(l0 - la) + a.win, VEC) * VEC);  // elements of each row read
       // In-range part [lo, hi) of [la, la + span); L and la are multiples of VEC, so it is whole vectors.
       const int64_t lo = std::max<int64_t>(la, 0), hi = std::min<int64_t>(la + span, p.in_length);
+      if (a.diag & kDiagNoCopy) {
+        if (lane == 0) mbar_arrive_expect_tx(bar, 0);
+        return;
+      }
       const uint32_t row_bytes = hi > lo ? uint32_t((hi - lo) * sizeof(T)) : 0u;
       if (lane == 0) mbar_arrive_expect_tx(bar, row_bytes * uint32_t(c_valid));
       __syncwarp();
@@ -246,6 +254,10 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
       }
     } else {
       const uint32_t box_bytes = uint32_t(a.box_rows) * BC * sizeof(T);
+      if (a.diag & kDiagNoCopy) {
+        mbar_arrive_expect_tx(bar, 0);
+        return;
+      }
       mbar_arrive_expect_tx(bar, box_bytes * uint32_t(a.boxes));
       const int c0 = int(grp * cg + int64_t(chunk) * BC);
       for (int b = 0; b < a.boxes; ++b)
@@ -548,6 +560,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     Frags f0, f1;
     load_frags(0, f0);
     int k = 0;
+    if (a.diag & kDiagNoMma) k = K;
     for (; k + 2 <= K; k += 2) {
       load_frags(k + 1, f1);
       mma_frags(f0);
@@ -557,7 +570,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     if (k < K) mma_frags(f0);
 
     if (c.chunk == a.chunks - 1) {
-      epilogue(c.n, c.tt);
+      if (!(a.diag & kDiagNoStore)) epilogue(c.n, c.tt);
 #pragma unroll
       for (int i = 0; i < MT; ++i)
 #pragma unroll
@@ -586,6 +599,13 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
 inline bool igemm_staged_stores_enabled() {
   const char* v = std::getenv("JAX_CONV1D_IGEMM_STAGED_STORES");
   return v == nullptr || std::strcmp(v, "0") != 0;
+}
+
+// Timing experiments (results are wrong while set): JAX_CONV1D_IGEMM_DIAG, a kDiag* bit mask, and
+// JAX_CONV1D_IGEMM_STAGES, a cap on the pipeline depth (2..kMaxStages). Read per call.
+inline int igemm_env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v == nullptr || *v == '\0' ? fallback : std::atoi(v);
 }
 
 // Fills the tile-dependent fields of `a` and the shared-memory size; false when the shape does not fit this
@@ -634,7 +654,8 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, bool bulk, Igemm
   a.stage_elems = int(stage_bytes / sizeof(T));
   const int64_t budget = dev.max_smem_block - 1024 - int64_t(sizeof(uint64_t)) * 4;  // alignment slack, barriers
   a.stages = 0;
-  for (int st = kMaxStages; st >= 2; --st) {
+  const int max_stages = std::clamp(igemm_env_int("JAX_CONV1D_IGEMM_STAGES", kMaxStages), 2, kMaxStages);
+  for (int st = max_stages; st >= 2; --st) {
     if (a.w_bytes_padded + st * stage_bytes <= budget) {
       a.stages = st;
       break;
@@ -665,6 +686,7 @@ bool igemm_launch_variant(const Conv1dParams& p, const T* x, const T* w, const T
   if (!igemm_plan<T, Tile>(p, dev, kBulk, a, smem)) return false;
   a.p = p;
   a.x = x, a.w = w, a.bias = bias, a.y = y;
+  a.diag = igemm_env_int("JAX_CONV1D_IGEMM_DIAG", 0);
   constexpr int VEC = IgemmElem<T>::kVec;
   const bool x_aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0;
   a.vec_x = x_aligned && (kLayout == Layout::kNCW ? p.in_length % VEC == 0
