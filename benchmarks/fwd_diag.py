@@ -3,7 +3,8 @@
     python benchmarks/fwd_diag.py [case ...]
 
 JAX_CONV1D_IGEMM_DIAG drops parts of the kernel (1: MMA loop, 2: input copies, 4: output stores; results are
-wrong while set) and JAX_CONV1D_IGEMM_STAGES caps the pipeline depth; both are read per call, so every row
+wrong while set), JAX_CONV1D_IGEMM_STAGES caps the pipeline depth and JAX_CONV1D_IGEMM_STEP_CHUNKS sets the
+channel chunks per pipeline step (NWC with the copy engine); all are read per call, so every row
 below runs the same compiled executable in one process. Medians of 15 calls after 2 warm-ups.
 """
 
@@ -35,12 +36,16 @@ CONFIGS = [
     ("MMA only", {"JAX_CONV1D_IGEMM_DIAG": "6"}),
     ("stores only", {"JAX_CONV1D_IGEMM_DIAG": "3"}),
     ("nothing (barriers, fragments)", {"JAX_CONV1D_IGEMM_DIAG": "7"}),
-    ("2 stages", {"JAX_CONV1D_IGEMM_STAGES": "2"}),
     ("3 stages", {"JAX_CONV1D_IGEMM_STAGES": "3"}),
     ("unstaged stores", {"JAX_CONV1D_IGEMM_STAGED_STORES": "0"}),
-    ("cp.async (no copy engine)", {"JAX_CONV1D_FWD_BULK": "0"}),
+    ("1 chunk per step", {"JAX_CONV1D_IGEMM_STEP_CHUNKS": "1"}),
+    ("2 chunks per step", {"JAX_CONV1D_IGEMM_STEP_CHUNKS": "2"}),
+    ("2 chunks per step, MMA only", {"JAX_CONV1D_IGEMM_STEP_CHUNKS": "2", "JAX_CONV1D_IGEMM_DIAG": "6"}),
+    ("2 chunks per step, nothing", {"JAX_CONV1D_IGEMM_STEP_CHUNKS": "2", "JAX_CONV1D_IGEMM_DIAG": "7"}),
+    ("full kernel (again)", {}),
 ]
-KNOBS = ("JAX_CONV1D_IGEMM_DIAG", "JAX_CONV1D_IGEMM_STAGES", "JAX_CONV1D_IGEMM_STAGED_STORES", "JAX_CONV1D_FWD_BULK")
+KNOBS = ("JAX_CONV1D_IGEMM_DIAG", "JAX_CONV1D_IGEMM_STAGES", "JAX_CONV1D_IGEMM_STAGED_STORES", "JAX_CONV1D_FWD_BULK",
+         "JAX_CONV1D_IGEMM_STEP_CHUNKS")
 
 
 def main():
