@@ -35,13 +35,13 @@ CONFIGS = [
     ("copies only", {"JAX_CONV1D_IGEMM_DIAG": "5"}),
     ("MMA only", {"JAX_CONV1D_IGEMM_DIAG": "6"}),
     ("stores only", {"JAX_CONV1D_IGEMM_DIAG": "3"}),
-    ("nothing (barriers, fragments)", {"JAX_CONV1D_IGEMM_DIAG": "7"}),
+    ("nothing (barriers + fragments)", {"JAX_CONV1D_IGEMM_DIAG": "7"}),
     ("3 stages", {"JAX_CONV1D_IGEMM_STAGES": "3"}),
     ("unstaged stores", {"JAX_CONV1D_IGEMM_STAGED_STORES": "0"}),
     ("1 chunk per step", {"JAX_CONV1D_IGEMM_STEP_CHUNKS": "1"}),
     ("2 chunks per step", {"JAX_CONV1D_IGEMM_STEP_CHUNKS": "2"}),
-    ("2 chunks per step, MMA only", {"JAX_CONV1D_IGEMM_STEP_CHUNKS": "2", "JAX_CONV1D_IGEMM_DIAG": "6"}),
-    ("2 chunks per step, nothing", {"JAX_CONV1D_IGEMM_STEP_CHUNKS": "2", "JAX_CONV1D_IGEMM_DIAG": "7"}),
+    ("2 chunks per step; MMA only", {"JAX_CONV1D_IGEMM_STEP_CHUNKS": "2", "JAX_CONV1D_IGEMM_DIAG": "6"}),
+    ("2 chunks per step; nothing", {"JAX_CONV1D_IGEMM_STEP_CHUNKS": "2", "JAX_CONV1D_IGEMM_DIAG": "7"}),
     ("full kernel (again)", {}),
 ]
 KNOBS = ("JAX_CONV1D_IGEMM_DIAG", "JAX_CONV1D_IGEMM_STAGES", "JAX_CONV1D_IGEMM_STAGED_STORES", "JAX_CONV1D_FWD_BULK",
@@ -49,7 +49,15 @@ KNOBS = ("JAX_CONV1D_IGEMM_DIAG", "JAX_CONV1D_IGEMM_STAGES", "JAX_CONV1D_IGEMM_S
 
 
 def main():
-    names = sys.argv[1:] or ["headline_ncw_f32", "headline_nwc_f32", "wavenet_dense"]
+    # Arguments: case names, and optionally `--only LABEL,LABEL` to time a subset of the rows.
+    args = sys.argv[1:]
+    only = None
+    if "--only" in args:
+        i = args.index("--only")
+        only = set(args[i + 1].split(","))
+        del args[i:i + 2]
+    names = args or ["headline_ncw_f32", "headline_nwc_f32", "wavenet_dense"]
+    configs = [c for c in CONFIGS if only is None or c[0] in only or c[0] == "full kernel"]
     key = jax.random.key(0)
     print(jax.devices()[0].device_kind, "jax", jax.__version__, flush=True)
     for name in names:
@@ -59,7 +67,7 @@ def main():
         b = jax.random.normal(jax.random.key(2), (ws[0] if kw["layout"] == "NCW" else ws[-1],), dt) if with_bias else None
         f = jax.jit(lambda x, w, b: dilated_conv1d(x, w, b, **kw))
         base = None
-        for label, env in CONFIGS:
+        for label, env in configs:
             for k in KNOBS:
                 os.environ.pop(k, None)
             os.environ.update(env)
