@@ -364,12 +364,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
           }
         }
       } else {
-        // NCW rows are rarely 16-byte aligned (T * sizeof(TOut) need not be a multiple of 16; the headline's
-        // rows are 8 bytes off every other row), so each row's WN outputs are written as the aligned 16-byte
-        // vectors they overlap: whole vectors as one store, the partial ones at the two ends element by
-        // element. Every warp store then covers whole sectors, where fragment-order pairs on misaligned rows
-        // touched each 32-byte sector twice, partially.
-        constexpr int P = WN + 8, NV = WN / V + 1;  // row pitch; vectors a misaligned row overlaps
+        constexpr int P = WN + 8, VPR = WN / V;  // row pitch; vectors per row
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
@@ -380,24 +375,16 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
               *reinterpret_cast<float2*>(scr + g * P + nt * 8 + 2 * t) =
                   make_float2(acc[mt][nt][2 * h] + bv[mt][h], acc[mt][nt][2 * h + 1] + bv[mt][h]);
             __syncwarp();
-#pragma unroll 1  // rolled: the accumulators still hold the other rows, registers are short here
-            for (int i = lane; i < 8 * NV; i += 32) {
-              const int r = i / NV, v = i % NV;
-              TOut* yr = yw + (mt * 16 + 8 * h + r) * p.y_o;
-              const int ph = int((reinterpret_cast<uintptr_t>(yr) / sizeof(TOut)) % V);  // row start in its vector
-              const int c0 = v * V - ph;  // first output of this vector within the row segment (may be < 0)
-              if (c0 >= WN) continue;     // aligned rows overlap one vector fewer
-              const float* src = scr + r * P + c0;
-              if (c0 >= 0 && c0 + V <= WN) {
-                float vals[V];
 #pragma unroll
-                for (int e = 0; e < V; ++e) vals[e] = src[e];
-                store_out_vec<TOut, V>(yr + c0, vals);
-              } else {
+            for (int i = lane; i < 8 * VPR; i += 32) {
+              const int r = i / VPR, v = i % VPR;
+              float vals[V];
 #pragma unroll
-                for (int e = 0; e < V; ++e)
-                  if (c0 + e >= 0 && c0 + e < WN) store_out(yr + c0 + e, src[e]);
+              for (int e = 0; e < V; e += 4) {
+                const float4 f = *reinterpret_cast<const float4*>(scr + r * P + v * V + e);
+                vals[e] = f.x, vals[e + 1] = f.y, vals[e + 2] = f.z, vals[e + 3] = f.w;
               }
+              store_out_vec<TOut, V>(yw + (mt * 16 + 8 * h + r) * p.y_o + v * V, vals);
             }
           }
         }
@@ -731,16 +718,14 @@ bool igemm_launch_variant(const Conv1dParams& p, const T* x, const T* w, const T
   a.vec_x = x_aligned && (kLayout == Layout::kNCW ? p.in_length % VEC == 0
                                                   : p.in_channels % VEC == 0 && p.in_per_group() % VEC == 0);
   a.pair_store = p.out_length % 2 == 0 && reinterpret_cast<uintptr_t>(y) % (2 * sizeof(TOut)) == 0;
-  // Staged 16-byte stores need unit stride along the staged run; NWC runs must also be 16-byte aligned (NCW
-  // rows are written as the aligned vectors they overlap, so any element-aligned y will do).
+  // Staged 16-byte stores need unit stride along the staged run and 16-byte aligned runs.
   {
     const bool y16 = reinterpret_cast<uintptr_t>(y) % 16 == 0;
     const int64_t es = sizeof(TOut);
     const bool ok = kLayout == Layout::kNWC
-                        ? y16 && p.y_o == 1 && (p.y_t * es) % 16 == 0 && (p.y_n * es) % 16 == 0 &&
-                              (p.out_per_group() * es) % 16 == 0
-                        : p.y_t == 1;
-    if (!ok || !igemm_staged_stores_enabled()) a.scratch_off = 0;
+                        ? p.y_o == 1 && (p.y_t * es) % 16 == 0 && (p.y_n * es) % 16 == 0 && (p.out_per_group() * es) % 16 == 0
+                        : p.y_t == 1 && (p.y_o * es) % 16 == 0 && (p.y_n * es) % 16 == 0;
+    if (!(y16 && ok) || !igemm_staged_stores_enabled()) a.scratch_off = 0;
   }
   CUtensorMap tmap{};
   if constexpr (kBulk) {
