@@ -665,13 +665,17 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, bool bulk, Igemm
     a.x_row = 0;
     a.stage_elems = int(win * E::kRowNWC);
   }
-  // NWC windows through the copy engine with K <= 2 have few MMAs per chunk (64 per warp at K = 2), so two
-  // chunks share a pipeline step, halving the barriers per tile (JAX_CONV1D_IGEMM_STEP_CHUNKS=1|2 overrides).
+  // NWC windows through the copy engine: two channel chunks share a pipeline step, which halves the stage
+  // waits and block barriers per tile (about 650 ns per step on the H100). Measured faster for WaveNet (K = 2,
+  // 64 MMAs per warp per chunk: 1.42 -> 1.31 ms) and the f32 TF32 headline (K = 3: 5.97 -> 5.74 ms); bf16
+  // and 3xTF32 at K > 2 were checked but not timed, so they keep one chunk per step.
+  // JAX_CONV1D_IGEMM_STEP_CHUNKS=1|2 overrides.
   const int64_t sub_bytes = ceil_div(int64_t(a.stage_elems) * sizeof(T), 1024) * 1024;
   a.sub_elems = int(sub_bytes / sizeof(T));
   a.step_chunks = 1;
   if (bulk && p.layout == Layout::kNWC && chunks >= 2) {
-    const int want = igemm_env_int("JAX_CONV1D_IGEMM_STEP_CHUNKS", p.kernel_size <= 2 ? 2 : 1);
+    const bool measured = p.kernel_size <= 2 || (sizeof(T) == 4 && p.precision != Precision::kAccurate);
+    const int want = igemm_env_int("JAX_CONV1D_IGEMM_STEP_CHUNKS", measured ? 2 : 1);
     a.step_chunks = want >= 2 ? 2 : 1;
   }
   a.steps = int(ceil_div(chunks, a.step_chunks));
@@ -718,7 +722,9 @@ bool igemm_launch_variant(const Conv1dParams& p, const T* x, const T* w, const T
   a.vec_x = x_aligned && (kLayout == Layout::kNCW ? p.in_length % VEC == 0
                                                   : p.in_channels % VEC == 0 && p.in_per_group() % VEC == 0);
   a.pair_store = p.out_length % 2 == 0 && reinterpret_cast<uintptr_t>(y) % (2 * sizeof(TOut)) == 0;
-  // Staged 16-byte stores need unit stride along the staged run and 16-byte aligned runs.
+  // Staged 16-byte stores need unit stride along the staged run and 16-byte aligned runs. (NCW rows that are
+  // not 16-byte aligned, like the headline's, were tried staged as the aligned vectors they overlap, partial
+  // ones element-wise: no faster for f32, 30% slower for bf16; docs/notes/fwd_session2.md.)
   {
     const bool y16 = reinterpret_cast<uintptr_t>(y) % 16 == 0;
     const int64_t es = sizeof(TOut);
