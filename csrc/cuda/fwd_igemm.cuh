@@ -81,6 +81,9 @@ struct IgemmArgs {
   int stage_elems;   // elements per pipeline stage
   int stages;        // pipeline depth, 2..kMaxStages
   int chunks;        // channel chunks per group: ceil(Cg / BC)
+  int step_chunks;   // channel chunks per pipeline step (NWC with bulk copies: 1 or 2; otherwise 1) ...
+  int steps;         // ... so steps per tile: ceil(chunks / step_chunks)
+  int sub_elems;     // elements per chunk window inside a stage (the stage holds step_chunks of them)
   int m_tiles;       // o-tiles per group: ceil(Og / BM)
   int combos;        // groups * m_tiles: the (group, o-tile) pairs, each with its own resident weights
   int w_words;       // 32-bit words of resident weights
@@ -94,7 +97,11 @@ struct IgemmArgs {
   bool vec_x;        // x rows allow 16-byte copies
   bool pair_store;   // NCW: two adjacent outputs can be stored as one aligned pair
   int scratch_off;   // byte offset of the per-warp output staging areas (0: none, outputs stored directly)
+  int diag;          // timing experiments only (wrong results): kDiag* bits, from JAX_CONV1D_IGEMM_DIAG
 };
+
+// JAX_CONV1D_IGEMM_DIAG bits: drop one part of the kernel so a timing run shows what the rest costs alone.
+constexpr int kDiagNoMma = 1, kDiagNoCopy = 2, kDiagNoStore = 4;
 
 // kBulk: stages are filled by the copy engine (sm_90+): NCW rows as 1-D bulk copies, NWC windows as tensor-map
 // boxes stored with the 64-byte swizzle (rows of exactly one 64-byte chunk, so B-fragment reads stay
@@ -140,7 +147,8 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   const int64_t my_tiles = bi < a.tiles_per_combo ? (a.tiles_per_combo - 1 - bi) / a.blocks_per_combo + 1 : 0;
   const uint32_t stage_bytes = uint32_t(a.stage_elems) * sizeof(T);
 
-  // Where a pipeline step is: (sample, output tile) and channel chunk. The loads and the computation each walk
+  // Where a pipeline step is: (sample, output tile) and step within the tile (chunk = step when step_chunks
+  // is 1; otherwise chunks step*step_chunks + 0, 1). The loads and the computation each walk
   // the block's steps in order with their own cursor; a tile advances by blocks_per_combo tiles, i.e.
   // step_n samples and step_tt tiles with one carry, so no step pays for a 64-bit division.
   struct Cursor {
@@ -148,7 +156,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     int chunk;
   };
   auto advance = [&](Cursor& c) {
-    if (++c.chunk == a.chunks) {
+    if (++c.chunk == a.steps) {
       c.chunk = 0;
       c.tt += a.step_tt;
       c.n += a.step_n;
@@ -227,6 +235,10 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
       const int span = int(ceil_div(int64_t(l0 - la) + a.win, VEC) * VEC);  // elements of each row read
       // In-range part [lo, hi) of [la, la + span); L and la are multiples of VEC, so it is whole vectors.
       const int64_t lo = std::max<int64_t>(la, 0), hi = std::min<int64_t>(la + span, p.in_length);
+      if (a.diag & kDiagNoCopy) {
+        if (lane == 0) mbar_arrive_expect_tx(bar, 0);
+        return;
+      }
       const uint32_t row_bytes = hi > lo ? uint32_t((hi - lo) * sizeof(T)) : 0u;
       if (lane == 0) mbar_arrive_expect_tx(bar, row_bytes * uint32_t(c_valid));
       __syncwarp();
@@ -246,10 +258,18 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
       }
     } else {
       const uint32_t box_bytes = uint32_t(a.box_rows) * BC * sizeof(T);
-      mbar_arrive_expect_tx(bar, box_bytes * uint32_t(a.boxes));
-      const int c0 = int(grp * cg + int64_t(chunk) * BC);
-      for (int b = 0; b < a.boxes; ++b)
-        tma_load_3d(dst + size_t(b) * a.box_rows * BC, &tmap, c0, int(l0 + int64_t(b) * a.box_rows), int(n), bar);
+      if (a.diag & kDiagNoCopy) {
+        mbar_arrive_expect_tx(bar, 0);
+        return;
+      }
+      const int chunk0 = chunk * a.step_chunks, nsub = std::min(a.step_chunks, a.chunks - chunk0);
+      mbar_arrive_expect_tx(bar, box_bytes * uint32_t(a.boxes * nsub));
+      for (int sub = 0; sub < nsub; ++sub) {
+        const int c0 = int(grp * cg + int64_t(chunk0 + sub) * BC);
+        for (int b = 0; b < a.boxes; ++b)
+          tma_load_3d(dst + size_t(sub) * a.sub_elems + size_t(b) * a.box_rows * BC, &tmap, c0,
+                      int(l0 + int64_t(b) * a.box_rows), int(n), bar);
+      }
     }
   };
 
@@ -273,7 +293,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     if constexpr (!k16) {
       const int64_t c = int64_t(chunk) * BC + q * 8 + (ln & 3) + 4 * (r >> 1);
       const float v = (m_ok && c < cg) ? wo[c * p.w_c] : 0.f;
-      word = kMath == FwdMath::kTF32 ? tf32_round(v) : __float_as_uint(v);
+      word = kMath == FwdMath::kTF32 ? tf32_round_fast(v) : __float_as_uint(v);
     } else {
       const int64_t c = int64_t(chunk) * BC + q * 16 + 2 * (ln & 3) + 8 * (r >> 1);
       const uint16_t* wb = reinterpret_cast<const uint16_t*>(wo);
@@ -464,10 +484,15 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
       const int e = int(l0 & (VEC - 1));  // window start inside the 16-byte aligned row (VEC is a power of 2)
       ncw_base = stage_off + ncw_lane + uint32_t(e * int(sizeof(T)));
     }
-    const uint32_t* wck = ws + (size_t(c.chunk) * K * QS * kMTiles + wm * MT) * 128 + lane * 4;
+    // The step's (chunk, tap) pairs in one sequence j = sub * K + k; the resident weights are chunk-major,
+    // tap-minor, so j also indexes the A fragments from the step's first chunk on.
+    const int chunk0 = c.chunk * a.step_chunks;
+    const int J = K * (kNCW ? 1 : std::min(a.step_chunks, a.chunks - chunk0));
+    const uint32_t* wck = ws + (size_t(chunk0) * K * QS * kMTiles + wm * MT) * 128 + lane * 4;
+    const uint32_t sub_bytes = uint32_t(a.sub_elems) * sizeof(T);
 
-    auto load_frags = [&](int k, Frags& fr) {
-      const uint32_t* wk = wck + k * (QS * kMTiles * 128);
+    auto load_frags = [&](int j, Frags& fr) {
+      const uint32_t* wk = wck + j * (QS * kMTiles * 128);
 #pragma unroll
       for (int q = 0; q < QS; ++q)
 #pragma unroll
@@ -476,9 +501,11 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
           fr.a[q][mt][0] = v.x, fr.a[q][mt][1] = v.y, fr.a[q][mt][2] = v.z, fr.a[q][mt][3] = v.w;
         }
       if constexpr (!kNCW) {
+        const int sub = j >= K ? 1 : 0, k = j - sub * K;  // step_chunks <= 2
         const int row = nwc_col0 + k * d;
         const int chunk16 = kBulk ? ((lane >> 3) ^ ((row >> 1) & 3)) : (lane >> 3);
-        const uint32_t addr = xs_sh + stage_off + uint32_t(row) * kRowBytes + uint32_t(chunk16 << 4);
+        const uint32_t addr =
+            xs_sh + stage_off + sub * sub_bytes + uint32_t(row) * kRowBytes + uint32_t(chunk16 << 4);
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
           uint32_t r4[4];
@@ -486,7 +513,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
           fr.b[0][nt][0] = r4[0], fr.b[0][nt][1] = r4[1], fr.b[1][nt][0] = r4[2], fr.b[1][nt][1] = r4[3];
         }
       } else {
-        const unsigned char* base = xsb + ncw_base + uint32_t(k * d * int(sizeof(T)));
+        const unsigned char* base = xsb + ncw_base + uint32_t(j * d * int(sizeof(T)));  // j == k: one chunk
 #pragma unroll
         for (int q = 0; q < QS; ++q)
 #pragma unroll
@@ -512,7 +539,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
 #pragma unroll
           for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-            for (int r = 0; r < 2; ++r) bb[nt][r] = tf32_round(__uint_as_float(fr.b[q][nt][r]));
+            for (int r = 0; r < 2; ++r) bb[nt][r] = tf32_round_fast(__uint_as_float(fr.b[q][nt][r]));
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -522,11 +549,11 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-            for (int r = 0; r < 4; ++r) tf32_split(__uint_as_float(fr.a[q][mt][r]), ab[mt][r], as[mt][r]);
+            for (int r = 0; r < 4; ++r) tf32_split_fast(__uint_as_float(fr.a[q][mt][r]), ab[mt][r], as[mt][r]);
 #pragma unroll
           for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-            for (int r = 0; r < 2; ++r) tf32_split(__uint_as_float(fr.b[q][nt][r]), bb[nt][r], bs[nt][r]);
+            for (int r = 0; r < 2; ++r) tf32_split_fast(__uint_as_float(fr.b[q][nt][r]), bb[nt][r], bs[nt][r]);
           // Small cross terms first, so they are not lost under the large partial sum's rounding.
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt)
@@ -547,17 +574,18 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
 
     Frags f0, f1;
     load_frags(0, f0);
-    int k = 0;
-    for (; k + 2 <= K; k += 2) {
-      load_frags(k + 1, f1);
+    int j = 0;
+    if (a.diag & kDiagNoMma) j = J;
+    for (; j + 2 <= J; j += 2) {
+      load_frags(j + 1, f1);
       mma_frags(f0);
-      if (k + 2 < K) load_frags(k + 2, f0);
+      if (j + 2 < J) load_frags(j + 2, f0);
       mma_frags(f1);
     }
-    if (k < K) mma_frags(f0);
+    if (j < J) mma_frags(f0);
 
-    if (c.chunk == a.chunks - 1) {
-      epilogue(c.n, c.tt);
+    if (c.chunk == a.steps - 1) {
+      if (!(a.diag & kDiagNoStore)) epilogue(c.n, c.tt);
 #pragma unroll
       for (int i = 0; i < MT; ++i)
 #pragma unroll
@@ -569,14 +597,14 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
 
   if constexpr (kBulk) {
 #ifdef JC_BULK_COPY_AVAILABLE
-    run_pipeline_bulk_staged(my_tiles * a.chunks, a.stages, stage_full, issue, compute);
+    run_pipeline_bulk_staged(my_tiles * a.steps, a.stages, stage_full, issue, compute);
 #else
     (void)stage_full;
     (void)issue;
     __trap();  // never launched: the host picks bulk copies only on sm_90+
 #endif
   } else {
-    run_pipeline_staged(my_tiles * a.chunks, a.stages, load, compute);
+    run_pipeline_staged(my_tiles * a.steps, a.stages, load, compute);
   }
 }
 
@@ -586,6 +614,13 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
 inline bool igemm_staged_stores_enabled() {
   const char* v = std::getenv("JAX_CONV1D_IGEMM_STAGED_STORES");
   return v == nullptr || std::strcmp(v, "0") != 0;
+}
+
+// Timing experiments (results are wrong while set): JAX_CONV1D_IGEMM_DIAG, a kDiag* bit mask, and
+// JAX_CONV1D_IGEMM_STAGES, a cap on the pipeline depth (2..kMaxStages). Read per call.
+inline int igemm_env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v == nullptr || *v == '\0' ? fallback : std::atoi(v);
 }
 
 // Fills the tile-dependent fields of `a` and the shared-memory size; false when the shape does not fit this
@@ -630,22 +665,38 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, bool bulk, Igemm
     a.x_row = 0;
     a.stage_elems = int(win * E::kRowNWC);
   }
-  const int64_t stage_bytes = ceil_div(int64_t(a.stage_elems) * sizeof(T), 1024) * 1024;
+  // NWC windows through the copy engine: two channel chunks share a pipeline step, which halves the stage
+  // waits and block barriers per tile (about 650 ns per step on the H100). Measured faster for WaveNet (K = 2,
+  // 64 MMAs per warp per chunk: 1.42 -> 1.31 ms) and the f32 TF32 headline (K = 3: 5.97 -> 5.74 ms); bf16
+  // and 3xTF32 at K > 2 were checked but not timed, so they keep one chunk per step.
+  // JAX_CONV1D_IGEMM_STEP_CHUNKS=1|2 overrides.
+  const int64_t sub_bytes = ceil_div(int64_t(a.stage_elems) * sizeof(T), 1024) * 1024;
+  a.sub_elems = int(sub_bytes / sizeof(T));
+  a.step_chunks = 1;
+  if (bulk && p.layout == Layout::kNWC && chunks >= 2) {
+    const bool measured = p.kernel_size <= 2 || (sizeof(T) == 4 && p.precision != Precision::kAccurate);
+    const int want = igemm_env_int("JAX_CONV1D_IGEMM_STEP_CHUNKS", measured ? 2 : 1);
+    a.step_chunks = want >= 2 ? 2 : 1;
+  }
+  a.steps = int(ceil_div(chunks, a.step_chunks));
+  const int64_t stage_bytes = sub_bytes * a.step_chunks;
   a.stage_elems = int(stage_bytes / sizeof(T));
   const int64_t budget = dev.max_smem_block - 1024 - int64_t(sizeof(uint64_t)) * 4;  // alignment slack, barriers
   a.stages = 0;
-  for (int st = kMaxStages; st >= 2; --st) {
+  const int max_stages = std::clamp(igemm_env_int("JAX_CONV1D_IGEMM_STAGES", kMaxStages), 2, kMaxStages);
+  for (int st = max_stages; st >= 2; --st) {
     if (a.w_bytes_padded + st * stage_bytes <= budget) {
       a.stages = st;
       break;
     }
   }
   if (a.stages == 0) return false;
-  // Output staging, when it fits: take it from a fifth or sixth stage if needed, never below four.
+  // Output staging, when it fits: take it from a fifth or sixth chunk window if needed, never below four.
+  const int min_stages = std::max(2, 4 / a.step_chunks);
   const int64_t scratch_floats = p.layout == Layout::kNWC ? igemm_scratch_floats<Tile, Layout::kNWC>()
                                                           : igemm_scratch_floats<Tile, Layout::kNCW>();
   const int64_t scratch_bytes = int64_t(Tile::kThreads / 32) * scratch_floats * 4;
-  while (a.stages > 4 && a.w_bytes_padded + a.stages * stage_bytes + scratch_bytes > budget) --a.stages;
+  while (a.stages > min_stages && a.w_bytes_padded + a.stages * stage_bytes + scratch_bytes > budget) --a.stages;
   const int64_t stages_end = a.w_bytes_padded + a.stages * stage_bytes;
   a.scratch_off = stages_end + scratch_bytes <= budget ? int(stages_end) : 0;
   smem_bytes = int(1024 + stages_end + (a.scratch_off ? scratch_bytes : 0));
@@ -665,12 +716,15 @@ bool igemm_launch_variant(const Conv1dParams& p, const T* x, const T* w, const T
   if (!igemm_plan<T, Tile>(p, dev, kBulk, a, smem)) return false;
   a.p = p;
   a.x = x, a.w = w, a.bias = bias, a.y = y;
+  a.diag = igemm_env_int("JAX_CONV1D_IGEMM_DIAG", 0);
   constexpr int VEC = IgemmElem<T>::kVec;
   const bool x_aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0;
   a.vec_x = x_aligned && (kLayout == Layout::kNCW ? p.in_length % VEC == 0
                                                   : p.in_channels % VEC == 0 && p.in_per_group() % VEC == 0);
   a.pair_store = p.out_length % 2 == 0 && reinterpret_cast<uintptr_t>(y) % (2 * sizeof(TOut)) == 0;
-  // Staged 16-byte stores need unit stride along the staged run and 16-byte aligned runs.
+  // Staged 16-byte stores need unit stride along the staged run and 16-byte aligned runs. (NCW rows that are
+  // not 16-byte aligned, like the headline's, were tried staged as the aligned vectors they overlap, partial
+  // ones element-wise: no faster for f32, 30% slower for bf16; docs/notes/fwd_session2.md.)
   {
     const bool y16 = reinterpret_cast<uintptr_t>(y) % 16 == 0;
     const int64_t es = sizeof(TOut);

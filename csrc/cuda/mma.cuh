@@ -25,11 +25,30 @@ __device__ __forceinline__ uint32_t tf32_round(float v) {
   return r;
 }
 
+// The same rounding in one instruction where the hardware has it: sm_90's cvt.rn.tf32.f32 (ties to even) is a
+// single F2FP, while cvt.rna compiles to an FSETP (inf/NaN guard) and a predicated add per element, which in
+// the forward's MMA loop is two of every ~7 instructions. Ties-to-even and ties-away differ only on exact
+// ties, so the error bound is the same.
+__device__ __forceinline__ uint32_t tf32_round_fast(float v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  uint32_t r;
+  asm("cvt.rn.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
+  return r;
+#else
+  return tf32_round(v);
+#endif
+}
+
 // v == big + small to about 2^-22 relative: the 3xTF32 split that gives float32-level products from tf32
 // tensor cores (big*big + big*small + small*big; small*small is below fp32 rounding).
 __device__ __forceinline__ void tf32_split(float v, uint32_t& big, uint32_t& small) {
   big = tf32_round(v);
   small = tf32_round(v - __uint_as_float(big));
+}
+
+__device__ __forceinline__ void tf32_split_fast(float v, uint32_t& big, uint32_t& small) {
+  big = tf32_round_fast(v);
+  small = tf32_round_fast(v - __uint_as_float(big));
 }
 
 __device__ __forceinline__ void mma_tf32_16x8x8(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
