@@ -4,7 +4,7 @@
 // split workspace and with none; dw must be bitwise the same with and without db, and every run bitwise the
 // same as the last. Outputs start poisoned with NaN.
 //
-// Build and run on the device (benchmarks/device_run.sh step wgrad-bias):
+// Build and run on the device (benchmarks/device_run.sh step wgrad-bias does this, compiling in parallel):
 //   nvcc -std=c++17 -arch=sm_90a -O2 --expt-relaxed-constexpr -I csrc benchmarks/wgrad_bias_check.cu \
 //     csrc/cuda/conv1d_wgrad.cu csrc/cuda/wgrad_implicit_gemm_{f32,bf16,f16}.cu csrc/cuda/wgrad_depthwise.cu \
 //     -o /tmp/wgrad_bias_check && /tmp/wgrad_bias_check

@@ -5,8 +5,9 @@
 //
 // M = output channels (A = dy), N = (tap, input channel) pairs (B = x gathered at stride), and the reduction
 // runs over every batch row and output position: millions of terms for a weight of a few thousand elements.
-// The reduction is cut into units of `bt` output positions of one batch row; grid.x splits the units into
-// contiguous ranges, grid.y runs over output tiles. Each block streams its units through a cp.async pipeline,
+// The reduction is cut into units of `bt` output positions of one batch row; grid.y splits the units into
+// contiguous ranges, grid.x runs over output tiles (fastest, so the tiles of one split run side by side and
+// their repeated reads of the same dy and x rows hit L2). Each block streams its units through a cp.async pipeline,
 // accumulates in registers, and writes one float32 partial tile; wgrad_sum_splits adds the partials in split
 // order. No atomics: the result is bitwise the same on every run.
 //
@@ -84,7 +85,7 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
   const int wm = warp % kWarpsM, wn = warp / kWarpsM, g = lane >> 2, tq = lane & 3;
 
   // Output tile of this block.
-  int tile = blockIdx.y;
+  int tile = blockIdx.x;
   const int kblk = tile % prm.k_blocks;
   tile /= prm.k_blocks;
   const int cblk = tile % prm.c_blocks;
@@ -100,8 +101,9 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
   const int k_first = kblk * prm.kb;
 
   // Reduction range of this split.
-  const int64_t u_begin = blockIdx.x * prm.units / prm.splits;
-  const int64_t u_end = (blockIdx.x + 1) * prm.units / prm.splits;
+  const int64_t split = blockIdx.y;
+  const int64_t u_begin = split * prm.units / prm.splits;
+  const int64_t u_end = (split + 1) * prm.units / prm.splits;
   const int64_t count = u_end - u_begin;
 
   // Fragment addressing: A (m = out channel, k = position) from the dy tile, B (k = position, n = column)
@@ -148,7 +150,7 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
     wd.line_valid = o_valid;
     wd.pos_lo = 0;
     wd.pos_hi = p.out_length - t0;
-    load_window(dy, wd, dy_s, prm.dy_pitch, prm.vec_dy, ncw, tid, kThreads);
+    load_window_fast(dy, wd, dy_s, prm.dy_pitch, prm.vec_dy, ncw, tid, kThreads);
     const int64_t l_base = t0 * p.stride + int64_t(k_first) * p.dilation - p.pad_lo;
     for (int j = 0; j < prm.nseg; ++j) {
       const int64_t ls = l_base + prm.seg_src[j];
@@ -161,7 +163,7 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
       wx.line_valid = c_valid;
       wx.pos_lo = -ls;
       wx.pos_hi = p.in_length - ls;
-      load_window(x, wx, x_s + prm.seg_base[j], prm.x_pitch, prm.vec_x, ncw, tid, kThreads);
+      load_window_fast(x, wx, x_s + prm.seg_base[j], prm.x_pitch, prm.vec_x, ncw, tid, kThreads);
     }
   };
 
@@ -242,7 +244,7 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
 
   // Epilogue: every (split, weight element) of the tile is written exactly once, zeros included.
   const int64_t w_size = p.w_size();
-  float* const part = prm.partials ? prm.partials + blockIdx.x * prm.split_stride : nullptr;
+  float* const part = prm.partials ? prm.partials + split * prm.split_stride : nullptr;
   if (want_bias) {
 #pragma unroll
     for (int i = 0; i < kBiasRows; ++i) {
@@ -402,7 +404,7 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   q.t_units = ceil_div(p.out_length, q.bt);
   q.units = p.batch * q.t_units;
   if (q.units >= (int64_t(1) << 31)) return false;
-  plan->grid = dim3(1, static_cast<unsigned>(tiles), 1);
+  plan->grid = dim3(static_cast<unsigned>(tiles), 1, 1);
   return true;
 }
 
@@ -422,7 +424,7 @@ template <class Op>
 size_t workspace_bytes(const Conv1dParams& p) {
   Plan plan;
   if (!make_plan<Op>(p, &plan)) return 0;
-  const int splits = choose_splits(plan.prm, plan.grid.y, SIZE_MAX);
+  const int splits = choose_splits(plan.prm, plan.grid.x, SIZE_MAX);
   return splits > 1 ? size_t(splits) * plan.prm.split_stride * sizeof(float) : 0;
 }
 
@@ -472,9 +474,9 @@ cudaError_t run(const Conv1dParams& p, const typename Op::T* x, const typename O
   Plan plan;
   if (!make_plan<Op>(p, &plan)) return cudaErrorNotSupported;
   Params& q = plan.prm;
-  q.splits = choose_splits(q, plan.grid.y, ws.bytes);
+  q.splits = choose_splits(q, plan.grid.x, ws.bytes);
   q.partials = q.splits > 1 ? static_cast<float*>(ws.ptr) : nullptr;
-  plan.grid.x = q.splits;
+  plan.grid.y = q.splits;
   // 16-bit A pairs load as words when dy's positions are contiguous (NCW); float never needs it.
   cudaError_t err;
   if constexpr (sizeof(T) == 2) {
