@@ -129,6 +129,24 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
   }
 
   const int stage_elems = prm.dy_elems + prm.x_elems;
+
+  // 16-bit NWC: both tiles are stored reduction-major, so fragments load with ldmatrix.trans (the host picks
+  // pitches that are multiples of 8 elements). Byte offsets of this lane's rows, before the stage's base and
+  // the k-step's row offset; see warp_mma_step_16bit_ldsm.
+  constexpr bool kLdsm = sizeof(T) == 2 && !kNCW;
+  uint32_t a_lane0 = 0, b_lane0[kNT / 2 > 0 ? kNT / 2 : 1] = {};
+  if constexpr (kLdsm) {
+    const int r8 = lane & 7, i4 = lane >> 3;
+    a_lane0 = ((r8 + 8 * (i4 >> 1)) * prm.dy_pitch + wm * kMT * 16 + 8 * (i4 & 1)) * int(sizeof(T));
+#pragma unroll
+    for (int q = 0; q < kNT / 2; ++q) {
+      const int n0 = wn * kNT * 8 + (2 * q + (i4 >> 1)) * 8;  // first of the 8 columns of this lane's matrix
+      int j = n0 / prm.bch, c = n0 - j * prm.bch;
+      if (j >= prm.kb) j = 0, c = 0;  // padding columns: any in-range address, the results are dropped
+      const int col = prm.seg_base[prm.tap_seg[j]] + prm.tap_off[j] * prm.x_pitch + c;
+      b_lane0[q] = (col + (r8 + 8 * (i4 & 1)) * static_cast<int>(p.stride) * prm.x_pitch) * int(sizeof(T));
+    }
+  }
   auto unit_origin = [&](int64_t u, int64_t& n, int64_t& t0) {  // 32-bit: the host checks units < 2^31
     const uint32_t uu = static_cast<uint32_t>(u), tu = static_cast<uint32_t>(prm.t_units);
     const uint32_t nn = uu / tu;
@@ -204,7 +222,14 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
     }
 #pragma unroll
     for (int k0 = 0; k0 < kBT; k0 += Op::kK) {
-      if constexpr (kCompensated)
+      if constexpr (kLdsm) {
+        const uint32_t dy_a = smem_u32(dy_s) + a_lane0 + k0 * prm.dy_pitch * int(sizeof(T));
+        const uint32_t x_k = smem_u32(x_s) + k0 * static_cast<int>(p.stride) * prm.x_pitch * int(sizeof(T));
+        uint32_t b_lane[kNT / 2];
+#pragma unroll
+        for (int q = 0; q < kNT / 2; ++q) b_lane[q] = x_k + b_lane0[q];
+        warp_mma_step_16bit_ldsm<Op, kMT, kNT>(acc, dy_a, b_lane);
+      } else if constexpr (kCompensated)
         warp_mma_step_3xtf32_compensated<kMT, kNT>(acc, comp, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
       else
         warp_mma_step<Op, kMT, kNT, kAContig, false>(acc, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
@@ -372,9 +397,21 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
       q.x_pitch = static_cast<int>(pick_pitch(cols, q.vec_x, x_rows_g, sz));
       q.x_elems = q.bch * q.x_pitch;
     } else {
-      q.dy_pitch = static_cast<int>(pick_pitch(bm, q.vec_dy, rows_t, sz));
+      if (sz == 2) {
+        // ldmatrix rows (warp_mma_step_16bit_ldsm): 16-byte aligned, and an odd number of 16-byte groups
+        // apart so the 8 rows of a matrix hit distinct bank groups.
+        q.dy_pitch = static_cast<int>(round_up(bm, 8));
+        if ((q.dy_pitch / 8) % 2 == 0) q.dy_pitch += 8;
+      } else {
+        q.dy_pitch = static_cast<int>(pick_pitch(bm, q.vec_dy, rows_t, sz));
+      }
       q.dy_elems = bt * q.dy_pitch;
-      q.x_pitch = static_cast<int>(pick_pitch(q.bch, q.vec_x, x_rows_t, sz));
+      if (sz == 2) {  // as dy, for rows `stride` apart (an even stride leaves 2-way conflicts)
+        q.x_pitch = static_cast<int>(round_up(q.bch, 8));
+        if ((s * q.x_pitch / 8) % 2 == 0) q.x_pitch += 8;
+      } else {
+        q.x_pitch = static_cast<int>(pick_pitch(q.bch, q.vec_x, x_rows_t, sz));
+      }
       int64_t rows = 0;
       for (int j = 0; j < q.nseg; ++j) {
         q.seg_base[j] = static_cast<int>(rows * q.x_pitch);
