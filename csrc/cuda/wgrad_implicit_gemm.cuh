@@ -27,8 +27,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 
 #include "conv1d_cuda.h"
 #include "cp_async_tiles.cuh"
@@ -40,10 +38,11 @@
 namespace jax_conv1d::cuda {
 namespace wgrad_gemm {
 
-// Warps: kWarpsM along M (2 or 4) x 4 along N, each with a (kMT*16) x (kNT*8) accumulator tile. The 128-row
-// tiles of the plain policies run as 4 x 4 warps of 32 x (kNT*8): twice the warps of a 2 x 4 block of 64-row
-// warp tiles for the same shared tiles, to hide the shared-memory and tensor-core latencies that one 8-warp
-// block per SM left exposed (55 % of cycles with no eligible warp).
+// Warps: kWarpsM along M x 4 along N, each with a (kMT*16) x (kNT*8) accumulator tile. Every launch uses
+// kWarpsM = 2 (8 warps). A 128-row tile on 4 x 4 warps of 32 rows (16 warps, 128 registers, no spills) was
+// measured slower on an H100 (headline dw 10.1 / 8.7 ms NCW / NWC against 9.0 / 7.7 ms, WaveNet 3.16 against
+// 2.80 ms, docs/notes/wgrad_session2.md): each warp reloads the whole B fragment set for half the MMAs, so
+// the kernel issues ~45 % more fragment-path instructions, and issue slots, not latency, were the limit.
 constexpr int threads_of(int warps_m) { return 32 * 4 * warps_m; }
 constexpr int kMaxTaps = 16;   // taps per column block (and x segments)
 constexpr int kMaxSmem = 227 * 1024;
@@ -310,21 +309,10 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
 
 struct Plan {
   Params prm;
-  int mt = 4, nt = 4;  // block tile (32*mt) x (32*nt)
-  int warps_m = 2;     // 4: a 128-row tile as 4 x 4 warps of 32 rows
+  int mt = 4, nt = 4;  // block tile (32*mt) x (32*nt), on 2 x 4 warps
   size_t smem = 0;
   dim3 grid;
 };
-
-// JAX_CONV1D_WGRAD_WARPS=8 keeps 128-row tiles on 8 warps of 64 rows (the layout before 16-warp blocks), for
-// comparing the two on a device.
-inline bool wide_blocks_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("JAX_CONV1D_WGRAD_WARPS");
-    return !(v && std::string(v) == "8");
-  }();
-  return on;
-}
 
 // Fills everything but the split count; false when the shape is outside the kernel's range.
 template <class Op>
@@ -337,7 +325,6 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   q.p = p;
   // The compensated float32-accurate sums keep twice the accumulators: the narrow tile keeps them in registers.
   plan->mt = (og <= 64 || std::is_same_v<Op, Mma3xTf32>) ? 2 : 4;
-  plan->warps_m = plan->mt == 4 && wide_blocks_enabled() ? 4 : 2;
   const int bm = 32 * plan->mt;
 
   // Column blocks: the fewest MMA columns over the whole weight, then the widest channel block.
@@ -485,8 +472,7 @@ cudaError_t launch_layout(const Plan& plan, const typename Op::T* x, const typen
              : launch<Op, kMT, kNT, kWarpsM, kAContig, false, 16>(plan, x, dy, dw, db, stream);
 }
 
-// Block tiles (rows x columns) and their warp grids: 64 x 128 on 2 x 4 warps, 128 x 128 and 128 x 192 on
-// 4 x 4 warps (or 2 x 4 with JAX_CONV1D_WGRAD_WARPS=8).
+// Block tiles (rows x columns), all on 2 x 4 warps: 64 x 128, 128 x 128 and 128 x 192.
 template <class Op, bool kAContig>
 cudaError_t launch_shape(const Plan& plan, const typename Op::T* x, const typename Op::T* dy, typename Op::T* dw,
                          typename Op::T* db, cudaStream_t stream) {
@@ -494,9 +480,6 @@ cudaError_t launch_shape(const Plan& plan, const typename Op::T* x, const typena
     return launch_layout<Op, 2, 4, 2, kAContig>(plan, x, dy, dw, db, stream);
   } else {
     if (plan.mt == 2) return launch_layout<Op, 2, 4, 2, kAContig>(plan, x, dy, dw, db, stream);
-    if (plan.warps_m == 4)
-      return plan.nt == 6 ? launch_layout<Op, 2, 6, 4, kAContig>(plan, x, dy, dw, db, stream)
-                          : launch_layout<Op, 2, 4, 4, kAContig>(plan, x, dy, dw, db, stream);
     return plan.nt == 6 ? launch_layout<Op, 4, 6, 2, kAContig>(plan, x, dy, dw, db, stream)
                         : launch_layout<Op, 4, 4, 2, kAContig>(plan, x, dy, dw, db, stream);
   }
