@@ -158,8 +158,8 @@ bool check_case(const Case& cs, Layout layout, Precision precision, const char* 
   const bool det = same_bits(a.dw, b.dw) && same_bits(a.db, b.db);
   const bool dw_same = same_bits(a.dw, no_db.dw);
   const bool ok = e_dw <= tol_dw && e_db <= tol_db && e_dw1 <= tol_dw && e_db1 <= tol_db && det && dw_same;
-  std::printf("%-4s %-5s %-3s (%ld,%ld,%ld,%ld,K%ld,s%ld,d%ld,pad %ld/%ld,g%ld)  dw %.1e db %.1e | no ws: dw %.1e db %.1e"
-              " | det %s, dw same without db %s  %s\n",
+  std::printf("%-4s %-5s %-3s (%ld,%ld,%ld,%ld,K%ld,s%ld,d%ld,pad %ld/%ld,g%ld)  dw %.1e db %.1e"
+              " | no ws: dw %.1e db %.1e | det %s, dw same without db %s  %s\n",
               layout == Layout::kNCW ? "NCW" : "NWC", dtype, precision == Precision::kAccurate ? "hi" : "",
               (long)cs.n, (long)cs.c, (long)cs.o, (long)cs.l, (long)cs.k, (long)cs.s, (long)cs.d, (long)cs.lo,
               (long)cs.hi, (long)cs.g, e_dw, e_db, e_dw1, e_db1, det ? "yes" : "NO", dw_same ? "yes" : "NO",

@@ -179,8 +179,9 @@ cudaError_t conv1d_wgrad_cuda(const Conv1dParams& p, const T* x, const T* dy, T*
                                       : wgrad_implicit_gemm<T>(p, x, dy, dw, db, ws, stream);
     if (err != cudaErrorNotSupported) {  // NotSupported: nothing was launched
       if (trace_dispatch())
-        std::fprintf(stderr, "jax_conv1d wgrad: %s (workspace %zu bytes)%s\n", depthwise ? "depthwise" : "implicit_gemm",
-                     ws.bytes, db ? (depthwise ? " + bias_grad" : " + fused bias") : "");
+        std::fprintf(stderr, "jax_conv1d wgrad: %s (workspace %zu bytes)%s\n",
+                     depthwise ? "depthwise" : "implicit_gemm", ws.bytes,
+                     db ? (depthwise ? " + bias_grad" : " + fused bias") : "");
       if (err != cudaSuccess || !db || !depthwise) return err;
       return bias_grad<T>(p, dy, db, stream);
     }
