@@ -78,8 +78,9 @@ __global__ void __launch_bounds__(kThreads) wgrad_sum_splits_kernel(const float*
 }
 
 // Bias gradient, db[o] = sum over (n, t) of dy[n, o, t], for the families that do not fuse it. One block of
-// kBiasThreads per kBiasChannels channels; thread (channel lane, row lane) sums rows r = row lane + i * rows
-// of the (n, t) grid in float64, and the block adds the row lanes in a fixed tree: deterministic, no atomics.
+// kBiasThreads per 8 channels (NWC) or per channel (NCW); thread (channel lane, row lane) sums the (n, t) rows
+// row lane, row lane + kRowLanes, ... in float64, and the block adds the row lanes in a fixed tree:
+// deterministic, no atomics.
 // NWC (channels contiguous): 8 channel lanes, so a warp reads 4 rows of 8 consecutive channels (whole 32-byte
 // sectors for float32). NCW (positions contiguous): one channel per block, every lane on its own position.
 constexpr int kBiasThreads = 1024;
