@@ -4,7 +4,7 @@
 
 --sweep   random shapes (strides, dilations, paddings incl. negative, groups, depthwise, both layouts;
           float32 default and highest, bfloat16, float16) against a float64 NumPy reference; every case runs
-          twice and must be bitwise identical.
+          twice and must be bitwise identical; the SWEEP_BIAS cases also take a bias and check its gradient.
 --bench   the issue's backward cases (headline, depthwise_tcn, mamba_dw_causal, wavenet_dense): dx+dw, dx only,
           dw only; --xla also times lax on the same inputs in the same process.
 
@@ -99,6 +99,8 @@ SWEEP = [
 ]
 # Cases also run at HIGHEST, bfloat16 and float16 (indices into SWEEP).
 SWEEP_PRECISION = [0, 1, 2, 5, 7, 13, 16, 17, 22, 24]
+# Cases that also take a bias, whose gradient is checked too.
+SWEEP_BIAS = [1, 2, 5, 6, 13, 16, 17, 19, 22, 24]
 
 
 def _poison():
@@ -107,14 +109,21 @@ def _poison():
     jnp.full((64 << 20,), jnp.nan, jnp.float32).block_until_ready()
 
 
-def _grads_fn(case_kwargs):
+def _grads_fn(case_kwargs, with_bias=False):
+    """jit of (x, w, b, g) -> (dx, dw, db or None)."""
     import jax
     from jax_conv1d import dilated_conv1d
+
+    if with_bias:
+        def fwd_b(x, w, b):
+            return dilated_conv1d(x, w, b, **case_kwargs)
+
+        return jax.jit(lambda x, w, b, g: jax.vjp(fwd_b, x, w, b)[1](g))
 
     def fwd(x, w):
         return dilated_conv1d(x, w, **case_kwargs)
 
-    return jax.jit(lambda x, w, g: jax.vjp(fwd, x, w)[1](g))
+    return jax.jit(lambda x, w, b, g: (*jax.vjp(fwd, x, w)[1](g), None))
 
 
 def run_sweep(quick: bool, only=frozenset()) -> bool:
@@ -145,18 +154,22 @@ def run_sweep(quick: bool, only=frozenset()) -> bool:
                 x = jax.random.normal(kx, x_shape, jnp.float32).astype(dtype)
                 w = jax.random.normal(kw, w_shape, jnp.float32).astype(dtype)
                 g = jax.random.normal(kg, y_shape, jnp.float32).astype(dtype)
+                with_bias = idx in SWEEP_BIAS
+                b = jnp.linspace(-1.0, 1.0, o, dtype=jnp.float32).astype(dtype) if with_bias else None
                 kwargs = dict(stride=s, dilation=d, padding=(lo, hi), groups=groups, layout=layout,
                               precision=precision)
                 short = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}[dtype_name]
                 label = f"{idx:2d} {layout} {short}{'/hi' if precision == 'highest' else ''}"
                 print(f"  running {label} {case}", flush=True)
                 try:
-                    fn = _grads_fn(kwargs)
+                    fn = _grads_fn(kwargs, with_bias)
                     _poison()
-                    dx1, dw1 = fn(x, w, g)
+                    dx1, dw1, db1 = fn(x, w, b, g)
                     _poison()
-                    dx2, dw2 = fn(x, w, g)
+                    dx2, dw2, db2 = fn(x, w, b, g)
                     dx1, dw1, dx2, dw2 = (np.asarray(a.astype(jnp.float32)) for a in (dx1, dw1, dx2, dw2))
+                    if with_bias:
+                        db1, db2 = (np.asarray(a.astype(jnp.float32)) for a in (db1, db2))
                 except Exception as err:  # noqa: BLE001 - report and go on
                     rows.append((label, case, float("nan"), float("nan"), False, f"ERROR {err}"))
                     ok_all = False
@@ -167,6 +180,12 @@ def run_sweep(quick: bool, only=frozenset()) -> bool:
                 ex = rel_err(dx1, rdx)
                 ew = rel_err(dw1, rdw)
                 same = np.array_equal(dx1, dx2, equal_nan=True) and np.array_equal(dw1, dw2, equal_nan=True)
+                if with_bias:  # db is reported in the dw column: the larger of the two errors
+                    g64 = np.asarray(g.astype(jnp.float32), np.float64)
+                    rdb = g64.sum(axis=(0, 2) if layout == "NCW" else (0, 1))
+                    ew = max(ew, rel_err(db1, rdb))
+                    same = same and np.array_equal(db1, db2, equal_nan=True)
+                    label += "+b"
                 tol = {"float32": 1e-3 if precision == "default" else 2e-6, "bfloat16": 1e-2,
                        "float16": 2e-3}[dtype_name]
                 good = ex <= tol and ew <= tol and same
@@ -358,6 +377,8 @@ def run_bench(names, with_xla: bool, reps: int, parts, max_seconds: float, xla_p
             print(f"  checking {name} {part}", flush=True)
             r = ours(x, w, b, g)
             refs = {0: rdx, 1: rdw}
+            if bias:
+                refs[2] = jnp.sum(g.astype(jnp.float32), axis=(0, 2) if layout == "NCW" else (0, 1))
             err = max(device_rel_err(a, refs[i]) for a, i in zip(r, argn) if i in refs)
             fp1 = fingerprints(r)
             del r

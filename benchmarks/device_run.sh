@@ -3,7 +3,8 @@
 #   bash benchmarks/device_run.sh check bwd-check tests main bench-core sanitize
 # Steps: check (forward kernels vs float64), bwd-check (backward sweep, BWD_SWEEP args), bwd-bench (BWD_BENCH
 # args), tests (the pytest suite on the GPU), main (python -m jax_conv1d), example (WaveNet step, both backends),
-# sanitize, profile, bwd-profile, step-profile (WaveNet step per kernel), bench-<name> (python -m jax_conv1d.bench with BENCH_ARGS).
+# sanitize, profile, bwd-profile, step-profile (WaveNet step per kernel), wgrad-bias (C++ check of dw + db),
+# bench-<name> (python -m jax_conv1d.bench with BENCH_ARGS).
 # Logs and JSON land in $OUT (the device tool's return folder).
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -45,6 +46,14 @@ for step in "$@"; do
       grep "^jax_conv1d " "$OUT/bwd_sweep.log" | sort | uniq -c ;;
     bwd-bench) timeout 300 python3 "$ROOT/benchmarks/bwd_check.py" --bench ${BWD_BENCH} > "$OUT/bwd_bench.log" 2>&1
       grep -v "^  timing" "$OUT/bwd_bench.log" | tail -40 ;;
+    wgrad-bias)  # the weight-gradient entry with the bias gradient, against float64 (benchmarks/wgrad_bias_check.cu)
+      B=/tmp/wgrad_bias; mkdir -p $B
+      for f in conv1d_wgrad wgrad_implicit_gemm_f32 wgrad_implicit_gemm_bf16 wgrad_implicit_gemm_f16 wgrad_depthwise; do
+        nvcc -std=c++17 -arch=sm_90a -O2 --expt-relaxed-constexpr -I "$ROOT/csrc" -c "$ROOT/csrc/cuda/$f.cu" -o $B/$f.o &
+      done
+      nvcc -std=c++17 -arch=sm_90a -O2 --expt-relaxed-constexpr -I "$ROOT/csrc" -c "$ROOT/benchmarks/wgrad_bias_check.cu" -o $B/main.o
+      wait
+      nvcc -arch=sm_90a $B/*.o -o $B/check && timeout 200 $B/check 2>&1 | tee "$OUT/wgrad_bias.log" | grep -v " ok$" ;;
     tests) timeout ${TEST_TIMEOUT:-400} python3 -P -m pytest -q ${TEST_PATHS:-"$ROOT/tests"} ${PYTEST_ARGS} 2>&1 | tee "$OUT/pytest.log" | tail -15 ;;
     main) timeout 300 python3 -P -m jax_conv1d 2>&1 | tee "$OUT/main.log" | tail -15 ;;
     example)

@@ -3,7 +3,8 @@
 //
 // Order: depthwise (groups == C == O) -> wgrad_depthwise; everything else -> wgrad_implicit_gemm (tensor
 // cores). A kernel that does not cover the shape answers cudaErrorNotSupported and the direct kernel runs.
-// float64 always runs the direct kernel.
+// float64 always runs the direct kernel. The bias gradient (db not null) is fused into the implicit GEMM and
+// a separate deterministic reduction (bias_grad) elsewhere.
 #include <cstdio>
 #include <cstdlib>
 #include <type_traits>
@@ -63,16 +64,53 @@ cudaError_t wgrad_direct(const Conv1dParams& p, const T* x, const T* dy, T* dw, 
   return cudaGetLastError();
 }
 
-// Second stage of the split reductions: one thread per weight element adds the splits in order, in float64
-// (a few hundred float32 partials; the cost is nothing next to the first stage).
+// Second stage of the split reductions: one thread per element adds the splits in order, in float64 (a few
+// hundred float32 partials; the cost is nothing next to the first stage).
 template <typename T>
 __global__ void __launch_bounds__(kThreads) wgrad_sum_splits_kernel(const float* __restrict__ partials, int splits,
-                                                                    int64_t w_size, T* __restrict__ dw) {
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < w_size; e += int64_t(gridDim.x) * blockDim.x) {
+                                                                    int64_t split_stride, int64_t count,
+                                                                    T* __restrict__ out) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < count; e += int64_t(gridDim.x) * blockDim.x) {
     double sum = 0.0;
-    for (int s = 0; s < splits; ++s) sum += partials[s * w_size + e];
-    dw[e] = from_acc<T>(static_cast<float>(sum));
+    for (int s = 0; s < splits; ++s) sum += partials[s * split_stride + e];
+    out[e] = from_acc<T>(static_cast<float>(sum));
   }
+}
+
+// Bias gradient, db[o] = sum over (n, t) of dy[n, o, t], for the families that do not fuse it. One block of
+// kBiasThreads per 8 channels (NWC) or per channel (NCW); thread (channel lane, row lane) sums the (n, t) rows
+// row lane, row lane + kRowLanes, ... in float64, and the block adds the row lanes in a fixed tree:
+// deterministic, no atomics.
+// NWC (channels contiguous): 8 channel lanes, so a warp reads 4 rows of 8 consecutive channels (whole 32-byte
+// sectors for float32). NCW (positions contiguous): one channel per block, every lane on its own position.
+constexpr int kBiasThreads = 1024;
+
+template <typename T, bool kChannelsInner>
+__global__ void __launch_bounds__(kBiasThreads) bias_grad_kernel(Conv1dParams p, const T* __restrict__ dy,
+                                                                 T* __restrict__ db) {
+  constexpr int kLanes = kChannelsInner ? 8 : 1;  // channels per block
+  constexpr int kRowLanes = kBiasThreads / kLanes;
+  __shared__ double partial[kBiasThreads];
+  const int ch = threadIdx.x % kLanes, row = threadIdx.x / kLanes;
+  const int64_t o = int64_t(blockIdx.x) * kLanes + ch;
+  double acc = 0.0;
+  if (o < p.out_channels) {
+    if constexpr (kChannelsInner) {
+      const int64_t rows = p.batch * p.out_length;  // NWC: (n, t) rows are evenly spaced, y_n = T * y_t
+      for (int64_t r = row; r < rows; r += kRowLanes) acc += double(to_acc(dy[r * p.y_t + o * p.y_o]));
+    } else {
+      for (int64_t n = 0; n < p.batch; ++n)
+        for (int64_t t = row; t < p.out_length; t += kRowLanes)
+          acc += double(to_acc(dy[n * p.y_n + o * p.y_o + t * p.y_t]));
+    }
+  }
+  partial[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = kRowLanes / 2; s > 0; s >>= 1) {
+    if (row < s) partial[threadIdx.x] += partial[threadIdx.x + s * kLanes];
+    __syncthreads();
+  }
+  if (row == 0 && o < p.out_channels) db[o] = from_acc<T>(static_cast<acc_t<T>>(partial[ch]));
 }
 
 // JAX_CONV1D_TRACE_BWD set: each call names the kernel it ran on stderr (for checking the dispatch).
@@ -88,8 +126,31 @@ bool is_depthwise(const Conv1dParams& p) {
 }  // namespace
 
 template <typename T>
+cudaError_t wgrad_sum_splits_strided(const float* partials, int splits, int64_t split_stride, int64_t count, T* out,
+                                     cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  wgrad_sum_splits_kernel<T><<<grid_for(count, kThreads), kThreads, 0, stream>>>(partials, splits, split_stride, count,
+                                                                                 out);
+  return cudaGetLastError();
+}
+
+template <typename T>
 cudaError_t wgrad_sum_splits(const float* partials, int splits, int64_t w_size, T* dw, cudaStream_t stream) {
-  wgrad_sum_splits_kernel<T><<<grid_for(w_size, kThreads), kThreads, 0, stream>>>(partials, splits, w_size, dw);
+  return wgrad_sum_splits_strided<T>(partials, splits, w_size, w_size, dw, stream);
+}
+
+template <typename T>
+cudaError_t bias_grad(const Conv1dParams& p, const T* dy, T* db, cudaStream_t stream) {
+  if (p.out_channels == 0) return cudaSuccess;
+  if (p.batch == 0 || p.out_length == 0) return cudaMemsetAsync(db, 0, p.out_channels * sizeof(T), stream);
+  // NWC rows are evenly spaced only when y_n == T * y_t, which set_strides guarantees.
+  const bool channels_inner = p.layout == Layout::kNWC && p.y_n == p.out_length * p.y_t;
+  if (channels_inner) {
+    const auto blocks = static_cast<unsigned>((p.out_channels + 7) / 8);
+    bias_grad_kernel<T, true><<<blocks, kBiasThreads, 0, stream>>>(p, dy, db);
+  } else {
+    bias_grad_kernel<T, false><<<static_cast<unsigned>(p.out_channels), kBiasThreads, 0, stream>>>(p, dy, db);
+  }
   return cudaGetLastError();
 }
 
@@ -104,42 +165,56 @@ size_t conv1d_wgrad_workspace_bytes(const Conv1dParams& p) {
 }
 
 template <typename T>
-cudaError_t conv1d_wgrad_cuda(const Conv1dParams& p, const T* x, const T* dy, T* dw, WgradWorkspace ws,
+cudaError_t conv1d_wgrad_cuda(const Conv1dParams& p, const T* x, const T* dy, T* dw, T* db, const WgradWorkspace& ws,
                               cudaStream_t stream) {
-  if (p.w_size() == 0) return cudaSuccess;
-  if (p.batch == 0 || p.out_length == 0) return cudaMemsetAsync(dw, 0, p.w_size() * sizeof(T), stream);
+  if (p.w_size() == 0) return db ? bias_grad<T>(p, dy, db, stream) : cudaSuccess;
+  if (p.batch == 0 || p.out_length == 0) {
+    if (db)
+      if (cudaError_t err = cudaMemsetAsync(db, 0, p.out_channels * sizeof(T), stream); err != cudaSuccess) return err;
+    return cudaMemsetAsync(dw, 0, p.w_size() * sizeof(T), stream);
+  }
   if constexpr (!std::is_same_v<T, double>) {
-    const cudaError_t err = is_depthwise(p) ? wgrad_depthwise<T>(p, x, dy, dw, ws, stream)
-                                            : wgrad_implicit_gemm<T>(p, x, dy, dw, ws, stream);
+    const bool depthwise = is_depthwise(p);
+    // The dense kernel fuses the bias gradient; depthwise does not (yet), so a separate reduction follows it.
+    const cudaError_t err = depthwise ? wgrad_depthwise<T>(p, x, dy, dw, ws, stream)
+                                      : wgrad_implicit_gemm<T>(p, x, dy, dw, db, ws, stream);
     if (err != cudaErrorNotSupported) {  // NotSupported: nothing was launched
       if (trace_dispatch())
-        std::fprintf(stderr, "jax_conv1d wgrad: %s (workspace %zu bytes)\n",
-                     is_depthwise(p) ? "depthwise" : "implicit_gemm", ws.bytes);
-      return err;
+        std::fprintf(stderr, "jax_conv1d wgrad: %s (workspace %zu bytes)%s\n",
+                     depthwise ? "depthwise" : "implicit_gemm", ws.bytes,
+                     db ? (depthwise ? " + bias_grad" : " + fused bias") : "");
+      if (err != cudaSuccess || !db || !depthwise) return err;
+      return bias_grad<T>(p, dy, db, stream);
     }
   }
-  if (trace_dispatch()) std::fprintf(stderr, "jax_conv1d wgrad: direct\n");
-  return wgrad_direct<T>(p, x, dy, dw, stream);
+  if (trace_dispatch()) std::fprintf(stderr, "jax_conv1d wgrad: direct%s\n", db ? " + bias_grad" : "");
+  if (cudaError_t err = wgrad_direct<T>(p, x, dy, dw, stream); err != cudaSuccess || !db) return err;
+  return bias_grad<T>(p, dy, db, stream);
 }
 
 template <typename T>
 cudaError_t conv1d_wgrad_cuda(const Conv1dParams& p, const T* x, const T* dy, T* dw, cudaStream_t stream) {
-  return conv1d_wgrad_cuda<T>(p, x, dy, dw, WgradWorkspace{}, stream);
+  return conv1d_wgrad_cuda<T>(p, x, dy, dw, nullptr, WgradWorkspace{}, stream);
 }
 
 #define JC_INSTANTIATE(T)                                                                                      \
   template cudaError_t conv1d_wgrad_cuda<T>(const Conv1dParams&, const T*, const T*, T*, cudaStream_t);       \
-  template cudaError_t conv1d_wgrad_cuda<T>(const Conv1dParams&, const T*, const T*, T*, WgradWorkspace,      \
-                                            cudaStream_t);                                                     \
-  template size_t conv1d_wgrad_workspace_bytes<T>(const Conv1dParams&);
+  template cudaError_t conv1d_wgrad_cuda<T>(const Conv1dParams&, const T*, const T*, T*, T*,                  \
+                                            const WgradWorkspace&, cudaStream_t);                              \
+  template size_t conv1d_wgrad_workspace_bytes<T>(const Conv1dParams&);                                         \
+  template cudaError_t bias_grad<T>(const Conv1dParams&, const T*, T*, cudaStream_t);
 JC_INSTANTIATE(float)
 JC_INSTANTIATE(double)
 JC_INSTANTIATE(__nv_bfloat16)
 JC_INSTANTIATE(__half)
 #undef JC_INSTANTIATE
 
-template cudaError_t wgrad_sum_splits<float>(const float*, int, int64_t, float*, cudaStream_t);
-template cudaError_t wgrad_sum_splits<__nv_bfloat16>(const float*, int, int64_t, __nv_bfloat16*, cudaStream_t);
-template cudaError_t wgrad_sum_splits<__half>(const float*, int, int64_t, __half*, cudaStream_t);
+#define JC_INSTANTIATE_SUM(T)                                                                                  \
+  template cudaError_t wgrad_sum_splits<T>(const float*, int, int64_t, T*, cudaStream_t);                       \
+  template cudaError_t wgrad_sum_splits_strided<T>(const float*, int, int64_t, int64_t, T*, cudaStream_t);
+JC_INSTANTIATE_SUM(float)
+JC_INSTANTIATE_SUM(__nv_bfloat16)
+JC_INSTANTIATE_SUM(__half)
+#undef JC_INSTANTIATE_SUM
 
 }  // namespace jax_conv1d::cuda

@@ -98,7 +98,7 @@ ffi::Error run_wgrad(const Conv1dParams& p, ffi::ScratchAllocator& scratch, cons
       break;
     }
   }
-  return cuda_result(conv1d_wgrad_cuda<T>(p, x, dy, dw, ws, stream));
+  return cuda_result(conv1d_wgrad_cuda<T>(p, x, dy, dw, /*db=*/nullptr, ws, stream));
 }
 
 ffi::Error Conv1dWgrad(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer x, ffi::AnyBuffer dy,

@@ -362,3 +362,47 @@ __device__ __forceinline__ void mma_raw_fragments(float (&acc)[kMT][kNT][4], uin
 }
 
 }  // namespace jax_conv1d::cuda
+
+namespace jax_conv1d::cuda {
+
+// ldmatrix.trans: four 8x8 matrices of 16-bit elements; lanes 8i..8i+7 give the shared addresses of matrix i's
+// rows (16 bytes each). Lane (g, tq) receives, per matrix, stored rows 2tq and 2tq+1 of column g as one pair
+// (the lower row in the low half).
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// One k-step (16) of a 16-bit warp tile whose operands are both stored reduction-major (rows = reduction
+// index, the 8 M or N indices of a fragment contiguous), as NWC tiles are: each operand fragment is one
+// ldmatrix.trans instead of eight 16-bit loads and four pair packs.
+//   a_lane: byte address of this lane's A row for mt = 0: row (lane%8 + 8*(lane/16)) of the k-step, columns
+//           from 8*((lane/8)%2); tile mt adds 32*mt bytes.
+//   b_lane[p]: byte address of this lane's B row for column tiles 2p, 2p+1: tile 2p + lane/16, reduction row
+//              lane%8 + 8*((lane/8)%2).
+template <class Op, int kMT, int kNT>
+__device__ __forceinline__ void warp_mma_step_16bit_ldsm(float (&acc)[kMT][kNT][4], uint32_t a_lane,
+                                                         const uint32_t (&b_lane)[kNT / 2]) {
+  static_assert(kNT % 2 == 0, "B fragments load in pairs of column tiles");
+  uint32_t a[kMT][4], b[kNT][2];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) ldsm_x4_trans(a[mt], a_lane + 32 * mt);
+#pragma unroll
+  for (int q = 0; q < kNT / 2; ++q) {
+    uint32_t r[4];
+    ldsm_x4_trans(r, b_lane[q]);
+    b[2 * q][0] = r[0], b[2 * q][1] = r[1], b[2 * q + 1][0] = r[2], b[2 * q + 1][1] = r[3];
+  }
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      if constexpr (std::is_same_v<Op, MmaBf16>)
+        mma_bf16_16x8x16(acc[mt][nt], a[mt], b[nt]);
+      else
+        mma_f16_16x8x16(acc[mt][nt], a[mt], b[nt]);
+    }
+}
+
+}  // namespace jax_conv1d::cuda

@@ -5,8 +5,9 @@
 //
 // M = output channels (A = dy), N = (tap, input channel) pairs (B = x gathered at stride), and the reduction
 // runs over every batch row and output position: millions of terms for a weight of a few thousand elements.
-// The reduction is cut into units of `bt` output positions of one batch row; grid.x splits the units into
-// contiguous ranges, grid.y runs over output tiles. Each block streams its units through a cp.async pipeline,
+// The reduction is cut into units of `bt` output positions of one batch row; grid.y splits the units into
+// contiguous ranges, grid.x runs over output tiles (fastest, so the tiles of one split run side by side and
+// their repeated reads of the same dy and x rows hit L2). Each block streams its units through a cp.async pipeline,
 // accumulates in registers, and writes one float32 partial tile; wgrad_sum_splits adds the partials in split
 // order. No atomics: the result is bitwise the same on every run.
 //
@@ -15,8 +16,13 @@
 // tile of a unit holds, per channel, the positions each tap of the column block reads; taps whose windows
 // overlap share one segment (for stride 3, dilation 4, K 3 the three taps read one span of 3*bt+8 positions).
 //
+// Bias gradient (db not null): the row sums of the same dy tiles. Blocks of the first column tile (cblk == 0,
+// kblk == 0) keep per-thread row sums (each unit's sum in a fresh register, added with Kahan compensation)
+// and write them as O more floats after the split's dw partial, so the second pass sums them in the same fixed
+// split order: bitwise deterministic, like dw.
+//
 // Fusion: a combined dx+dw pass can reuse the dy tile that this kernel stages for the A operand (the dgrad
-// kernel reads the same rows); the bias gradient is a row sum of the same tile.
+// kernel reads the same rows).
 #pragma once
 
 #include <algorithm>
@@ -32,7 +38,12 @@
 namespace jax_conv1d::cuda {
 namespace wgrad_gemm {
 
-constexpr int kThreads = 256;  // 8 warps: 2 along M x 4 along N
+// Warps: kWarpsM along M x 4 along N, each with a (kMT*16) x (kNT*8) accumulator tile. Every launch uses
+// kWarpsM = 2 (8 warps). A 128-row tile on 4 x 4 warps of 32 rows (16 warps, 128 registers, no spills) was
+// measured slower on an H100 (headline dw 10.1 / 8.7 ms NCW / NWC against 9.0 / 7.7 ms, WaveNet 3.16 against
+// 2.80 ms, docs/notes/wgrad_session2.md): each warp reloads the whole B fragment set for half the MMAs, so
+// the kernel issues ~45 % more fragment-path instructions, and issue slots, not latency, were the limit.
+constexpr int threads_of(int warps_m) { return 32 * 4 * warps_m; }
 constexpr int kMaxTaps = 16;   // taps per column block (and x segments)
 constexpr int kMaxSmem = 227 * 1024;
 
@@ -43,6 +54,7 @@ struct Params {
   int o_blocks, c_blocks, k_blocks;
   int64_t t_units, units;  // units per batch row, all units
   int splits, nstage;
+  int64_t split_stride;                      // floats per split in `partials`: w_size + out_channels
   // x tile of a unit: segment j covers positions [l_base + seg_src[j], + seg_len[j]) of the unit's
   // l_base = t0*stride + k_first*dilation - pad_lo; seg_base[j] is its element offset in the tile.
   int nseg;
@@ -51,24 +63,28 @@ struct Params {
   int vec_x, vec_dy;                         // copy widths (elements)
   int x_pitch, dy_pitch;                     // shared row pitches (elements)
   int x_elems, dy_elems;                     // per pipeline stage
-  float* partials;                           // [splits][w_size], or null when splits == 1
+  float* partials;  // [splits][split_stride] (dw, then db), or null when splits == 1
 };
 
-template <class Op, int kMT, int kNT, bool kAContig>
-__global__ void __launch_bounds__(kThreads, 1)
+// kNCW and kBT (output positions per unit) are compile-time so the k-steps of a unit unroll completely and the
+// fragment loads of NCW's contiguous axes fold into immediate offsets.
+template <class Op, int kMT, int kNT, int kWarpsM, bool kAContig, bool kNCW, int kBT>
+__global__ void __launch_bounds__(threads_of(kWarpsM), 1)
     wgrad_gemm_kernel(const Params prm, const typename Op::T* __restrict__ x, const typename Op::T* __restrict__ dy,
-                      typename Op::T* __restrict__ dw) {
+                      typename Op::T* __restrict__ dw, typename Op::T* __restrict__ db) {
   using T = typename Op::T;
-  constexpr int kBM = 32 * kMT;
+  constexpr int kThreads = threads_of(kWarpsM);
+  constexpr int kBM = 16 * kMT * kWarpsM;
+  static_assert(kBT % Op::kK == 0 && kBT % 4 == 0, "a unit is whole k-steps");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* const smem = reinterpret_cast<T*>(smem_raw);
   const Conv1dParams& p = prm.p;
-  const bool ncw = p.layout == Layout::kNCW;
+  constexpr bool ncw = kNCW;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int wm = warp & 1, wn = warp >> 1, g = lane >> 2, tq = lane & 3;
+  const int wm = warp % kWarpsM, wn = warp / kWarpsM, g = lane >> 2, tq = lane & 3;
 
   // Output tile of this block.
-  int tile = blockIdx.y;
+  int tile = blockIdx.x;
   const int kblk = tile % prm.k_blocks;
   tile /= prm.k_blocks;
   const int cblk = tile % prm.c_blocks;
@@ -84,13 +100,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int k_first = kblk * prm.kb;
 
   // Reduction range of this split.
-  const int64_t u_begin = blockIdx.x * prm.units / prm.splits;
-  const int64_t u_end = (blockIdx.x + 1) * prm.units / prm.splits;
+  const int64_t split = blockIdx.y;
+  const int64_t u_begin = split * prm.units / prm.splits;
+  const int64_t u_end = (split + 1) * prm.units / prm.splits;
   const int64_t count = u_end - u_begin;
 
   // Fragment addressing: A (m = out channel, k = position) from the dy tile, B (k = position, n = column)
   // from the x tile.
-  const int a_m = ncw ? prm.dy_pitch : 1, a_k = ncw ? 1 : prm.dy_pitch;
+  const int a_m = ncw ? prm.dy_pitch : 1;
+  const int a_k = ncw ? 1 : prm.dy_pitch;
   int a_row[kMT][2];
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt)
@@ -110,11 +128,29 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   const int stage_elems = prm.dy_elems + prm.x_elems;
+
+  // 16-bit NWC: both tiles are stored reduction-major, so fragments load with ldmatrix.trans (the host picks
+  // pitches that are multiples of 8 elements). Byte offsets of this lane's rows, before the stage's base and
+  // the k-step's row offset; see warp_mma_step_16bit_ldsm.
+  constexpr bool kLdsm = sizeof(T) == 2 && !kNCW;
+  uint32_t a_lane0 = 0, b_lane0[kNT / 2 > 0 ? kNT / 2 : 1] = {};
+  if constexpr (kLdsm) {
+    const int r8 = lane & 7, i4 = lane >> 3;
+    a_lane0 = ((r8 + 8 * (i4 >> 1)) * prm.dy_pitch + wm * kMT * 16 + 8 * (i4 & 1)) * int(sizeof(T));
+#pragma unroll
+    for (int q = 0; q < kNT / 2; ++q) {
+      const int n0 = wn * kNT * 8 + (2 * q + (i4 >> 1)) * 8;  // first of the 8 columns of this lane's matrix
+      int j = n0 / prm.bch, c = n0 - j * prm.bch;
+      if (j >= prm.kb) j = 0, c = 0;  // padding columns: any in-range address, the results are dropped
+      const int col = prm.seg_base[prm.tap_seg[j]] + prm.tap_off[j] * prm.x_pitch + c;
+      b_lane0[q] = (col + (r8 + 8 * (i4 & 1)) * static_cast<int>(p.stride) * prm.x_pitch) * int(sizeof(T));
+    }
+  }
   auto unit_origin = [&](int64_t u, int64_t& n, int64_t& t0) {  // 32-bit: the host checks units < 2^31
     const uint32_t uu = static_cast<uint32_t>(u), tu = static_cast<uint32_t>(prm.t_units);
     const uint32_t nn = uu / tu;
     n = nn;
-    t0 = int64_t(uu - nn * tu) * prm.bt;
+    t0 = int64_t(uu - nn * tu) * kBT;
   };
 
   auto load_unit = [&](int64_t u, int stage) {
@@ -127,11 +163,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     wd.line_stride = p.y_o;
     wd.pos_stride = p.y_t;
     wd.lines = kBM;
-    wd.positions = prm.bt;
+    wd.positions = kBT;
     wd.line_valid = o_valid;
     wd.pos_lo = 0;
     wd.pos_hi = p.out_length - t0;
-    load_window(dy, wd, dy_s, prm.dy_pitch, prm.vec_dy, ncw, tid, kThreads);
+    load_window_fast(dy, wd, dy_s, prm.dy_pitch, prm.vec_dy, ncw, tid, kThreads);
     const int64_t l_base = t0 * p.stride + int64_t(k_first) * p.dilation - p.pad_lo;
     for (int j = 0; j < prm.nseg; ++j) {
       const int64_t ls = l_base + prm.seg_src[j];
@@ -144,7 +180,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       wx.line_valid = c_valid;
       wx.pos_lo = -ls;
       wx.pos_hi = p.in_length - ls;
-      load_window(x, wx, x_s + prm.seg_base[j], prm.x_pitch, prm.vec_x, ncw, tid, kThreads);
+      load_window_fast(x, wx, x_s + prm.seg_base[j], prm.x_pitch, prm.vec_x, ncw, tid, kThreads);
     }
   };
 
@@ -156,6 +192,17 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[mt][nt][e] = comp[mt][nt][e] = 0.0f;
+
+  // Bias rows of this thread: tile rows bias_row + (kThreads/4)*i, positions (tid & 3) + 4*j of each unit;
+  // lanes (g, tq) read the same (row, position) pattern as the A fragments, for which the pitch is conflict-free.
+  constexpr int kBiasRowStep = kThreads / 4;
+  constexpr int kBiasRows = kBM / kBiasRowStep;
+  static_assert(kBM % kBiasRowStep == 0, "every tile row has its four bias lanes");
+  const bool want_bias = db != nullptr && cblk == 0 && kblk == 0;
+  const int bias_row = tid >> 2, bias_pos = tid & 3;
+  float bias_acc[kBiasRows], bias_comp[kBiasRows];
+#pragma unroll
+  for (int i = 0; i < kBiasRows; ++i) bias_acc[i] = bias_comp[i] = 0.0f;
 
   auto compute_unit = [&](int64_t u, int stage) {
     int64_t n, t0;
@@ -172,11 +219,35 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) b_col[nt] = b_col0[nt];
     }
-    for (int k0 = 0; k0 < prm.bt; k0 += Op::kK) {
-      if constexpr (kCompensated)
+#pragma unroll
+    for (int k0 = 0; k0 < kBT; k0 += Op::kK) {
+      if constexpr (kLdsm) {
+        const uint32_t dy_a = smem_u32(dy_s) + a_lane0 + k0 * prm.dy_pitch * int(sizeof(T));
+        const uint32_t x_k = smem_u32(x_s) + k0 * static_cast<int>(p.stride) * prm.x_pitch * int(sizeof(T));
+        uint32_t b_lane[kNT / 2];
+#pragma unroll
+        for (int q = 0; q < kNT / 2; ++q) b_lane[q] = x_k + b_lane0[q];
+        warp_mma_step_16bit_ldsm<Op, kMT, kNT>(acc, dy_a, b_lane);
+      } else if constexpr (kCompensated)
         warp_mma_step_3xtf32_compensated<kMT, kNT>(acc, comp, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
       else
         warp_mma_step<Op, kMT, kNT, kAContig, false>(acc, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
+    }
+    if (want_bias) {
+#pragma unroll
+      for (int i = 0; i < kBiasRows; ++i) {
+        const int m = bias_row + kBiasRowStep * i;
+        float sum = 0.0f;
+#pragma unroll
+        for (int j = 0; j < kBT / 4; ++j) {
+          const int t = bias_pos + 4 * j;
+          sum += to_acc(dy_s[ncw ? m * prm.dy_pitch + t : t * prm.dy_pitch + m]);
+        }
+        const float y = sum - bias_comp[i];
+        const float tt = bias_acc[i] + y;
+        bias_comp[i] = (tt - bias_acc[i]) - y;
+        bias_acc[i] = tt;
+      }
     }
   };
 
@@ -197,7 +268,23 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   // Epilogue: every (split, weight element) of the tile is written exactly once, zeros included.
   const int64_t w_size = p.w_size();
-  float* const part = prm.partials ? prm.partials + blockIdx.x * w_size : nullptr;
+  float* const part = prm.partials ? prm.partials + split * prm.split_stride : nullptr;
+  if (want_bias) {
+#pragma unroll
+    for (int i = 0; i < kBiasRows; ++i) {
+      // The four lanes of a row, added in a fixed pattern.
+      float v = bias_acc[i] - bias_comp[i];
+      v += __shfl_xor_sync(0xffffffffu, v, 1);
+      v += __shfl_xor_sync(0xffffffffu, v, 2);
+      const int m = bias_row + kBiasRowStep * i;
+      if (bias_pos == 0 && m < o_valid) {
+        if (part)
+          part[w_size + o_first + m] = v;
+        else
+          db[o_first + m] = from_acc<T>(v);
+      }
+    }
+  }
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
@@ -222,7 +309,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 struct Plan {
   Params prm;
-  int mt = 4, nt = 4;
+  int mt = 4, nt = 4;  // block tile (32*mt) x (32*nt), on 2 x 4 warps
   size_t smem = 0;
   dim3 grid;
 };
@@ -297,9 +384,21 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
       q.x_pitch = static_cast<int>(pick_pitch(cols, q.vec_x, x_rows_g, sz));
       q.x_elems = q.bch * q.x_pitch;
     } else {
-      q.dy_pitch = static_cast<int>(pick_pitch(bm, q.vec_dy, rows_t, sz));
+      if (sz == 2) {
+        // ldmatrix rows (warp_mma_step_16bit_ldsm): 16-byte aligned, and an odd number of 16-byte groups
+        // apart so the 8 rows of a matrix hit distinct bank groups.
+        q.dy_pitch = static_cast<int>(round_up(bm, 8));
+        if ((q.dy_pitch / 8) % 2 == 0) q.dy_pitch += 8;
+      } else {
+        q.dy_pitch = static_cast<int>(pick_pitch(bm, q.vec_dy, rows_t, sz));
+      }
       q.dy_elems = bt * q.dy_pitch;
-      q.x_pitch = static_cast<int>(pick_pitch(q.bch, q.vec_x, x_rows_t, sz));
+      if (sz == 2) {  // as dy, for rows `stride` apart (an even stride leaves 2-way conflicts)
+        q.x_pitch = static_cast<int>(round_up(q.bch, 8));
+        if ((s * q.x_pitch / 8) % 2 == 0) q.x_pitch += 8;
+      } else {
+        q.x_pitch = static_cast<int>(pick_pitch(q.bch, q.vec_x, x_rows_t, sz));
+      }
       int64_t rows = 0;
       for (int j = 0; j < q.nseg; ++j) {
         q.seg_base[j] = static_cast<int>(rows * q.x_pitch);
@@ -325,20 +424,22 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   q.k_blocks = static_cast<int>(ceil_div(K, q.kb));
   const int64_t tiles = p.groups * q.o_blocks * q.c_blocks * q.k_blocks;
   if (tiles > 65535) return false;
+  q.split_stride = p.w_size() + p.out_channels;
   q.t_units = ceil_div(p.out_length, q.bt);
   q.units = p.batch * q.t_units;
   if (q.units >= (int64_t(1) << 31)) return false;
-  plan->grid = dim3(1, static_cast<unsigned>(tiles), 1);
+  plan->grid = dim3(static_cast<unsigned>(tiles), 1, 1);
   return true;
 }
 
 // Splits: four waves of blocks (one block fits per SM), no more than the workspace holds. More, shorter
 // splits keep each block's accumulation chain short (the tensor cores' float32 adds truncate) at the cost of
-// one partial tile per block.
-inline int choose_splits(const Conv1dParams& p, const Params& q, int64_t tiles, size_t ws_bytes) {
+// one partial tile per block. Each split holds room for the bias gradient whether or not it is wanted, so the
+// split count (and with it every rounding) is the same with and without db.
+inline int choose_splits(const Params& q, int64_t tiles, size_t ws_bytes) {
   int64_t splits = std::max<int64_t>(1, 4 * device_limits().sms / tiles);
   splits = std::min<int64_t>({splits, q.units, 65535});
-  const size_t fit = ws_bytes / (sizeof(float) * p.w_size());
+  const size_t fit = ws_bytes / (sizeof(float) * q.split_stride);
   if (static_cast<size_t>(splits) > fit) splits = static_cast<int64_t>(fit);
   return static_cast<int>(splits < 2 ? 1 : splits);
 }
@@ -347,52 +448,67 @@ template <class Op>
 size_t workspace_bytes(const Conv1dParams& p) {
   Plan plan;
   if (!make_plan<Op>(p, &plan)) return 0;
-  const int splits = choose_splits(p, plan.prm, plan.grid.y, SIZE_MAX);
-  return splits > 1 ? size_t(splits) * p.w_size() * sizeof(float) : 0;
+  const int splits = choose_splits(plan.prm, plan.grid.x, SIZE_MAX);
+  return splits > 1 ? size_t(splits) * plan.prm.split_stride * sizeof(float) : 0;
 }
 
-template <class Op, int kMT, int kNT, bool kAContig>
+template <class Op, int kMT, int kNT, int kWarpsM, bool kAContig, bool kNCW, int kBT>
 cudaError_t launch(const Plan& plan, const typename Op::T* x, const typename Op::T* dy, typename Op::T* dw,
-                   cudaStream_t stream) {
-  auto kernel = wgrad_gemm_kernel<Op, kMT, kNT, kAContig>;
+                   typename Op::T* db, cudaStream_t stream) {
+  auto kernel = wgrad_gemm_kernel<Op, kMT, kNT, kWarpsM, kAContig, kNCW, kBT>;
   if (cudaError_t err = allow_dynamic_smem(kernel, plan.smem); err != cudaSuccess) return err;
-  kernel<<<plan.grid, kThreads, plan.smem, stream>>>(plan.prm, x, dy, dw);
+  kernel<<<plan.grid, threads_of(kWarpsM), plan.smem, stream>>>(plan.prm, x, dy, dw, db);
   return cudaGetLastError();
 }
 
+template <class Op, int kMT, int kNT, int kWarpsM, bool kAContig>
+cudaError_t launch_layout(const Plan& plan, const typename Op::T* x, const typename Op::T* dy, typename Op::T* dw,
+                          typename Op::T* db, cudaStream_t stream) {
+  const bool ncw = plan.prm.p.layout == Layout::kNCW;
+  if (plan.prm.bt == 32)
+    return ncw ? launch<Op, kMT, kNT, kWarpsM, kAContig, true, 32>(plan, x, dy, dw, db, stream)
+               : launch<Op, kMT, kNT, kWarpsM, kAContig, false, 32>(plan, x, dy, dw, db, stream);
+  return ncw ? launch<Op, kMT, kNT, kWarpsM, kAContig, true, 16>(plan, x, dy, dw, db, stream)
+             : launch<Op, kMT, kNT, kWarpsM, kAContig, false, 16>(plan, x, dy, dw, db, stream);
+}
+
+// Block tiles (rows x columns), all on 2 x 4 warps: 64 x 128, 128 x 128 and 128 x 192.
 template <class Op, bool kAContig>
 cudaError_t launch_shape(const Plan& plan, const typename Op::T* x, const typename Op::T* dy, typename Op::T* dw,
-                         cudaStream_t stream) {
+                         typename Op::T* db, cudaStream_t stream) {
   if constexpr (std::is_same_v<Op, Mma3xTf32>) {
-    return launch<Op, 2, 4, kAContig>(plan, x, dy, dw, stream);
+    return launch_layout<Op, 2, 4, 2, kAContig>(plan, x, dy, dw, db, stream);
   } else {
-    if (plan.mt == 2) return launch<Op, 2, 4, kAContig>(plan, x, dy, dw, stream);
-    if (plan.nt == 6) return launch<Op, 4, 6, kAContig>(plan, x, dy, dw, stream);
-    return launch<Op, 4, 4, kAContig>(plan, x, dy, dw, stream);
+    if (plan.mt == 2) return launch_layout<Op, 2, 4, 2, kAContig>(plan, x, dy, dw, db, stream);
+    return plan.nt == 6 ? launch_layout<Op, 4, 6, 2, kAContig>(plan, x, dy, dw, db, stream)
+                        : launch_layout<Op, 4, 4, 2, kAContig>(plan, x, dy, dw, db, stream);
   }
 }
 
-// The whole weight gradient through one operand policy: plan, split, launch, and sum the partials.
+// The whole weight gradient (and the bias gradient when db is not null) through one operand policy: plan,
+// split, launch, and sum the partials.
 template <class Op>
 cudaError_t run(const Conv1dParams& p, const typename Op::T* x, const typename Op::T* dy, typename Op::T* dw,
-                WgradWorkspace ws, cudaStream_t stream) {
+                typename Op::T* db, WgradWorkspace ws, cudaStream_t stream) {
   using T = typename Op::T;
   Plan plan;
   if (!make_plan<Op>(p, &plan)) return cudaErrorNotSupported;
   Params& q = plan.prm;
-  q.splits = choose_splits(p, q, plan.grid.y, ws.bytes);
+  q.splits = choose_splits(q, plan.grid.x, ws.bytes);
   q.partials = q.splits > 1 ? static_cast<float*>(ws.ptr) : nullptr;
-  plan.grid.x = q.splits;
+  plan.grid.y = q.splits;
   // 16-bit A pairs load as words when dy's positions are contiguous (NCW); float never needs it.
   cudaError_t err;
   if constexpr (sizeof(T) == 2) {
-    err = p.layout == Layout::kNCW ? launch_shape<Op, true>(plan, x, dy, dw, stream)
-                                   : launch_shape<Op, false>(plan, x, dy, dw, stream);
+    err = p.layout == Layout::kNCW ? launch_shape<Op, true>(plan, x, dy, dw, db, stream)
+                                   : launch_shape<Op, false>(plan, x, dy, dw, db, stream);
   } else {
-    err = launch_shape<Op, false>(plan, x, dy, dw, stream);
+    err = launch_shape<Op, false>(plan, x, dy, dw, db, stream);
   }
   if (err != cudaSuccess || q.splits == 1) return err;
-  return wgrad_sum_splits<T>(q.partials, q.splits, p.w_size(), dw, stream);
+  err = wgrad_sum_splits_strided<T>(q.partials, q.splits, q.split_stride, p.w_size(), dw, stream);
+  if (err != cudaSuccess || !db) return err;
+  return wgrad_sum_splits_strided<T>(q.partials + p.w_size(), q.splits, q.split_stride, p.out_channels, db, stream);
 }
 
 }  // namespace wgrad_gemm

@@ -5,8 +5,9 @@ namespace jax_conv1d::cuda {
 
 template <>
 cudaError_t wgrad_implicit_gemm<__nv_bfloat16>(const Conv1dParams& p, const __nv_bfloat16* x, const __nv_bfloat16* dy,
-                                               __nv_bfloat16* dw, WgradWorkspace ws, cudaStream_t stream) {
-  return wgrad_gemm::run<MmaBf16>(p, x, dy, dw, ws, stream);
+                                               __nv_bfloat16* dw, __nv_bfloat16* db, WgradWorkspace ws,
+                                               cudaStream_t stream) {
+  return wgrad_gemm::run<MmaBf16>(p, x, dy, dw, db, ws, stream);
 }
 
 template <>

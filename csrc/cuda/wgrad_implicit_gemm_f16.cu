@@ -5,8 +5,8 @@ namespace jax_conv1d::cuda {
 
 template <>
 cudaError_t wgrad_implicit_gemm<__half>(const Conv1dParams& p, const __half* x, const __half* dy,
-                                        __half* dw, WgradWorkspace ws, cudaStream_t stream) {
-  return wgrad_gemm::run<MmaF16>(p, x, dy, dw, ws, stream);
+                                        __half* dw, __half* db, WgradWorkspace ws, cudaStream_t stream) {
+  return wgrad_gemm::run<MmaF16>(p, x, dy, dw, db, ws, stream);
 }
 
 template <>
