@@ -91,15 +91,17 @@ def _conv_bwd(cfg, out_dtype, geom, residuals, g):
     in_dtype = next(a.dtype for a in residuals if a is not None)
     dy = g.astype(in_dtype)
     want_dx, want_dw, want_db = dx_marker is not None, x is not None, db_marker is not None
-    if want_dw and (want_dx or want_db):
-        dx, dw, db = _bwd(cfg, geom, (want_dx, want_dw, want_db), x, dy, w)
-        dx, db = (dx if want_dx else None), (db if want_db else None)
+    # A wider cotangent (preferred_element_type) is summed for db before it is rounded to the input type.
+    native_db = want_db and g.dtype == in_dtype
+    db = None
+    if want_dw and (want_dx or native_db):
+        dx, dw, db = _bwd(cfg, geom, (want_dx, want_dw, native_db), x, dy, w)
+        dx, db = (dx if want_dx else None), (db if native_db else None)
     else:
         dx = _dgrad(cfg, geom, dy, w) if want_dx else None
         dw = _wgrad(cfg, geom, x, dy) if want_dw else None
-        db = None
-        if want_db:
-            db = jnp.sum(g, axis=_bias_axes(cfg), dtype=jnp.promote_types(g.dtype, jnp.float32)).astype(in_dtype)
+    if want_db and db is None:
+        db = jnp.sum(g, axis=_bias_axes(cfg), dtype=jnp.promote_types(g.dtype, jnp.float32)).astype(in_dtype)
     return _typed(geom, 0, dx), _typed(geom, 1, dw), _typed(geom, 2, db)
 
 

@@ -175,6 +175,23 @@ def test_only_the_needed_calls(argnums, calls, want):
             assert not any(n.startswith("reduce") for n in names), names
 
 
+def test_wider_output_type_sums_db_before_rounding(rng):
+    """preferred_element_type=float32 on bfloat16 inputs: dx and dw from one call, db from the float32
+    cotangent (the kernels see it rounded to bfloat16)."""
+    x, w, b = random_inputs(rng, layout="NWC", dtype=BF16, batch=2, in_ch=4, length=30, out_ch=6, groups=1,
+                            ksize=3, bias=True)
+    kw = dict(padding="SAME", layout="NWC")
+    ct = random_array(rng, (2, 30, 6), F32)
+    vjp_of = lambda x, w, b: jax.vjp(  # noqa: E731
+        lambda *a: dilated_conv1d(*a, preferred_element_type=F32, **kw), x, w, b)[1](ct)
+    eqns = list(iter_eqns(jax.make_jaxpr(vjp_of)(x, w, b)))
+    (bwd,) = [e for e in eqns if e.primitive.name == BWD]
+    assert (bwd.params["want_dx"], bwd.params["want_dw"], bwd.params["want_db"]) == (True, True, False)
+    db = vjp_of(x, w, b)[2]
+    exact = np.asarray(ct, np.float64).sum(axis=(0, 1))
+    assert_close(db, exact, tolerance(BF16))
+
+
 def test_lowered_program_has_one_backward_custom_call():
     x, w, b = random_inputs(np.random.default_rng(0), layout="NCW", dtype=F32, batch=2, in_ch=4, length=32,
                             out_ch=6, groups=1, ksize=3, bias=True)
