@@ -26,7 +26,7 @@ void conv1d_dgrad_cpu(const Conv1dParams& p, const T* dy, const T* w, T* dx);
 template <typename T>
 void conv1d_wgrad_cpu(const Conv1dParams& p, const T* x, const T* dy, T* dw);
 
-// db[o] = the sum of dy over batch and positions, in a fixed order (float64 totals of float runs).
+// db[o] = the sum of dy over batch and positions, in a fixed order (float runs, float64 chunk totals).
 template <typename T>
 void conv1d_bias_grad_cpu(const Conv1dParams& p, const T* dy, T* db);
 
