@@ -106,12 +106,15 @@ def test_long_bias_reduction_is_accurate(layout):
     assert np.max(np.abs(np.asarray(db, np.float64) - exact) / exact) < 1e-6
 
 
-def test_empty_sizes():
-    """Zero batch, zero length, zero channels: every wanted gradient comes back with its shape (zeros)."""
-    for n, c, length, o in ((0, 3, 10, 4), (2, 3, 0, 4), (2, 0, 6, 4), (2, 3, 6, 0)):
-        x, w, _ = random_inputs(np.random.default_rng(0), layout="NWC", dtype=F32, batch=n, in_ch=c, length=length,
+@pytest.mark.parametrize("layout", ["NCW", "NWC"])
+def test_empty_sizes(layout):
+    """Zero batch, zero length, an empty output, zero channels: every wanted gradient comes back with its
+    shape (zeros)."""
+    for n, c, length, o, padding in ((0, 3, 10, 4, "SAME"), (2, 3, 0, 4, "SAME"), (2, 3, 2, 4, "VALID"),
+                                     (2, 0, 6, 4, "SAME"), (2, 3, 6, 0, "SAME")):
+        x, w, _ = random_inputs(np.random.default_rng(0), layout=layout, dtype=F32, batch=n, in_ch=c, length=length,
                                 out_ch=o, groups=1, ksize=3, bias=False)
-        kw = dict(stride=1, dilation=1, padding="SAME", groups=1, layout="NWC")
+        kw = dict(stride=1, dilation=1, padding=padding, groups=1, layout=layout)
         _, y_shape = _cfg(x, w, **kw)
         dy = jnp.ones(y_shape, F32)
         dx, dw, db = _bind(x, dy, w, (True, True, True), **kw)

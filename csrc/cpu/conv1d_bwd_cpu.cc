@@ -82,7 +82,11 @@ template <typename T>
 void conv1d_bias_grad_cpu(const Conv1dParams& p, const T* dy, T* db) {
   const int64_t channels = p.out_channels, rows = p.batch * p.out_length;
   if (channels == 0) return;
-  const int64_t chunks = rows == 0 ? 1 : chunk_count(p);
+  if (rows == 0) {  // no positions (and positions per row may be 0): the sums are empty
+    for (int64_t o = 0; o < channels; ++o) db[o] = from_total<T>(0.0);
+    return;
+  }
+  const int64_t chunks = chunk_count(p);
   std::vector<double> partials(static_cast<size_t>(chunks * channels), 0.0);  // [chunk][channel]
   auto chunk_begin = [&](int64_t q) { return rows * q / chunks; };
   if (p.layout == Layout::kNCW) {
