@@ -53,6 +53,41 @@ inline ffi::Error make_params(ffi::Span<const int64_t> x_dims, ffi::Span<const i
   return ffi::Error::Success();
 }
 
+// Which gradients a combined backward call (jax_conv1d_bwd) writes.
+struct BwdOutputs {
+  bool dx = false, dw = false, db = false;
+};
+
+inline bool same_dims(ffi::Span<const int64_t> a, ffi::Span<const int64_t> b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i] != b[i]) return false;
+  return true;
+}
+
+// The combined backward: operands x, dy, w; results dx, dw, db, each either its full shape (x's, w's, (O,))
+// or (0,) for a gradient that is not wanted. The operands describe the convolution whatever is wanted.
+inline ffi::Error make_bwd_params(const ffi::AnyBuffer& x, const ffi::AnyBuffer& dy, const ffi::AnyBuffer& w,
+                                  const ffi::AnyBuffer& dx, const ffi::AnyBuffer& dw, const ffi::AnyBuffer& db,
+                                  const ConvAttrs& a, Conv1dParams* p, BwdOutputs* want) {
+  if (auto err = make_params(x.dimensions(), w.dimensions(), dy.dimensions(), a, p); err.failure()) return err;
+  const auto t = x.element_type();
+  if (dy.element_type() != t || w.element_type() != t || dx.element_type() != t || dw.element_type() != t ||
+      db.element_type() != t)
+    return shape_error("x, dy, w and the gradients must share one dtype");
+  auto placeholder = [](const ffi::AnyBuffer& b) { return b.dimensions().size() == 1 && b.dimensions()[0] == 0; };
+  want->dx = !placeholder(dx);
+  want->dw = !placeholder(dw);
+  want->db = !placeholder(db);
+  if (want->dx && !same_dims(dx.dimensions(), x.dimensions()))
+    return shape_error("dx must have the shape of x, or (0,) when not wanted");
+  if (want->dw && !same_dims(dw.dimensions(), w.dimensions()))
+    return shape_error("dw must have the shape of w, or (0,) when not wanted");
+  if (want->db && (db.dimensions().size() != 1 || db.dimensions()[0] != p->out_channels))
+    return shape_error("db must have one element per output channel, or shape (0,) when not wanted");
+  return ffi::Error::Success();
+}
+
 }  // namespace jax_conv1d
 
 // Lets a handler bind all attributes at once with .Attrs<ConvAttrs>(); the names are those the Python

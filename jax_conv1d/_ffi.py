@@ -10,7 +10,7 @@ import warnings
 
 import jax
 
-TARGETS = ("jax_conv1d_fwd", "jax_conv1d_dgrad", "jax_conv1d_wgrad")
+TARGETS = ("jax_conv1d_fwd", "jax_conv1d_dgrad", "jax_conv1d_wgrad", "jax_conv1d_bwd")
 
 try:
     from . import _cpu

@@ -51,3 +51,9 @@ def wgrad(x, dy, cfg: ConvConfig, w_shape):
     w_aval = jax.ShapeDtypeStruct(w_shape, x.dtype)
     (dw,) = jax.linear_transpose(lambda w: forward(x, w, None, cfg, dy.dtype), w_aval)(dy)
     return dw
+
+
+def bias_grad(dy, cfg: ConvConfig):
+    """Sum of dy over batch and positions, accumulated in float32 (float64 for float64)."""
+    axes = (0, 2) if cfg.layout == "NCW" else (0, 1)
+    return jnp.sum(dy, axis=axes, dtype=jnp.promote_types(dy.dtype, jnp.float32)).astype(dy.dtype)

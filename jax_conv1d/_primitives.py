@@ -1,4 +1,4 @@
-"""The three primitives (forward, input gradient, weight gradient), each with the same parts:
+"""The primitives (forward, input gradient, weight gradient, and the combined backward), each with the same parts:
 abstract evaluation (shapes, and result shardings under explicit sharding), lowering, eager implementation,
 a batching rule, and partitioning (in _sharding.py). Differentiation lives one level up, in conv.py, as
 custom_vjp rules built from these.
@@ -10,6 +10,10 @@ for the platform (or to lax where no native handler exists).
 
 Batching never loops: a batch of inputs folds into N, and a batch of weights becomes extra groups of one
 grouped convolution (the batch index becomes the outer part of the group index), so one launch covers it.
+
+The combined backward (conv1d_bwd_p) computes any of dx, dw and db from one (x, dy, w) in one call, so a
+training step that needs the input and the weight gradient reads dy once; an output that is not wanted is
+an empty (0,) array. It has several results; the single-pass primitives stay for the one-gradient cases.
 """
 
 from __future__ import annotations
@@ -28,11 +32,15 @@ from ._shapes import ConvConfig, output_length
 conv1d_fwd_p = Primitive("jax_conv1d_fwd")
 conv1d_dgrad_p = Primitive("jax_conv1d_dgrad")
 conv1d_wgrad_p = Primitive("jax_conv1d_wgrad")
+conv1d_bwd_p = Primitive("jax_conv1d_bwd")
+conv1d_bwd_p.multiple_results = True
 
 # What each shard runs: lowered straight to the FFI target (or lax). Only seen during lowering.
 conv1d_fwd_local_p = Primitive("jax_conv1d_fwd_local")
 conv1d_dgrad_local_p = Primitive("jax_conv1d_dgrad_local")
 conv1d_wgrad_local_p = Primitive("jax_conv1d_wgrad_local")
+conv1d_bwd_local_p = Primitive("jax_conv1d_bwd_local")
+conv1d_bwd_local_p.multiple_results = True
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -81,9 +89,22 @@ def _wgrad_abstract(x, dy, *, cfg, kernel_size):
                                  x.dtype, dict(cfg=cfg, kernel_size=kernel_size))
 
 
+def bwd_shapes(cfg: ConvConfig, x_shape, dy_shape, w_shape, want_dx, want_dw, want_db):
+    """Shapes of (dx, dw, db): those of x, w and the bias, or (0,) for a gradient that is not wanted."""
+    o = dy_shape[cfg.x_axes[1]]
+    return (tuple(x_shape) if want_dx else (0,), tuple(w_shape) if want_dw else (0,), (o,) if want_db else (0,))
+
+
+def _bwd_abstract(x, dy, w, *, cfg, want_dx, want_dw, want_db):
+    params = dict(cfg=cfg, want_dx=want_dx, want_dw=want_dw, want_db=want_db)
+    shapes = bwd_shapes(cfg, x.shape, dy.shape, w.shape, want_dx, want_dw, want_db)
+    return _sharding.result_avals(_sharding.BWD, x, (x, dy, w), shapes, x.dtype, params)
+
+
 for _outer, _local, _abstract in ((conv1d_fwd_p, conv1d_fwd_local_p, _fwd_abstract),
                                   (conv1d_dgrad_p, conv1d_dgrad_local_p, _dgrad_abstract),
-                                  (conv1d_wgrad_p, conv1d_wgrad_local_p, _wgrad_abstract)):
+                                  (conv1d_wgrad_p, conv1d_wgrad_local_p, _wgrad_abstract),
+                                  (conv1d_bwd_p, conv1d_bwd_local_p, _bwd_abstract)):
     _outer.def_abstract_eval(_abstract)
     _local.def_abstract_eval(_abstract)
 
@@ -121,8 +142,16 @@ def _wgrad_lax(x, dy, *, cfg, kernel_size):
     return _lax_impl.wgrad(x, dy, cfg, w_shape_from(cfg, x.shape, dy.shape, kernel_size))
 
 
-def _fallback_rule(lax_fn, platform):
-    lowered = mlir.lower_fun(lax_fn, multiple_results=False)
+def _bwd_lax(x, dy, w, *, cfg, want_dx, want_dw, want_db):
+    empty = jnp.zeros((0,), x.dtype)
+    dx = _lax_impl.dgrad(dy, w, cfg, x.shape) if want_dx else empty
+    dw = _lax_impl.wgrad(x, dy, cfg, w.shape) if want_dw else empty
+    db = _lax_impl.bias_grad(dy, cfg) if want_db else empty
+    return dx, dw, db
+
+
+def _fallback_rule(lax_fn, platform, multiple_results=False):
+    lowered = mlir.lower_fun(lax_fn, multiple_results=multiple_results)
 
     def rule(ctx, *args, **params):
         if platform is not None:
@@ -135,14 +164,16 @@ def _fallback_rule(lax_fn, platform):
 for _outer, _local, _pass, _target, _lax_fn in (
         (conv1d_fwd_p, conv1d_fwd_local_p, _sharding.FWD, "jax_conv1d_fwd", _fwd_lax),
         (conv1d_dgrad_p, conv1d_dgrad_local_p, _sharding.DGRAD, "jax_conv1d_dgrad", _dgrad_lax),
-        (conv1d_wgrad_p, conv1d_wgrad_local_p, _sharding.WGRAD, "jax_conv1d_wgrad", _wgrad_lax)):
+        (conv1d_wgrad_p, conv1d_wgrad_local_p, _sharding.WGRAD, "jax_conv1d_wgrad", _wgrad_lax),
+        (conv1d_bwd_p, conv1d_bwd_local_p, _sharding.BWD, "jax_conv1d_bwd", _bwd_lax)):
+    _multi = _outer.multiple_results
     # The per-shard primitive: native handlers where they exist, lax elsewhere.
     mlir.register_lowering(_local, _ffi_rule(_target), platform="cpu")
     if _ffi.has_cuda_handlers():
         mlir.register_lowering(_local, _ffi_rule(_target), platform="cuda")
     else:
-        mlir.register_lowering(_local, _fallback_rule(_lax_fn, "cuda"), platform="cuda")
-    mlir.register_lowering(_local, _fallback_rule(_lax_fn, "rocm"), platform="rocm")
+        mlir.register_lowering(_local, _fallback_rule(_lax_fn, "cuda", _multi), platform="cuda")
+    mlir.register_lowering(_local, _fallback_rule(_lax_fn, "rocm", _multi), platform="rocm")
     # The public primitive: through the partitioner, on every platform.
     mlir.register_lowering(_outer, _sharding.partitioned_lowering(_pass, _local))
     _sharding.lowering_needs_devices(_outer)
@@ -167,6 +198,7 @@ def _impl(prim):
 conv1d_fwd_p.def_impl(_impl(conv1d_fwd_p))
 conv1d_dgrad_p.def_impl(_impl(conv1d_dgrad_p))
 conv1d_wgrad_p.def_impl(_impl(conv1d_wgrad_p))
+conv1d_bwd_p.def_impl(_impl(conv1d_bwd_p))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -285,6 +317,37 @@ def _wgrad_batch(args, dims, *, cfg, kernel_size):
     return _weights_from_groups(cfg, dw, size)
 
 
+def _bwd_batch(args, dims, *, cfg, want_dx, want_dw, want_db):
+    """A batch of (x, dy, w) triples. The weight and bias gradients are per batch element, so the batch
+    becomes extra groups (as in _wgrad_batch; an unbatched operand is broadcast) and every result comes from
+    one grouped call. Only when the input gradient alone is wanted may a batch of (x, dy) merge with N."""
+    x, dy, w = args
+    bx, bdy, bw = dims
+    params = dict(cfg=cfg, want_dx=want_dx, want_dw=want_dw, want_db=want_db)
+    if bw is None and bx is not None and bdy is not None and not (want_dw or want_db):
+        x_b, dy_b = jnp.moveaxis(x, bx, 0), jnp.moveaxis(dy, bdy, 0)
+        size, n = x_b.shape[:2]
+        dx, dw, db = conv1d_bwd_p.bind(x_b.reshape((size * n,) + x_b.shape[2:]),
+                                       dy_b.reshape((size * n,) + dy_b.shape[2:]), w, **params)
+        return [dx.reshape((size, n) + dx.shape[1:]), dw, db], [0, None, None]
+    size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+    if size == 0:
+        shapes = bwd_shapes(cfg, _unbatched(x.shape, bx), _unbatched(dy.shape, bdy), _unbatched(w.shape, bw),
+                            want_dx, want_dw, want_db)
+        wants = (want_dx, want_dw, want_db)
+        return ([jnp.zeros((0,) + s if wanted else s, x.dtype) for s, wanted in zip(shapes, wants)],
+                [0 if wanted else None for wanted in wants])
+    x_g = _activations_to_groups(cfg, _batched(x, bx, size))
+    dy_g = _activations_to_groups(cfg, _batched(dy, bdy, size))
+    w_g = _weights_to_groups(cfg, _batched(w, bw, size))
+    dx, dw, db = conv1d_bwd_p.bind(x_g, dy_g, w_g, **dict(params, cfg=cfg.with_groups(cfg.groups * size)))
+    dx, bdx = _activations_from_groups(cfg, dx, size) if want_dx else (dx, None)
+    dw, bdw = _weights_from_groups(cfg, dw, size) if want_dw else (dw, None)
+    db, bdb = (db.reshape(size, -1), 0) if want_db else (db, None)
+    return [dx, dw, db], [bdx, bdw, bdb]
+
+
 batching.primitive_batchers[conv1d_fwd_p] = _fwd_batch
 batching.primitive_batchers[conv1d_dgrad_p] = _dgrad_batch
 batching.primitive_batchers[conv1d_wgrad_p] = _wgrad_batch
+batching.primitive_batchers[conv1d_bwd_p] = _bwd_batch

@@ -1,4 +1,4 @@
-"""How each pass runs on sharded operands: the partitioning rules of the three primitives.
+"""How each pass runs on sharded operands: the partitioning rules of the primitives.
 
 An FFI custom call is opaque to XLA's SPMD partitioner, which would gather every sharded operand onto every
 device. So each primitive lowers through a ``jax.experimental.custom_partitioning`` function instead: on one
@@ -14,6 +14,10 @@ local blocks plus the few collectives the plan needs:
   length sharded (sequence)       each shard takes a halo from each neighbour (collective permute), at most
                                   (K-1)*dilation elements per side, and convolves the window; the input
                                   gradient sends the halo's contributions back; the weight gradient psums.
+
+The combined backward (dx, dw and db from one call) follows the weight-gradient plan for x and dy and the
+input-gradient plan for dy and w, which agree by construction (plan_bwd): dx is reduced as dgrad reduces
+it, dw and db as wgrad reduces dw.
 
 Anything else (a kernel-tap axis sharded, shard counts that do not divide, a halo longer than a shard) is
 replicated for that dimension, which is correct but communicates; docs/sharding.md lists the cases.
@@ -41,7 +45,7 @@ from ._shapes import ConvConfig, output_length
 
 Axes = tuple  # mesh axis names sharding one dimension, major to minor; () when the dimension is whole
 
-FWD, DGRAD, WGRAD = "fwd", "dgrad", "wgrad"
+FWD, DGRAD, WGRAD, BWD = "fwd", "dgrad", "wgrad", "bwd"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -242,7 +246,57 @@ def plan_wgrad(cfg: ConvConfig, axis_sizes, x_spec, dy_spec, x_shape, dy_shape, 
                 local_cfg=_local_cfg(cfg, grp, lp, b), psum_axes=batch + seq, length=lp)
 
 
-def _plan(pass_name, cfg, axis_sizes, specs, shapes, params) -> Plan:
+@dataclasses.dataclass(frozen=True)
+class BwdPlan:
+    """The combined backward: x and dy as `wgrad` wants them, dy and w as `dgrad` wants them (the same dy)."""
+
+    wgrad: Plan
+    dgrad: Plan
+
+    @property
+    def operand_specs(self):  # x, dy, w
+        return (self.wgrad.operand_specs[0], self.wgrad.operand_specs[1], self.dgrad.operand_specs[1])
+
+    @property
+    def local_cfg(self):
+        return self.wgrad.local_cfg
+
+    @property
+    def length(self):
+        return self.wgrad.length
+
+    def result_specs(self, want_dx, want_dw, want_db):
+        """dx like x, dw and db like dy's channels; an unwanted (empty) result is replicated."""
+        channels = self.wgrad.result_spec[self.wgrad.local_cfg.w_axes[0]]
+        return (self.dgrad.result_spec if want_dx else ((),), self.wgrad.result_spec if want_dw else ((),),
+                (channels,) if want_db else ((),))
+
+
+def plan_bwd(cfg: ConvConfig, axis_sizes, x_spec, dy_spec, w_spec, x_shape, dy_shape, w_shape) -> BwdPlan:
+    """x (N, C, L), dy (N, O, Lout), w (O, C/g, K) -> dx, dw, db from one per-shard call.
+
+    The channel axes of w fill in for those x and dy do not shard; plan_wgrad then decides how x and dy are
+    split, and plan_dgrad, given that dy and the w it implies, decides the same split (its batch, length and
+    channel choices read exactly the axes wgrad took), so one set of local blocks serves both passes.
+    """
+    xc_pos, w_o_pos, w_c_pos = cfg.x_axes[1], cfg.w_axes[0], cfg.w_axes[1]
+    x_spec, dy_spec = list(x_spec), list(dy_spec)
+    x_spec[xc_pos] = x_spec[xc_pos] or w_spec[w_c_pos]
+    dy_spec[xc_pos] = dy_spec[xc_pos] or w_spec[w_o_pos]
+    if cfg.groups > 1:  # any of the three may name the group axes
+        x_spec[xc_pos] = x_spec[xc_pos] or dy_spec[xc_pos]
+    wp = plan_wgrad(cfg, axis_sizes, tuple(x_spec), tuple(dy_spec), x_shape, dy_shape, w_shape[cfg.w_axes[2]])
+    dp = plan_dgrad(cfg, axis_sizes, wp.operand_specs[1], wp.result_spec, dy_shape, w_shape,
+                    x_shape[cfg.x_axes[2]])
+    # Both plans must cut dy the same way and hand dx the blocks of x; anything else is a bug here.
+    assert dp.operand_specs[0] == wp.operand_specs[1] and dp.result_spec == wp.operand_specs[0], (wp, dp)
+    assert dp.local_cfg == wp.local_cfg and dp.length == wp.length, (wp, dp)
+    return BwdPlan(wgrad=wp, dgrad=dp)
+
+
+def _plan(pass_name, cfg, axis_sizes, specs, shapes, params):
+    if pass_name == BWD:
+        return plan_bwd(cfg, axis_sizes, specs[0], specs[1], specs[2], shapes[0], shapes[1], shapes[2])
     if pass_name == FWD:
         return plan_fwd(cfg, axis_sizes, specs[0], specs[1], shapes[0], shapes[1], has_bias=shapes[2][0] > 0)
     if pass_name == DGRAD:
@@ -378,6 +432,25 @@ def _local_wgrad(inner, plan: Plan, *, cfg: ConvConfig, kernel_size: int):
     return run
 
 
+def _local_bwd(inner, plan: BwdPlan, *, cfg: ConvConfig, want_dx, want_dw, want_db):
+    axis = cfg.x_axes[2]
+    lp = plan.length
+
+    def run(x, dy, w):
+        if lp is not None:  # the window of x this shard's dy covers: dw reads it, dx is its gradient
+            x = gather_window(x, axis, lp)
+        dx, dw, db = inner.bind(x, dy, w, cfg=plan.local_cfg, want_dx=want_dx, want_dw=want_dw, want_db=want_db)
+        if want_dx:
+            dx = _psum(dx if lp is None else scatter_window(dx, axis, lp), plan.dgrad.psum_axes)
+        if want_dw:
+            dw = _psum(dw, plan.wgrad.psum_axes, accumulate_f32=True)
+        if want_db:
+            db = _psum(db, plan.wgrad.psum_axes, accumulate_f32=True)
+        return dx, dw, db
+
+    return run
+
+
 # --------------------------------------------------------------------------------------------------------
 # custom_partitioning callbacks
 
@@ -402,6 +475,7 @@ class _Pass:
     """One primitive's partitioning: `names` are its static parameters, in the order the body takes them."""
 
     def __init__(self, name, inner, local_program, names, n_operands):
+        self.multiple_results = name == BWD
         self.name = name
         self.inner = inner
         self.local_program = local_program
@@ -415,6 +489,13 @@ class _Pass:
         p = self.params(static)
         return _plan(self.name, p["cfg"], axis_sizes, specs, shapes, p)
 
+    def result_shardings(self, mesh, plan, static):
+        if not self.multiple_results:
+            return _named(mesh, plan.result_spec)
+        p = self.params(static)
+        specs = plan.result_specs(p["want_dx"], p["want_dw"], p["want_db"])
+        return tuple(_named(mesh, s) for s in specs)
+
     # -- callbacks (static params come first, then what custom_partitioning passes) --
 
     def partition(self, *args):
@@ -424,12 +505,12 @@ class _Pass:
         plan = self.plan(static, _mesh_sizes(mesh), _operand_specs(arg_shapes), [a.shape for a in arg_shapes])
         program = self.local_program(self.inner, plan, **self.params(static))
         arg_shardings = tuple(_named(mesh, s) for s in plan.operand_specs)
-        return mesh, program, _named(mesh, plan.result_spec), arg_shardings
+        return mesh, program, self.result_shardings(mesh, plan, static), arg_shardings
 
     def infer_sharding_from_operands(self, *args):  # GSPMD's propagation (Shardy uses sharding_rule)
         static, (mesh, arg_shapes, _) = args[:-3], args[-3:]
         plan = self.plan(static, _mesh_sizes(mesh), _operand_specs(arg_shapes), [a.shape for a in arg_shapes])
-        return _named(mesh, plan.result_spec)
+        return self.result_shardings(mesh, plan, static)
 
     def sharding_rule(self, *args):
         static, (mesh, operand_types, result_types) = args[:-3], args[-3:]
@@ -463,6 +544,17 @@ def shardy_rule(pass_name, params, shapes) -> SdyShardingRule:
         return SdyShardingRule((act("n", cin, "l"), wts(cout, w_in, "k"), bias), (act("n", cout, "l"),),
                                reduction_factors=(w_in,), need_replication_factors=("k",),
                                permutation_factors=("l",))
+    if pass_name == BWD:
+        # dx keeps n, l and the input channels; dw and db keep the output channels: no factor is absent from
+        # every result, so none is a reduction factor (the partition callback adds the sums each plan needs).
+        def result(wanted, mapping, name):
+            return mapping if wanted else ArrayMapping(name)
+
+        return SdyShardingRule(
+            (act("n", cin, "l"), act("n", cout, "l"), wts(cout, w_in, "k")),
+            (result(params["want_dx"], act("n", cin, "l"), "e_dx"), result(params["want_dw"], wts(cout, w_in, "k"),
+             "e_dw"), result(params["want_db"], ArrayMapping(cout), "e_db")),
+            need_replication_factors=("k",), permutation_factors=("l",))
     if pass_name == DGRAD:
         return SdyShardingRule((act("n", cout, "l"), wts(cout, w_in, "k")), (act("n", cin, "l"),),
                                reduction_factors=() if grouped else ("o",), need_replication_factors=("k",),
@@ -496,11 +588,19 @@ def _wgrad_body(inner):
     return body
 
 
+def _bwd_body(inner):
+    def body(x, dy, w, cfg, want_dx, want_dw, want_db):
+        return tuple(inner.bind(x, dy, w, cfg=cfg, want_dx=want_dx, want_dw=want_dw, want_db=want_db))
+
+    return body
+
+
 # per pass: static parameter names (in the body's order, after the operands), operand count, body, program
 _PASSES = {
     FWD: (("cfg", "out_dtype"), 3, _fwd_body, _local_fwd),
     DGRAD: (("cfg", "in_length"), 2, _dgrad_body, _local_dgrad),
     WGRAD: (("cfg", "kernel_size"), 2, _wgrad_body, _local_wgrad),
+    BWD: (("cfg", "want_dx", "want_dw", "want_db"), 3, _bwd_body, _local_bwd),
 }
 
 
@@ -512,7 +612,7 @@ def partitioned_lowering(pass_name: str, inner):
     fn = custom_partitioning(make_body(inner), static_argnums=tuple(range(n_operands, n_operands + len(names))))
     fn.def_partition(partition=rules.partition, infer_sharding_from_operands=rules.infer_sharding_from_operands,
                      sharding_rule=rules.sharding_rule)
-    return mlir.lower_fun(fn, multiple_results=False)
+    return mlir.lower_fun(fn, multiple_results=rules.multiple_results)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -522,19 +622,30 @@ def partitioned_lowering(pass_name: str, inner):
 def result_aval(pass_name, ref, operands, shape, dtype, params):
     """The result's abstract value. It inherits `ref`'s varying manual axes (shard_map) and, when operands
     carry explicit shardings in their types, the plan's result sharding."""
+    return result_avals(pass_name, ref, operands, (shape,), dtype, params)[0]
+
+
+def result_avals(pass_name, ref, operands, shapes, dtype, params):
+    """result_aval for each of a primitive's results (the combined backward has three)."""
     sharding = getattr(ref, "sharding", None)
     if not isinstance(sharding, NamedSharding):
-        return jax.core.ShapedArray(shape, dtype)
+        return [jax.core.ShapedArray(tuple(s), dtype) for s in shapes]
     mesh = sharding.mesh
     specs = [_spec_axes(a.sharding.spec, a.ndim) if isinstance(getattr(a, "sharding", None), NamedSharding)
              else ((),) * a.ndim for a in operands]
     if any(any(d) for s in specs for d in s):
         plan = _plan(pass_name, params["cfg"], _mesh_sizes(mesh), specs, [a.shape for a in operands], params)
-        spec = plan.result_spec
+        if pass_name == BWD:
+            result_specs = plan.result_specs(params["want_dx"], params["want_dw"], params["want_db"])
+        else:
+            result_specs = (plan.result_spec,)
     else:
-        spec = ((),) * len(shape)
-    new = sharding.update(spec=P(*[None if not a else (a[0] if len(a) == 1 else a) for a in spec]))
-    return ref.update(shape=tuple(shape), dtype=dtype, weak_type=False, sharding=new)
+        result_specs = [((),) * len(s) for s in shapes]
+    out = []
+    for shape, spec in zip(shapes, result_specs):
+        new = sharding.update(spec=P(*[None if not a else (a[0] if len(a) == 1 else a) for a in spec]))
+        out.append(ref.update(shape=tuple(shape), dtype=dtype, weak_type=False, sharding=new))
+    return out
 
 
 def lowering_needs_devices(prim) -> None:

@@ -6,7 +6,9 @@ forward, dgrad and wgrad again), so grad-of-grad to any order stays on the nativ
 
 The rules run with symbolic zeros: the forward rule sees which inputs are being differentiated and keeps
 only the residuals their gradients need, so frozen weights skip the wgrad kernel and data that is not
-differentiated skips dgrad.
+differentiated skips dgrad. When the weight gradient is wanted together with the input or the bias
+gradient, one combined call (conv1d_bwd_p, its own custom_vjp built from the three passes) computes them
+all from one read of dy.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from . import _sharding
-from ._primitives import conv1d_dgrad_p, conv1d_fwd_p, conv1d_wgrad_p
+from ._primitives import conv1d_bwd_p, conv1d_dgrad_p, conv1d_fwd_p, conv1d_wgrad_p
 from ._shapes import SUPPORTED_DTYPES, ConvConfig, check_dtype, make_config
 
 _F32 = np.dtype("float32")
@@ -70,25 +72,35 @@ def _conv_fwd(cfg, out_dtype, geom, x, w, b):
     # Through _conv, not the primitive, so an outer differentiation (grad of grad) meets the custom rule.
     y = _conv(cfg, out_dtype, geom, x.value, w.value, b.value)
     need_db = b.perturbed and b.value.shape[0] > 0
+    # The combined backward call takes w even when dx is not wanted (for its shape; weights are small).
+    combined = w.perturbed and (x.perturbed or need_db)
     residuals = (
         x.value if w.perturbed else None,  # dw needs x
-        w.value if x.perturbed else None,  # dx needs w
+        w.value if x.perturbed or combined else None,  # dx needs w
+        _empty(x.value.dtype) if x.perturbed else None,  # a marker: dx is wanted
         _empty(b.value.dtype) if need_db else None,  # a marker: db is wanted
     )
     return y, residuals
 
 
 def _conv_bwd(cfg, out_dtype, geom, residuals, g):
-    x, w, db_marker = residuals
+    x, w, dx_marker, db_marker = residuals
     # All residuals are None when only an empty bias (zero output channels) is differentiated: nothing to do.
     if isinstance(g, SymbolicZero) or all(r is None for r in residuals):
         return None, None, None
     in_dtype = next(a.dtype for a in residuals if a is not None)
     dy = g.astype(in_dtype)
-    dx = _dgrad(cfg, geom, dy, w) if w is not None else None
-    dw = _wgrad(cfg, geom, x, dy) if x is not None else None
+    want_dx, want_dw, want_db = dx_marker is not None, x is not None, db_marker is not None
+    # A wider cotangent (preferred_element_type) is summed for db before it is rounded to the input type.
+    native_db = want_db and g.dtype == in_dtype
     db = None
-    if db_marker is not None:
+    if want_dw and (want_dx or native_db):
+        dx, dw, db = _bwd(cfg, geom, (want_dx, want_dw, native_db), x, dy, w)
+        dx, db = (dx if want_dx else None), (db if native_db else None)
+    else:
+        dx = _dgrad(cfg, geom, dy, w) if want_dx else None
+        dw = _wgrad(cfg, geom, x, dy) if want_dw else None
+    if want_db and db is None:
         db = jnp.sum(g, axis=_bias_axes(cfg), dtype=jnp.promote_types(g.dtype, jnp.float32)).astype(in_dtype)
     return _typed(geom, 0, dx), _typed(geom, 1, dw), _typed(geom, 2, db)
 
@@ -144,6 +156,55 @@ def _wgrad_bwd(cfg, geom, residuals, v):
 
 
 _wgrad.defvjp(_wgrad_fwd, _wgrad_bwd, symbolic_zeros=True)
+
+
+# ---- combined backward: dx, dw and db from one call ---------------------------------------------------------
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _bwd(cfg, geom, want, x, dy, w):
+    """(dx, dw, db) of the forward at (x, w) for cotangent dy; an entry not in `want` is an empty (0,) array."""
+    return tuple(conv1d_bwd_p.bind(x, dy, w, cfg=cfg, want_dx=want[0], want_dw=want[1], want_db=want[2]))
+
+
+def _bwd_fwd(cfg, geom, want, x, dy, w):
+    out = _bwd(cfg, geom, want, x.value, dy.value, w.value)
+    want_dx, want_dw, want_db = want
+    residuals = (
+        x.value if dy.perturbed and want_dw else None,  # d(dw)/d(dy) = conv(x, .)
+        w.value if dy.perturbed and want_dx else None,  # d(dx)/d(dy) = conv(., w)
+        dy.value if x.perturbed and want_dw else None,  # d(dw)/dx = dgrad(dy, .)
+        dy.value if w.perturbed and want_dx else None,  # d(dx)/dw = wgrad(., dy)
+        jnp.zeros((0,) + dy.value.shape, dy.value.dtype) if dy.perturbed else None,  # dy's shape, no data
+    )
+    return out, residuals
+
+
+def _bwd_bwd(cfg, geom, want, residuals, cts):
+    """dx = dgrad(dy, w), dw = wgrad(x, dy), db = sum of dy: each term's transpose, through the custom_vjp
+    passes so that higher orders stay native. u, v, s are the cotangents of dx, dw, db."""
+    x, w, dy_for_x, dy_for_w, dy_shape = residuals
+    u, v, s = (None if isinstance(c, SymbolicZero) or not wanted else c for c, wanted in zip(cts, want))
+    d_x = _dgrad(cfg, geom, dy_for_x, v) if dy_for_x is not None and v is not None else None
+    d_w = _wgrad(cfg, geom, u, dy_for_w) if dy_for_w is not None and u is not None else None
+    d_dy = None
+    if dy_shape is not None:
+        dtype = dy_shape.dtype
+        terms = []
+        if w is not None and u is not None:  # conv(u, w) with db's cotangent as its bias
+            terms.append(_conv(cfg, dtype, geom, u, w, _empty(dtype) if s is None else s))
+            s = None
+        if x is not None and v is not None:
+            terms.append(_conv(cfg, dtype, geom, x, v, _empty(dtype)))
+        if s is not None:
+            shape = (1, -1, 1) if cfg.layout == "NCW" else (1, 1, -1)
+            terms.append(jnp.broadcast_to(s.reshape(shape), dy_shape.shape[1:]).astype(dtype))
+        for t in terms:
+            d_dy = t if d_dy is None else d_dy + t
+    return _typed(geom, 0, d_x), d_dy, _typed(geom, 1, d_w)
+
+
+_bwd.defvjp(_bwd_fwd, _bwd_bwd, symbolic_zeros=True)
 
 
 # ---- public API ---------------------------------------------------------------------------------------

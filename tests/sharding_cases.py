@@ -320,3 +320,27 @@ def test_low_precision_weight_gradient_sum(dtype):
     got = jax.jit(jax.grad(loss, argnums=1))(xs, ws, bs)
     want = jax.jit(jax.grad(loss, argnums=1))(x, w, b)
     _check_close(got, want, f"{dtype} dw", rtol=2e-2 if dtype == "bfloat16" else 1e-5)
+
+
+@pytest.mark.parametrize("argnums", [(0, 1, 2), (1, 2)], ids=str)
+@pytest.mark.parametrize("name", ["batch_and_out_channels", "in_channels", "grouped_channels", "length_same",
+                                  "length_valid_drifting", "depthwise"])
+def test_combined_backward_is_one_partitioned_call(name, argnums):
+    """The weight gradient with the input and/or bias gradient: one jax_conv1d_bwd per device, no separate
+    passes, no all-gather, and the same results as unsharded."""
+    case = _case(name)
+    mesh = make_mesh(case.mesh)
+    f = _conv_fn(dataclasses.replace(case, bias=True), "NWC")
+    x, w, b = _data(case, "NWC")
+    xs, ws, bs = _shard(case, "NWC", mesh, x, w, b)
+    loss = lambda x, w, b: jnp.sum(jnp.sin(f(x, w, b)))  # noqa: E731
+    grad = jax.jit(jax.grad(loss, argnums=argnums)).lower(xs, ws, bs).compile()
+    text = grad.as_text()
+    targets = re.findall(r'custom_call_target="(jax_conv1d_[a-z]+)"', text)
+    assert targets.count("jax_conv1d_bwd") == 1, targets
+    assert "jax_conv1d_dgrad" not in targets and "jax_conv1d_wgrad" not in targets, targets
+    assert "all-gather" not in collectives(text), collectives(text)
+    got = grad(xs, ws, bs)
+    want = jax.jit(jax.grad(loss, argnums=argnums))(x, w, b)
+    for g, r, i in zip(got, want, argnums):
+        _check_close(g, r, f"{name} {('dx', 'dw', 'db')[i]}")

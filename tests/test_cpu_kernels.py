@@ -291,6 +291,11 @@ _THREADS_SCRIPT = textwrap.dedent("""
         y, vjp = jax.vjp(lambda a, b: dilated_conv1d(a, b, **kw), x, w)
         for a in (y, *vjp(jnp.cos(y))):
             h.update(np.asarray(a).tobytes())
+        # with a bias: the combined backward call, its bias gradient included
+        bias = jax.random.normal(jax.random.PRNGKey(200 + i), (ws[0] if kw["layout"] == "NCW" else ws[2],))
+        y, vjp = jax.vjp(lambda a, b, c: dilated_conv1d(a, b, c, **kw), x, w, bias)
+        for a in vjp(jnp.cos(y)):
+            h.update(np.asarray(a).tobytes())
     print(h.hexdigest())
 """)
 

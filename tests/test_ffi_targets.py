@@ -43,6 +43,55 @@ def test_direct_calls_compute_the_convolution(device):
     assert_close(_call("jax_conv1d_wgrad", W, x, dy), dw_ref, 1e-5)
 
 
+def _call_bwd(out_shapes, *args, out_dtype=jnp.float32, **attrs):
+    attrs = {k: np.int64(v) for k, v in dict(ATTRS, **attrs).items()}
+    outs = tuple(jax.ShapeDtypeStruct(s, out_dtype) for s in out_shapes)
+    return jax.ffi.ffi_call("jax_conv1d_bwd", outs)(*args, **attrs)
+
+
+@pytest.mark.parametrize("wanted", [(X, W, (6,)), (X, (0,), (0,)), ((0,), W, (6,)), ((0,), (0,), (6,))], ids=str)
+def test_direct_combined_call_computes_the_gradients(wanted, device):
+    """jax_conv1d_bwd: x, dy, w in; dx, dw, db out, each (0,) when not wanted."""
+    x, w, dy = _arrays(device, X, W, Y)
+    b = jnp.zeros((6,), jnp.float32)
+    _, vjp = jax.vjp(lambda x, w, b: lax_conv1d(x, w, b), x, w, b)
+    for got, shape, ref in zip(_call_bwd(wanted, x, dy, w), wanted, vjp(dy)):
+        assert got.shape == shape
+        if shape != (0,):
+            assert_close(got, ref, 1e-5)
+
+
+# (combined call's output shapes, argument shapes, attribute changes, expected message)
+BAD_BWD_CALLS = [
+    ("bwd-dx-shape", ((2, 4, 11), W, (6,)), (X, Y, W), {}, "dx"),
+    ("bwd-dw-shape", (X, (6, 4, 4), (6,)), (X, Y, W), {}, "dw"),
+    ("bwd-db-length", (X, W, (5,)), (X, Y, W), {}, "db"),
+    ("bwd-db-rank", (X, W, (6, 1)), (X, Y, W), {}, "db"),
+    ("bwd-dy-length", (X, W, (6,)), (X, (2, 6, 9), W), {}, "output shape"),
+    ("bwd-groups", (X, W, (6,)), (X, Y, W), {"groups": 3}, "groups"),
+    ("bwd-stride-0", (X, W, (6,)), (X, Y, W), {"stride": 0}, ">= 1"),
+    ("bwd-rank", (X, W, (6,)), ((2, 4, 10, 1), Y, W), {}, "rank"),
+]
+
+
+@pytest.mark.parametrize("desc,out_shapes,arg_shapes,attrs,message", BAD_BWD_CALLS, ids=[c[0] for c in BAD_BWD_CALLS])
+def test_inconsistent_combined_calls_return_errors(desc, out_shapes, arg_shapes, attrs, message, device):
+    args = _arrays(device, *arg_shapes)
+    with pytest.raises(Exception, match=message) as info:
+        jax.block_until_ready(_call_bwd(out_shapes, *args, **attrs))
+    assert "jax_conv1d" in str(info.value)
+
+
+def test_combined_call_rejects_mixed_and_unsupported_dtypes(device):
+    x, dy = _arrays(device, X, Y)
+    (w16,) = _arrays(device, W, dtype=jnp.bfloat16)
+    with pytest.raises(Exception, match="share one dtype"):
+        jax.block_until_ready(_call_bwd((X, W, (6,)), x, dy, w16))
+    xi, dyi, wi = _arrays(device, X, Y, W, dtype=jnp.int32)
+    with pytest.raises(Exception, match="unsupported dtype"):
+        jax.block_until_ready(_call_bwd((X, W, (6,)), xi, dyi, wi, out_dtype=jnp.int32))
+
+
 # (description, target, output shape, argument shapes, attribute changes, expected message)
 BAD_CALLS = [
     ("fwd-output-length", "jax_conv1d_fwd", (2, 6, 9), (X, W, (0,)), {}, "output shape"),

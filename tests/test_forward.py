@@ -281,8 +281,9 @@ def test_cpu_lowers_to_ffi_custom_calls(layout):
         return jnp.sum(dilated_conv1d(x, w, b, **kw) ** 2)
 
     bwd = _lowered_cpu_text(jax.grad(loss, argnums=(0, 1, 2)), x, w, b)
-    for target in ("jax_conv1d_fwd", "jax_conv1d_dgrad", "jax_conv1d_wgrad"):
+    for target in ("jax_conv1d_fwd", "jax_conv1d_bwd"):  # both gradients and the bias's from one call
         assert target in bwd
+    assert "jax_conv1d_dgrad" not in bwd and "jax_conv1d_wgrad" not in bwd
     assert "stablehlo.convolution" not in bwd
 
 

@@ -16,7 +16,7 @@ from conv_reference import (BF16, EDGE_CASES, F16, F32, F64, HIGHEST, SWEEP_AXES
                             sweep_cases, to_float64_on_cpu, tolerance)
 from jax_conv1d import dilated_conv1d
 
-FWD, DGRAD, WGRAD = "jax_conv1d_fwd", "jax_conv1d_dgrad", "jax_conv1d_wgrad"
+FWD, DGRAD, WGRAD, BWD = "jax_conv1d_fwd", "jax_conv1d_dgrad", "jax_conv1d_wgrad", "jax_conv1d_bwd"
 
 
 def _vjp(conv, x, w, b, ct, **kw):
@@ -139,9 +139,11 @@ def test_gradients_with_float32_output(in_dtype, rng):
 
 # ---- only the needed kernels ------------------------------------------------------------------------------
 
-# argnums differentiated -> (input-gradient kernel expected, weight-gradient kernel expected)
-NEEDED_KERNELS = {(0,): (True, False), (1,): (False, True), (2,): (False, False), (0, 1): (True, True),
-                  (0, 2): (True, False), (1, 2): (False, True), (0, 1, 2): (True, True)}
+# argnums differentiated -> (input-gradient pass, weight-gradient pass, combined backward) expected: the
+# weight gradient with anything else is one combined call
+NEEDED_KERNELS = {(0,): (True, False, False), (1,): (False, True, False), (2,): (False, False, False),
+                  (0, 1): (False, False, True), (0, 2): (True, False, False), (1, 2): (False, False, True),
+                  (0, 1, 2): (False, False, True)}
 
 
 @pytest.mark.parametrize("argnums", list(NEEDED_KERNELS), ids=str)
@@ -156,9 +158,10 @@ def test_backward_runs_only_needed_kernels(argnums, layout, rng):
 
     grad = jax.grad(lambda x, w, b: loss(dilated_conv1d, x, w, b), argnums=argnums)
     counts = primitive_counts(grad, x, w, b)
-    want_dgrad, want_wgrad = NEEDED_KERNELS[argnums]
+    want_dgrad, want_wgrad, want_bwd = NEEDED_KERNELS[argnums]
     assert (counts[DGRAD] > 0) == want_dgrad, counts
     assert (counts[WGRAD] > 0) == want_wgrad, counts
+    assert counts[BWD] == int(want_bwd), counts
     assert counts[FWD] == 1, counts
     lax_grads = jax.grad(lambda x, w, b: loss(lax_conv1d, x, w, b), argnums=argnums)(x, w, b)
     for g, g_lax in zip(grad(x, w, b), lax_grads):
@@ -176,7 +179,7 @@ def test_second_order_in_x_only_skips_weight_gradient(rng):
         return jax.grad(lambda x: jnp.vdot(g(x), v))(x)
 
     counts = primitive_counts(lambda x: hvp(dilated_conv1d, x), x)
-    assert counts[WGRAD] == 0 and counts[DGRAD] > 0, counts
+    assert counts[WGRAD] == 0 and counts[BWD] == 0 and counts[DGRAD] > 0, counts
     assert_close(hvp(dilated_conv1d, x), hvp(lax_conv1d, x), 1e-12)
 
 
@@ -189,7 +192,7 @@ def test_frozen_weights_under_jit_and_vmap_skip_weight_gradient(rng):
         return jax.vmap(jax.grad(lambda xi: jnp.sum(dilated_conv1d(xi[None], w, b, groups=4, layout="NWC"))))(x)
 
     counts = primitive_counts(per_example_dx, x)
-    assert counts[WGRAD] == 0 and counts[DGRAD] == 1, counts
+    assert counts[WGRAD] == 0 and counts[BWD] == 0 and counts[DGRAD] == 1, counts
 
 
 # ---- higher order against lax -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from jax_conv1d._shapes import make_config, output_length
-from jax_conv1d._sharding import length_plan, plan_dgrad, plan_fwd, plan_wgrad
+from jax_conv1d._sharding import length_plan, plan_bwd, plan_dgrad, plan_fwd, plan_wgrad
 
 CASES_FILE = Path(__file__).with_name("sharding_cases.py")
 
@@ -151,6 +151,66 @@ def test_plan_gradients_mirror_the_forward():
     wgrad = plan_wgrad(cfg, MESH, (("data",), (), ("model",)), (("data",), (), ("model",)), xs, ys, kernel_size=3)
     assert wgrad.psum_axes == ("data", "model") and wgrad.length is not None
     assert wgrad.result_spec == ((), (), ())
+
+
+def _bwd_plan(cfg, xs, ws, ys, x_spec, dy_spec, w_spec):
+    return plan_bwd(cfg, MESH, x_spec, dy_spec, w_spec, xs, ys, ws)
+
+
+def test_plan_bwd_batch_and_output_channels():
+    """dx reduced over the output-channel shards (as dgrad), dw and db over the batch shards (as wgrad)."""
+    cfg, xs, ws, ys = _cfg()
+    plan = _bwd_plan(cfg, xs, ws, ys, (("data",), (), ()), (("data",), ("model",), ()), (("model",), (), ()))
+    assert plan.operand_specs == ((("data",), (), ()), (("data",), ("model",), ()), (("model",), (), ()))
+    assert plan.dgrad.psum_axes == ("model",) and plan.wgrad.psum_axes == ("data",)
+    assert plan.result_specs(True, True, True) == ((("data",), (), ()), (("model",), (), ()), (("model",),))
+    assert plan.result_specs(False, True, True) == (((),), (("model",), (), ()), (("model",),))
+
+
+def test_plan_bwd_takes_channel_axes_from_the_weights():
+    """Nothing shards x or dy: w's shards decide the channel split of both (its input channels for x, its
+    output channels for dy), so the gradients are computed where the weights live."""
+    cfg, xs, ws, ys = _cfg(layout="NWC")
+    plan = _bwd_plan(cfg, xs, ws, ys, ((), (), ()), ((), (), ()), ((), ("data",), ("model",)))
+    assert plan.operand_specs == (((), (), ("data",)), ((), (), ("model",)), ((), ("data",), ("model",)))
+    assert plan.dgrad.psum_axes == ("model",) and plan.wgrad.psum_axes == ()
+    assert plan.result_specs(True, True, True) == (((), (), ("data",)), ((), ("data",), ("model",)), (("model",),))
+
+
+def test_plan_bwd_length_shards_share_one_halo_plan():
+    cfg, xs, ws, ys = _cfg(padding="SAME")
+    plan = _bwd_plan(cfg, xs, ws, ys, (("data",), (), ("model",)), (("data",), (), ("model",)), ((), (), ()))
+    assert plan.length is not None and plan.length == plan.dgrad.length
+    assert plan.local_cfg.padding == (0, 0)
+    assert plan.dgrad.psum_axes == () and plan.wgrad.psum_axes == ("data", "model")
+    assert plan.result_specs(True, True, True)[0] == (("data",), (), ("model",))
+
+
+def test_plan_bwd_grouped_and_depthwise_stay_local():
+    cfg, xs, ws, ys = _cfg(groups=4)
+    plan = _bwd_plan(cfg, xs, ws, ys, ((), ("model",), ()), ((), (), ()), ((), (), ()))
+    assert plan.local_cfg.groups == 1 and plan.dgrad.psum_axes == () and plan.wgrad.psum_axes == ()
+    assert plan.result_specs(True, True, True) == (((), ("model",), ()), (("model",), (), ()), (("model",),))
+    cfg, xs, ws, ys = _cfg(groups=2)  # 4 shards cannot each hold whole groups of 2: replicated
+    plan = _bwd_plan(cfg, xs, ws, ys, ((), ("model",), ()), ((), ("model",), ()), (("model",), (), ()))
+    assert plan.operand_specs == (((), (), ()),) * 3
+
+
+def test_plan_bwd_agrees_with_the_single_passes():
+    """The combined plan's dx is dgrad's and its dw is wgrad's, for operands already split the same way."""
+    for layout, groups, padding in (("NCW", 1, "VALID"), ("NWC", 4, "SAME"), ("NCW", 1, "CAUSAL")):
+        cfg, xs, ws, ys = _cfg(layout=layout, groups=groups, padding=padding)
+        for x_l, y_l, w_l in (((("data",), (), ()), (("data",), ("model",), ()), (("model",), (), ())),
+                              (((), (), ("model",)), ((), (), ("model",)), ((), (), ()))):
+            def lay(spec, kind):
+                return spec if layout == "NCW" else ((spec[0], spec[2], spec[1]) if kind == "act"
+                                                     else (spec[2], spec[1], spec[0]))
+            x_spec, dy_spec, w_spec = lay(x_l, "act"), lay(y_l, "act"), lay(w_l, "w")
+            plan = _bwd_plan(cfg, xs, ws, ys, x_spec, dy_spec, w_spec)
+            dgrad = plan_dgrad(cfg, MESH, plan.operand_specs[1], plan.operand_specs[2], ys, ws, in_length=64)
+            wgrad = plan_wgrad(cfg, MESH, plan.operand_specs[0], plan.operand_specs[1], xs, ys, kernel_size=3)
+            assert plan.result_specs(True, True, True)[:2] == (dgrad.result_spec, wgrad.result_spec)
+            assert (plan.dgrad.psum_axes, plan.wgrad.psum_axes) == (dgrad.psum_axes, wgrad.psum_axes)
 
 
 def test_plan_ignores_axes_it_does_not_know():

@@ -26,6 +26,14 @@ void conv1d_dgrad_cpu(const Conv1dParams& p, const T* dy, const T* w, T* dx);
 template <typename T>
 void conv1d_wgrad_cpu(const Conv1dParams& p, const T* x, const T* dy, T* dw);
 
+// db[o] = the sum of dy over batch and positions, in a fixed order (float runs, float64 chunk totals).
+template <typename T>
+void conv1d_bias_grad_cpu(const Conv1dParams& p, const T* dy, T* db);
+
+// The combined backward: each of dx, dw, db that is not null is computed (conv1d_bwd_cpu.cc).
+template <typename T>
+void conv1d_bwd_cpu(const Conv1dParams& p, const T* x, const T* dy, const T* w, T* dx, T* dw, T* db);
+
 // Length-axis tiling shared by the passes: [begin, end) of output positions whose taps land in the input.
 // A tap k of output t reads input l = t*stride + k*dilation - pad_lo; these bound t so that 0 <= l < L.
 inline int64_t first_valid_t(const Conv1dParams& p, int64_t k) {

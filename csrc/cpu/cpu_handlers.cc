@@ -91,6 +91,26 @@ ffi::Error Conv1dWgrad(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::Any
   return unsupported(t, t);
 }
 
+ffi::Error Conv1dBwd(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx,
+                     ffi::Result<ffi::AnyBuffer> dw, ffi::Result<ffi::AnyBuffer> db, ConvAttrs attrs) {
+  Conv1dParams p;
+  BwdOutputs want;
+  if (auto err = make_bwd_params(x, dy, w, *dx, *dw, *db, attrs, &p, &want); err.failure()) return err;
+  const auto t = x.element_type();
+  using DT = ffi::DataType;
+#define JC_BWD(T)                                                                                           \
+  return run_pass([&] {                                                                                      \
+    conv1d_bwd_cpu<T>(p, as<T>(x), as<T>(dy), as<T>(w), want.dx ? as_mut<T>(dx) : nullptr,                   \
+                      want.dw ? as_mut<T>(dw) : nullptr, want.db ? as_mut<T>(db) : nullptr);                 \
+  })
+  if (t == DT::F32) { JC_BWD(float); }
+  if (t == DT::F64) { JC_BWD(double); }
+  if (t == DT::BF16) { JC_BWD(bf16); }
+  if (t == DT::F16) { JC_BWD(f16); }
+#undef JC_BWD
+  return unsupported(t, t);
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv1dFwdCpu, Conv1dFwd,
@@ -104,6 +124,15 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv1dDgradCpu, Conv1dDgrad,
                               ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>().Attrs<ConvAttrs>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv1dWgradCpu, Conv1dWgrad,
                               ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>().Attrs<ConvAttrs>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv1dBwdCpu, Conv1dBwd,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attrs<ConvAttrs>());
 
 }  // namespace jax_conv1d::cpu
 
@@ -118,6 +147,7 @@ NB_MODULE(_cpu, m) {
     d["jax_conv1d_fwd"] = capsule(jax_conv1d::cpu::Conv1dFwdCpu);
     d["jax_conv1d_dgrad"] = capsule(jax_conv1d::cpu::Conv1dDgradCpu);
     d["jax_conv1d_wgrad"] = capsule(jax_conv1d::cpu::Conv1dWgradCpu);
+    d["jax_conv1d_bwd"] = capsule(jax_conv1d::cpu::Conv1dBwdCpu);
     return d;
   });
 }

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "../ffi_params.h"
+#include "bwd_kernels.h"
 #include "conv1d_cuda.h"
 #include "cuda_handlers.h"
 #include "cuda_types.cuh"
@@ -85,19 +86,30 @@ ffi::Error Conv1dDgrad(cudaStream_t stream, ffi::AnyBuffer dy, ffi::AnyBuffer w,
 // kWgradScratchCap; if even that is refused, the request halves until it is granted or too small to split.
 constexpr size_t kWgradScratchCap = size_t(64) << 20;
 
-template <typename T>
-ffi::Error run_wgrad(const Conv1dParams& p, ffi::ScratchAllocator& scratch, const T* x, const T* dy, T* dw,
-                     cudaStream_t stream) {
+WgradWorkspace grant_wgrad_workspace(const Conv1dParams& p, ffi::ScratchAllocator& scratch, size_t wanted) {
   WgradWorkspace ws;
   const size_t two_splits = 2 * sizeof(float) * static_cast<size_t>(p.w_size());
-  for (size_t want = std::min(conv1d_wgrad_workspace_bytes<T>(p), kWgradScratchCap); want >= two_splits && want;
-       want /= 2) {
+  for (size_t want = std::min(wanted, kWgradScratchCap); want >= two_splits && want; want /= 2) {
     if (std::optional<void*> ptr = scratch.Allocate(want, 16)) {  // XLA accepts alignments <= 16
       ws.ptr = *ptr;
       ws.bytes = want;
       break;
     }
   }
+  return ws;
+}
+
+// All or nothing: a part that cannot be granted whole runs without (the callee then splits less).
+void* grant(ffi::ScratchAllocator& scratch, size_t bytes) {
+  if (bytes == 0) return nullptr;
+  std::optional<void*> ptr = scratch.Allocate(bytes, 16);
+  return ptr ? *ptr : nullptr;
+}
+
+template <typename T>
+ffi::Error run_wgrad(const Conv1dParams& p, ffi::ScratchAllocator& scratch, const T* x, const T* dy, T* dw,
+                     cudaStream_t stream) {
+  const WgradWorkspace ws = grant_wgrad_workspace(p, scratch, conv1d_wgrad_workspace_bytes<T>(p));
   return cuda_result(conv1d_wgrad_cuda<T>(p, x, dy, dw, /*db=*/nullptr, ws, stream));
 }
 
@@ -113,6 +125,36 @@ ffi::Error Conv1dWgrad(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::
   if (t == DT::BF16) JC_WGRAD(bf16);
   if (t == DT::F16) JC_WGRAD(f16);
 #undef JC_WGRAD
+  return unsupported(t, t);
+}
+
+template <typename T>
+ffi::Error run_bwd(const Conv1dParams& p, const BwdOutputs& want, ffi::ScratchAllocator& scratch, const T* x,
+                   const T* dy, const T* w, T* dx, T* dw, T* db, cudaStream_t stream) {
+  const BwdScratchBytes bytes = conv1d_bwd_scratch_bytes<T>(p, want.dx, want.dw, want.db);
+  BwdWorkspace ws;
+  ws.fused = grant(scratch, bytes.fused);
+  ws.fused_bytes = ws.fused ? bytes.fused : 0;
+  if (want.dw) ws.wgrad = grant_wgrad_workspace(p, scratch, bytes.wgrad);
+  return cuda_result(conv1d_bwd_cuda<T>(p, x, dy, w, want.dx ? dx : nullptr, want.dw ? dw : nullptr,
+                                        want.db ? db : nullptr, ws, stream));
+}
+
+ffi::Error Conv1dBwd(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer x, ffi::AnyBuffer dy,
+                     ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx, ffi::Result<ffi::AnyBuffer> dw,
+                     ffi::Result<ffi::AnyBuffer> db, ConvAttrs attrs) {
+  Conv1dParams p;
+  BwdOutputs want;
+  if (auto err = make_bwd_params(x, dy, w, *dx, *dw, *db, attrs, &p, &want); err.failure()) return err;
+  const auto t = x.element_type();
+#define JC_BWD(T)                                                                                           \
+  return run_bwd<T>(p, want, scratch, as<T>(x), as<T>(dy), as<T>(w), as_mut<T>(dx), as_mut<T>(dw),          \
+                    as_mut<T>(db), stream)
+  if (t == DT::F32) JC_BWD(float);
+  if (t == DT::F64) JC_BWD(double);
+  if (t == DT::BF16) JC_BWD(bf16);
+  if (t == DT::F16) JC_BWD(f16);
+#undef JC_BWD
   return unsupported(t, t);
 }
 
@@ -139,6 +181,17 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv1dWgradCuda, Conv1dWgrad,
                                   .Ctx<ffi::ScratchAllocator>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attrs<ConvAttrs>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv1dBwdCuda, Conv1dBwd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Ctx<ffi::ScratchAllocator>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Attrs<ConvAttrs>());
 

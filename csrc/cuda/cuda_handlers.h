@@ -7,4 +7,5 @@ namespace jax_conv1d::cuda {
 extern "C" XLA_FFI_Error* Conv1dFwdCuda(XLA_FFI_CallFrame* call_frame);
 extern "C" XLA_FFI_Error* Conv1dDgradCuda(XLA_FFI_CallFrame* call_frame);
 extern "C" XLA_FFI_Error* Conv1dWgradCuda(XLA_FFI_CallFrame* call_frame);
+extern "C" XLA_FFI_Error* Conv1dBwdCuda(XLA_FFI_CallFrame* call_frame);
 }  // namespace jax_conv1d::cuda

@@ -11,6 +11,7 @@ NB_MODULE(_cuda, m) {
     d["jax_conv1d_fwd"] = nb::capsule(reinterpret_cast<void*>(jax_conv1d::cuda::Conv1dFwdCuda));
     d["jax_conv1d_dgrad"] = nb::capsule(reinterpret_cast<void*>(jax_conv1d::cuda::Conv1dDgradCuda));
     d["jax_conv1d_wgrad"] = nb::capsule(reinterpret_cast<void*>(jax_conv1d::cuda::Conv1dWgradCuda));
+    d["jax_conv1d_bwd"] = nb::capsule(reinterpret_cast<void*>(jax_conv1d::cuda::Conv1dBwdCuda));
     return d;
   });
 }
