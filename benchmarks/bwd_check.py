@@ -96,9 +96,10 @@ SWEEP = [
     (1, 33, 65, 123, 3, 2, 2, (1, 1), 1),         # odd channel counts (unaligned copies)
     (1, 7, 9, 31, 3, 1, 1, (1, 1), 1),
     (1, 16, 1030, 60, 3, 1, 1, (1, 1), 1),        # long dgrad reduction (3xTF32 accumulation error)
+    (4, 8, 16, 200000, 3, 3, 4, (0, 0), 1),       # long wgrad reduction (266K terms per weight)
 ]
 # Cases also run at HIGHEST, bfloat16 and float16 (indices into SWEEP).
-SWEEP_PRECISION = [0, 1, 2, 5, 7, 13, 16, 17, 22, 24]
+SWEEP_PRECISION = [0, 1, 2, 5, 7, 13, 16, 17, 22, 24, 25]
 # Cases that also take a bias, whose gradient is checked too.
 SWEEP_BIAS = [1, 2, 5, 6, 13, 16, 17, 19, 22, 24]
 

@@ -9,7 +9,8 @@
 For each configuration and pass (forward; backward = jax.vjp for x and w) it prints the median time of ours
 and of XLA, the speedup, the fraction of the memory floor reached, the scratch memory XLA reserves for each
 (compiled memory analysis), and the relative error ||ours - ref|| / ||ref|| against XLA at
-precision=HIGHEST on the same inputs (upcast to float32 for 16-bit inputs).
+precision=HIGHEST on the same inputs (upcast to float32 for 16-bit inputs); for backward cases whose x and dy
+exceed 4 GB the error is taken on the first N/8 samples, since XLA's reference needs up to 36 GB of scratch.
 
 Floor: bytes that must cross device memory (each input read once, each output written once; forward
 x + w + y, backward dy + x + w + dx + dw) over the copy bandwidth measured at the start of the same run.
@@ -287,11 +288,15 @@ def run_case(case: Case, bandwidth: float, key, backward: bool, log=print) -> li
         xla_b = jax.jit(backward_of(xla_forward(case, case.precision)))
         ref_b = jax.jit(backward_of(xla_forward(case, "highest", jnp.float32)))
         bargs = (x, w, b, dy)
-        up = tuple(None if a is None else a.astype(jnp.float32) for a in bargs) if f32_inputs else bargs
+        # The reference (XLA at HIGHEST, up to 36 GB of scratch on the headline) does not fit beside the
+        # full-size tensors: multi-GB cases compare ours and the reference on the first samples only.
+        sub = max(1, case.n // 8) if _nbytes(x, dy) > (4 << 30) else case.n
+        eargs = (x[:sub], w, b, dy[:sub])
+        up = tuple(None if a is None else a.astype(jnp.float32) for a in eargs) if f32_inputs else eargs
         refs = ref_b(*up)
-        got = ours_b(*bargs)
+        got = ours_b(*eargs)
         err = max(rel_err(o, r) for o, r in zip(got, refs) if r is not None)
-        del refs, got, up
+        del refs, got, up, eargs
         t_ours = time_call(ours_b, bargs)
         t_xla = time_call(xla_b, bargs)
         floor = (_nbytes(dy, x, w, b) + _nbytes(x, w, b)) / bandwidth  # reads dy, x, w; writes dx, dw, db
