@@ -74,7 +74,9 @@ def test_combined_matches_lax_over_the_sweep(case):
 @pytest.mark.parametrize("layout", ["NCW", "NWC"])
 @pytest.mark.parametrize("dtype", [F32, BF16, F64], ids=str)
 def test_every_subset_of_gradients(want, layout, dtype, rng):
-    """An unwanted gradient is an empty (0,) result; the wanted ones are unchanged by what else is wanted."""
+    """An unwanted gradient is an empty (0,) result; dx and dw are bitwise unchanged by what else is wanted.
+    db is only required to agree closely: on CUDA it is summed inside the weight gradient's pass when dw is
+    wanted and by a separate reduction when not, two fixed but different orders (seen: 1 ulp on an H100)."""
     x, w, _ = random_inputs(rng, layout=layout, dtype=dtype, batch=3, in_ch=6, length=41, out_ch=8, groups=2,
                             ksize=3, bias=False)
     kw = dict(stride=2, dilation=3, padding="SAME", groups=2, layout=layout)
@@ -87,7 +89,10 @@ def test_every_subset_of_gradients(want, layout, dtype, rng):
         if not wanted:
             assert g.shape == (0,), name
             continue
-        np.testing.assert_array_equal(np.asarray(g), np.asarray(g_full), err_msg=name)
+        if name == "db":
+            assert_close(g, g_full, 1e-6 if dtype == F32 else tolerance(dtype, "highest"), name)
+        else:
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(g_full), err_msg=name)
         assert_close(g, r, tolerance(dtype, "highest"), name)
 
 
