@@ -161,16 +161,12 @@ __device__ __forceinline__ void load_window(const T* __restrict__ g, const TileW
   }
 }
 
-}  // namespace jax_conv1d::cuda
-
 // ---- Window copies with a walk computed once (appended for the input-gradient kernel) ---------------------
 //
 // GridWalk divides by the column count when constructed; a kernel that copies windows of one shape many
 // times builds the walk once and passes a copy. The column count is fixed by the caller: for positions
 // contiguous (NCW), `cols` chunks must cover shift + positions for every shift < vec (the destination rows have
 // room for them); chunks past the window read tensor elements nobody uses, or zeros outside the tensor.
-
-namespace jax_conv1d::cuda {
 
 template <typename T, int kBytes>
 __device__ __forceinline__ void load_pos_contiguous_walk(const T* __restrict__ g, const TileWindow& w, T* dst,
@@ -240,9 +236,6 @@ __device__ __forceinline__ void load_window_walk(const T* __restrict__ g, const 
   }
 }
 
-}  // namespace jax_conv1d::cuda
-
-namespace jax_conv1d::cuda {
 
 // Windows wholly inside the tensor (every tile but those at the edges) copy through load_window_interior: one
 // cp.async per chunk with incrementally advanced addresses and no bounds checks, about a third of load_window's

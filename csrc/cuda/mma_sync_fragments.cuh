@@ -361,9 +361,6 @@ __device__ __forceinline__ void mma_raw_fragments(float (&acc)[kMT][kNT][4], uin
   }
 }
 
-}  // namespace jax_conv1d::cuda
-
-namespace jax_conv1d::cuda {
 
 // ldmatrix.trans: four 8x8 matrices of 16-bit elements; lanes 8i..8i+7 give the shared addresses of matrix i's
 // rows (16 bytes each). Lane (g, tq) receives, per matrix, stored rows 2tq and 2tq+1 of column g as one pair
@@ -394,15 +391,7 @@ __device__ __forceinline__ void warp_mma_step_16bit_ldsm(float (&acc)[kMT][kNT][
     ldsm_x4_trans(r, b_lane[q]);
     b[2 * q][0] = r[0], b[2 * q][1] = r[1], b[2 * q + 1][0] = r[2], b[2 * q + 1][1] = r[3];
   }
-#pragma unroll
-  for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < kNT; ++nt) {
-      if constexpr (std::is_same_v<Op, MmaBf16>)
-        mma_bf16_16x8x16(acc[mt][nt], a[mt], b[nt]);
-      else
-        mma_f16_16x8x16(acc[mt][nt], a[mt], b[nt]);
-    }
+  mma_raw_fragments<Op, kMT, kNT, false>(acc, a, b);
 }
 
 }  // namespace jax_conv1d::cuda
