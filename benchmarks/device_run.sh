@@ -3,7 +3,8 @@
 #   bash benchmarks/device_run.sh check bwd-check tests main bench-core sanitize
 # Steps: check (forward kernels vs float64), bwd-check (backward sweep, BWD_SWEEP args), bwd-bench (BWD_BENCH
 # args), tests (the pytest suite on the GPU), main (python -m jax_conv1d), example (WaveNet step, both backends),
-# sanitize, profile, bwd-profile, step-profile (WaveNet step per kernel), wgrad-bias (C++ check of dw + db),
+# sanitize, profile, bwd-profile, step-profile (WaveNet step per kernel), layers (its conv layers one by one),
+# wgrad-bias (C++ check of dw + db),
 # bench-<name> (python -m jax_conv1d.bench with BENCH_ARGS).
 # Logs and JSON land in $OUT (the device tool's return folder).
 set -o pipefail
@@ -40,6 +41,7 @@ for step in "$@"; do
         --launch-count ${PROFILE_COUNT:-4} --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
         --section InstructionStats --section Occupancy python3 "$ROOT/benchmarks/bwd_profile.py" > "$OUT/ncu_bwd.txt" 2>&1
       grep -v "^==PROF== Profiling" "$OUT/ncu_bwd.txt" | cut -c1-160 | tail -150 ;;
+    layers) timeout 200 python3 "$ROOT/benchmarks/layer_breakdown.py" 2>&1 | tee "$OUT/layers.txt" ;;
     step-profile) timeout 200 python3 "$ROOT/benchmarks/step_profile.py" --backend ${STEP_BACKEND:-ours} 2>&1 | tee "$OUT/step_profile.txt" | tail -50 ;;
     bwd-check) JAX_CONV1D_TRACE_BWD=1 timeout 300 python3 "$ROOT/benchmarks/bwd_check.py" --sweep ${BWD_SWEEP} > "$OUT/bwd_sweep.log" 2>&1
       echo "bwd sweep exit $?"; grep -E "FAIL|ERROR|Error|sweep:" "$OUT/bwd_sweep.log" | head -40
