@@ -19,6 +19,11 @@ namespace jax_conv1d::cuda {
 template <typename T>
 cudaError_t dgrad_implicit_gemm(const Conv1dParams& p, const T* dy, const T* w, T* dx, cudaStream_t stream);
 
+// Dense, stride 1, default precision: dx as a forward correlation of dy with the turned-around weight, run by
+// the forward implicit GEMM (dgrad_as_forward.cu).
+template <typename T>
+cudaError_t dgrad_as_forward(const Conv1dParams& p, const T* dy, const T* w, T* dx, cudaStream_t stream);
+
 // groups == C == O: CUDA cores.
 template <typename T>
 cudaError_t dgrad_depthwise(const Conv1dParams& p, const T* dy, const T* w, T* dx, cudaStream_t stream);

@@ -1,0 +1,73 @@
+"""The two CUDA paths of the dense input gradient against a float64 reference.
+
+Dense stride-1 convolutions at default precision take dx through the forward implicit GEMM on the turned-around
+weight (csrc/cuda/dgrad_as_forward.cu); JAX_CONV1D_DGRAD_AS_FORWARD=0 (read on every call) sends them to the
+phase-decomposed dgrad kernel instead. Both must match float64 for every padding the rewrite has to translate,
+including paddings past the kernel span (which the rewrite declines). Skipped without a GPU.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jax_conv1d
+from conv_reference import assert_close, float64_vjp_reference, random_inputs
+from jax_conv1d import dilated_conv1d
+
+
+def _gpu():
+    try:
+        return jax.devices("gpu")[0]
+    except RuntimeError:
+        return None
+
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(_gpu() is None or not jax_conv1d.has_cuda_handlers(),
+                       reason="needs a CUDA GPU and the compiled CUDA handlers"),
+]
+
+TOLERANCE = {"float32": 1.5e-3, "bfloat16": 1e-2, "float16": 2e-3}  # TF32 / 16-bit output rounding
+
+# n, c, o, k, length, dilation, padding
+SHAPES = [
+    (2, 128, 256, 2, 1500, 64, "CAUSAL"),  # WaveNet's dilated layer
+    (2, 128, 128, 1, 1000, 1, "VALID"),  # WaveNet's pointwise layers
+    (2, 37, 50, 3, 301, 1, "SAME"),  # nothing aligned, several channel chunks
+    (3, 64, 96, 5, 700, 3, (7, 1)),  # explicit padding below the span
+    (2, 16, 32, 2, 40, 64, "CAUSAL"),  # dilation longer than the input: dx from one tap only
+    (2, 32, 48, 3, 200, 2, (6, 5)),  # pad_lo past the span: the rewrite declines
+    (1, 64, 64, 9, 513, 1, "SAME"),  # long kernel
+    (2, 256, 64, 3, 256, 8, (0, 0)),  # more output than input channels in the rewrite
+]
+
+
+def _dx(x, w, ct, **kw):
+    _, vjp = jax.vjp(lambda x_: dilated_conv1d(x_, w, None, **kw), x)
+    return vjp(ct)[0]
+
+
+@pytest.mark.parametrize("path", ["as_forward", "phase_kernel"])
+@pytest.mark.parametrize("dtype", list(TOLERANCE))
+@pytest.mark.parametrize("layout", ["NCW", "NWC"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"N{s[0]}C{s[1]}O{s[2]}K{s[3]}L{s[4]}d{s[5]}{s[6]}")
+def test_stride1_dense_dx_matches_float64(monkeypatch, shape, layout, dtype, path):
+    n, c, o, k, length, dilation, padding = shape
+    monkeypatch.setenv("JAX_CONV1D_DGRAD_AS_FORWARD", "1" if path == "as_forward" else "0")
+    rng = np.random.default_rng(zlib.crc32(repr((shape, layout, dtype)).encode()))
+    x, w, _ = random_inputs(rng, layout=layout, dtype=dtype, batch=n, in_ch=c, length=length, out_ch=o, groups=1,
+                            ksize=k, bias=False)
+    kw = dict(stride=1, dilation=dilation, padding=padding, layout=layout)
+    y = jax.eval_shape(lambda: dilated_conv1d(x, w, None, **kw))
+    ct = jnp.asarray(rng.standard_normal(y.shape).astype(np.float32), dtype)
+    dx = _dx(x, w, ct, **kw)
+    assert dx.shape == x.shape and dx.dtype == x.dtype
+    ref = float64_vjp_reference(x, w, None, ct, **kw)[0]
+    assert_close(dx, ref, TOLERANCE[dtype], f"dx ({path})")
+    np.testing.assert_array_equal(np.asarray(dx), np.asarray(_dx(x, w, ct, **kw)))  # run to run
