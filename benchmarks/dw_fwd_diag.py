@@ -5,8 +5,9 @@ pipeline plans, and parts switched off.
 
 The knobs are read per call (csrc/cuda/fwd_depthwise.cu): JAX_CONV1D_DW_CHAIN=0 (per-tap kernel),
 JAX_CONV1D_DW_BLOCKS (blocks per multiprocessor the pipeline is sized for), JAX_CONV1D_DW_STAGES (depth cap),
-JAX_CONV1D_DW_DIAG (1: no taps, 4: no stores; wrong results). Times are bench.time_call medians (batches of
-back-to-back calls). Before timing, each case's outputs of the two kernels are compared bitwise.
+JAX_CONV1D_DW_DIAG (1: no taps, 4: no stores; wrong results), JAX_CONV1D_DW_TMA_STORE=0 (stores from
+registers instead of through a shared-memory tile and the copy engine). Times are bench.time_call medians
+(batches of back-to-back calls). Before timing, each case's outputs of the three variants are compared bitwise.
 """
 
 import os
@@ -29,18 +30,18 @@ CASES = {
 
 CONFIGS = [
     ("per-tap kernel (v5)", {"JAX_CONV1D_DW_CHAIN": "0"}),
-    ("sliding window", {}),
-    ("sliding window, 2 blocks/SM", {"JAX_CONV1D_DW_BLOCKS": "2"}),
-    ("sliding window, 3 stages", {"JAX_CONV1D_DW_STAGES": "3"}),
-    ("sliding window, 2 stages", {"JAX_CONV1D_DW_STAGES": "2"}),
-    ("sliding window, no taps", {"JAX_CONV1D_DW_DIAG": "1"}),
-    ("sliding window, no stores", {"JAX_CONV1D_DW_DIAG": "4"}),
-    ("sliding window, copies only", {"JAX_CONV1D_DW_DIAG": "5"}),
-    ("2 blocks/SM, copies only", {"JAX_CONV1D_DW_BLOCKS": "2", "JAX_CONV1D_DW_DIAG": "5"}),
+    ("sliding window, register stores", {"JAX_CONV1D_DW_TMA_STORE": "0"}),
+    ("sliding window, tensor-map stores", {}),
+    ("tensor-map stores, 3 stages", {"JAX_CONV1D_DW_STAGES": "3"}),
+    ("tensor-map stores, no taps", {"JAX_CONV1D_DW_DIAG": "1"}),
+    ("tensor-map stores, no stores", {"JAX_CONV1D_DW_DIAG": "4"}),
+    ("register stores, no taps", {"JAX_CONV1D_DW_TMA_STORE": "0", "JAX_CONV1D_DW_DIAG": "1"}),
     ("per-tap kernel (again)", {"JAX_CONV1D_DW_CHAIN": "0"}),
-    ("sliding window (again)", {}),
+    ("register stores (again)", {"JAX_CONV1D_DW_TMA_STORE": "0"}),
+    ("tensor-map stores (again)", {}),
 ]
-KNOBS = ("JAX_CONV1D_DW_CHAIN", "JAX_CONV1D_DW_BLOCKS", "JAX_CONV1D_DW_STAGES", "JAX_CONV1D_DW_DIAG")
+KNOBS = ("JAX_CONV1D_DW_CHAIN", "JAX_CONV1D_DW_BLOCKS", "JAX_CONV1D_DW_STAGES", "JAX_CONV1D_DW_DIAG",
+         "JAX_CONV1D_DW_TMA_STORE")
 
 
 def set_env(env):
@@ -61,11 +62,13 @@ def main():
         f = jax.jit(lambda x, w, b: dilated_conv1d(x, w, b, layout="NWC", **kw))
         set_env({"JAX_CONV1D_DW_CHAIN": "0"})
         y_old = np.asarray(f(x, w, b).astype(jnp.float32))
-        set_env({})
-        y_new = np.asarray(f(x, w, b).astype(jnp.float32))
-        same = np.array_equal(y_old.view(np.uint32), y_new.view(np.uint32))
-        print(f"{name}: sliding window bitwise equal to per-tap: {same}", flush=True)
-        del y_old, y_new
+        for label, env in (("register stores", {"JAX_CONV1D_DW_TMA_STORE": "0"}), ("tensor-map stores", {})):
+            set_env(env)
+            y_new = np.asarray(f(x, w, b).astype(jnp.float32))
+            same = np.array_equal(y_old.view(np.uint32), y_new.view(np.uint32))
+            print(f"{name}: sliding window, {label}, bitwise equal to per-tap: {same}", flush=True)
+            del y_new
+        del y_old
         floor = (x.size * x.dtype.itemsize * 2 + w.size * w.dtype.itemsize) / bw
         for label, env in CONFIGS:
             set_env(env)

@@ -6,7 +6,10 @@
 // per-thread cp.async the 8 warps of a block could not keep enough bytes in flight. Padding is zero fill, and
 // every other access to device memory is a 16-byte vector where alignment allows.
 //   NWC: a tile is 16 vectors of output channels x BT positions; a thread owns one channel vector and BT/16
-//        positions, with that vector's K weights re-read per tap from L1.
+//        positions, with that vector's K weights re-read per tap from L1. With multiplier 1, stride 1, a
+//        dilation dividing 16 and K <= 8 (depthwise_tcn, mamba) the sliding-window kernel replaces it: a
+//        thread's positions are spaced by the dilation so each window row is read once for all the taps
+//        it feeds, and on sm_90+ finished tiles leave through a shared-memory tile and tensor-map stores.
 //   NCW: a tile is 8 output channels (one per warp) x 256 positions; lane i owns positions i, i+32, ...,
 //        so shared-memory reads and global stores are consecutive across the warp.
 #include <cuda.h>
@@ -37,12 +40,55 @@ struct DwArgs {
   bool vec_w;       // 16-byte weight and bias loads (NWC: w is (K, 1, O), contiguous along o)
   int box_rows;     // NWC with bulk copies: window rows per tensor-map box (a multiple of 8) ...
   int boxes;        // ... and boxes per stage
+  bool tma_store;   // sliding-window kernel: tiles leave through a shared-memory buffer and tensor-map stores
+  int out_offset;   // ... which starts this many bytes after the aligned stage buffers
   int diag;         // timing only (wrong results), sliding-window kernel: 1 skips the taps, 4 the stores
 };
 
 // Stage buffers start on 1 KiB boundaries (bulk copies need 128-byte aligned destinations).
 __device__ __forceinline__ unsigned char* align_smem(unsigned char* p) {
   return p + ((1024 - smem_addr(p) % 1024) % 1024);
+}
+
+// Shared -> global tensor-map store of one box, tracked in this thread's bulk group; out-of-range elements
+// (positions past the output's end, channels past the last) are not written.
+__device__ __forceinline__ void tma_store_3d(const void* tensor_map, const void* src, int c0, int c1, int c2) {
+#ifdef JC_BULK_COPY_AVAILABLE
+  asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%2, %3, %4}], [%1];\n" ::"l"(tensor_map),
+               "r"(smem_addr(src)), "r"(c0), "r"(c1), "r"(c2)
+               : "memory");
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+#endif
+}
+
+// Waits until this thread's bulk stores have read their shared-memory source (kWrites: until they are done).
+template <bool kWrites>
+__device__ __forceinline__ void bulk_store_wait() {
+#ifdef JC_BULK_COPY_AVAILABLE
+  if constexpr (kWrites) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+  else asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+#endif
+}
+
+// VEC outputs as 16-byte words (VEC * sizeof(TOut) / 16 of them) into shared memory.
+template <typename TOut, int VEC>
+__device__ __forceinline__ void store_smem_vec(TOut* p, const float (&v)[VEC]) {
+  constexpr int kPer = 16 / int(sizeof(TOut));
+#pragma unroll
+  for (int i = 0; i < VEC; i += kPer) {
+    uint32_t w[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if constexpr (sizeof(TOut) == 4) {
+        w[j] = __float_as_uint(v[i + j]);
+      } else {
+        const TOut lo = from_acc<TOut>(v[i + 2 * j]), hi = from_acc<TOut>(v[i + 2 * j + 1]);
+        w[j] = uint32_t(*reinterpret_cast<const uint16_t*>(&lo)) |
+               (uint32_t(*reinterpret_cast<const uint16_t*>(&hi)) << 16);
+      }
+    }
+    *reinterpret_cast<uint4*>(p + i) = make_uint4(w[0], w[1], w[2], w[3]);
+  }
 }
 
 constexpr int kDwThreads = 256;
@@ -203,8 +249,9 @@ __global__ void __launch_bounds__(kDwThreads)
 // depthwise_tcn, 11 instead of 32 (and as many fewer bf16 widenings) for mamba. Every output still sums its
 // taps in order k = 0..K-1 from zero, then adds the bias: bitwise the same result as the NWC kernel.
 template <typename T, typename TOut, bool kBulk, int KMAX>
-__global__ void __launch_bounds__(kDwThreads, sizeof(T) == 4 ? 2 : 1)
-    conv1d_fwd_depthwise_nwc_chain(const DwArgs a, const __grid_constant__ CUtensorMap tmap) {
+__global__ void __launch_bounds__(kDwThreads, 1)
+    conv1d_fwd_depthwise_nwc_chain(const DwArgs a, const __grid_constant__ CUtensorMap tmap,
+                                   const __grid_constant__ CUtensorMap tmap_y) {
   constexpr int VEC = vec_width<T>(), BO = kNwcVectors * VEC;
   constexpr int TPR = kDwThreads / kNwcVectors, R = kNwcBT / TPR;
   extern __shared__ unsigned char smem_raw[];
@@ -301,6 +348,25 @@ __global__ void __launch_bounds__(kDwThreads, sizeof(T) == 4 ? 2 : 1)
         }
       }
     }
+    if (a.tma_store) {
+      // The tile goes out as one tensor-map box: the warps only write shared memory, and the copy engine
+      // keeps the stores in flight while the next tile computes. One buffer: before overwriting it, the
+      // previous tile's store must have read it (issued a whole tile earlier, so the wait is normally free).
+      TOut* ys = reinterpret_cast<TOut*>(reinterpret_cast<unsigned char*>(xs) + a.out_offset);
+      if (threadIdx.x == 0) bulk_store_wait<false>();
+      __syncthreads();
+#pragma unroll
+      for (int i = 0; i < R; ++i) {
+        float v[VEC];
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) v[e] = acc[i][e] + bv[e];
+        store_smem_vec<TOut, VEC>(ys + (first + i * d) * BO + cv * VEC, v);
+      }
+      fence_proxy_async();  // the generic-proxy writes above, before the copy engine reads them
+      __syncthreads();
+      if (threadIdx.x == 0 && !(a.diag & 4)) tma_store_3d(&tmap_y, ys, int(cb * BO), int(tt * kNwcBT), int(n));
+      return;
+    }
     const bool vec_store = a.vec_y && full;
 #pragma unroll
     for (int i = 0; i < R; ++i) {
@@ -335,6 +401,7 @@ __global__ void __launch_bounds__(kDwThreads, sizeof(T) == 4 ? 2 : 1)
   if constexpr (kBulk) {
 #ifdef JC_BULK_COPY_AVAILABLE
     run_pipeline_bulk(my, a.stages, stage_full, issue, compute);
+    if (a.tma_store && threadIdx.x == 0) bulk_store_wait<true>();  // shared memory outlives the last store
 #else
     (void)stage_full;
     __trap();  // never launched: the host picks bulk copies only on sm_90+
@@ -463,9 +530,10 @@ __global__ void __launch_bounds__(kDwThreads)
 }
 
 // Timing and testing knobs, read per call: JAX_CONV1D_DW_CHAIN=0 turns the sliding-window NWC kernel off,
-// JAX_CONV1D_DW_BLOCKS=b sizes the pipeline for b resident blocks per multiprocessor (1 or 2),
-// JAX_CONV1D_DW_STAGES caps the pipeline depth (2..4), JAX_CONV1D_DW_DIAG drops parts of the sliding-window
-// kernel (1: taps, 4: stores; wrong results, for timing where the time goes).
+// JAX_CONV1D_DW_BLOCKS=b sizes the pipeline for b resident blocks per multiprocessor (1 or 2; a second block
+// only fits where registers allow), JAX_CONV1D_DW_STAGES caps the pipeline depth (2..4),
+// JAX_CONV1D_DW_TMA_STORE=0 makes the sliding-window kernel store from registers, and JAX_CONV1D_DW_DIAG
+// drops parts of it (1: taps, 4: stores; wrong results, for timing where the time goes).
 int dw_env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
   return v == nullptr || *v == '\0' ? fallback : std::atoi(v);
@@ -475,16 +543,16 @@ int dw_env_int(const char* name, int fallback) {
 // stages of one block do not fit. A multiprocessor has the per-block opt-in maximum plus the 1 KiB the
 // runtime reserves per block.
 bool pick_stages(DwArgs& a, size_t elem_bytes, const DeviceLimits& dev, int& smem, int blocks = 1,
-                 int max_stages = 4) {
+                 int max_stages = 4, int64_t extra_bytes = 0) {
   const int64_t stage_bytes = ceil_div(int64_t(a.stage_elems) * elem_bytes, 1024) * 1024;
   a.stage_elems = int(stage_bytes / elem_bytes);
   for (int b = std::max(blocks, 1); b >= 1; --b) {
     const int64_t per_block = (int64_t(dev.max_smem_block) + 1024) / b - 1024;
-    const int64_t budget = per_block - 1024 - 64;  // alignment slack, barriers
+    const int64_t budget = per_block - 1024 - 64 - extra_bytes;  // alignment slack, barriers
     for (int st = std::clamp(max_stages, 2, 4); st >= 2; --st) {
       if (st * stage_bytes <= budget) {
         a.stages = st;
-        smem = int(1024 + st * stage_bytes);
+        smem = int(1024 + st * stage_bytes + extra_bytes);
         return true;
       }
     }
@@ -492,9 +560,9 @@ bool pick_stages(DwArgs& a, size_t elem_bytes, const DeviceLimits& dev, int& sme
   return false;
 }
 
-template <typename Kernel>
-cudaError_t launch_persistent(Kernel kernel, DwArgs& a, const CUtensorMap& tmap, int smem, const DeviceLimits& dev,
-                              cudaStream_t stream) {
+template <typename Kernel, typename... Maps>
+cudaError_t launch_persistent(Kernel kernel, DwArgs& a, int smem, const DeviceLimits& dev, cudaStream_t stream,
+                              const Maps&... maps) {
   if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem); e != cudaSuccess)
     return e;
   int per_sm = 0;
@@ -502,7 +570,7 @@ cudaError_t launch_persistent(Kernel kernel, DwArgs& a, const CUtensorMap& tmap,
     return e;
   per_sm = std::max(per_sm, 1);
   const int64_t grid = std::min<int64_t>(blocks_per_combo(1, a.tiles, int64_t(per_sm) * dev.sms), 0x7fffffff);
-  kernel<<<unsigned(grid), kDwThreads, smem, stream>>>(a, tmap);
+  kernel<<<unsigned(grid), kDwThreads, smem, stream>>>(a, maps...);
   return cudaGetLastError();
 }
 
@@ -552,19 +620,37 @@ bool conv1d_fwd_depthwise(const Conv1dParams& p, const T* x, const T* w, const T
                        p.kernel_size <= 8 && dw_env_int("JAX_CONV1D_DW_CHAIN", 1) != 0;
     const int blocks = chain ? dw_env_int("JAX_CONV1D_DW_BLOCKS", 1) : 1;
     a.diag = chain ? dw_env_int("JAX_CONV1D_DW_DIAG", 0) : 0;
-    if (!pick_stages(a, sizeof(T), dev, smem, blocks, dw_env_int("JAX_CONV1D_DW_STAGES", 4))) return false;
+    const int max_stages = dw_env_int("JAX_CONV1D_DW_STAGES", 4);
+    CUtensorMap tmap_y{};
+    const int64_t out_tile_bytes = int64_t(kNwcBT) * BO * int64_t(sizeof(TOut));
+    a.tma_store = chain && bulk && dw_env_int("JAX_CONV1D_DW_TMA_STORE", 1) != 0 &&
+                  reinterpret_cast<uintptr_t>(y) % 16 == 0 && (p.out_channels * sizeof(TOut)) % 16 == 0 &&
+                  p.out_length < (int64_t(1) << 31) && p.out_channels < (int64_t(1) << 31) &&
+                  encode_nwc_window_map(&tmap_y, y, sizeof(TOut), p.batch, p.out_length, p.out_channels, BO, kNwcBT,
+                                        false);
+    const int stage_elems = a.stage_elems;
+    if (a.tma_store && !pick_stages(a, sizeof(T), dev, smem, blocks, max_stages, out_tile_bytes)) {
+      a.tma_store = false;
+      a.stage_elems = stage_elems;
+    }
+    if (a.tma_store) a.out_offset = int(int64_t(a.stages) * a.stage_elems * int64_t(sizeof(T)));
+    else if (!pick_stages(a, sizeof(T), dev, smem, blocks, max_stages)) return false;
     if (chain && p.kernel_size <= 4)
-      *err = bulk ? launch_persistent(conv1d_fwd_depthwise_nwc_chain<T, TOut, true, 4>, a, tmap, smem, dev, stream)
-                  : launch_persistent(conv1d_fwd_depthwise_nwc_chain<T, TOut, false, 4>, a, tmap, smem, dev, stream);
+      *err = bulk ? launch_persistent(conv1d_fwd_depthwise_nwc_chain<T, TOut, true, 4>, a, smem, dev, stream, tmap,
+                                      tmap_y)
+                  : launch_persistent(conv1d_fwd_depthwise_nwc_chain<T, TOut, false, 4>, a, smem, dev, stream, tmap,
+                                      tmap_y);
     else if (chain)
-      *err = bulk ? launch_persistent(conv1d_fwd_depthwise_nwc_chain<T, TOut, true, 8>, a, tmap, smem, dev, stream)
-                  : launch_persistent(conv1d_fwd_depthwise_nwc_chain<T, TOut, false, 8>, a, tmap, smem, dev, stream);
+      *err = bulk ? launch_persistent(conv1d_fwd_depthwise_nwc_chain<T, TOut, true, 8>, a, smem, dev, stream, tmap,
+                                      tmap_y)
+                  : launch_persistent(conv1d_fwd_depthwise_nwc_chain<T, TOut, false, 8>, a, smem, dev, stream, tmap,
+                                      tmap_y);
     else if (bulk)
-      *err = launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, true, true>, a, tmap, smem, dev, stream);
+      *err = launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, true, true>, a, smem, dev, stream, tmap);
     else if (mult == 1)
-      *err = launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, true, false>, a, tmap, smem, dev, stream);
+      *err = launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, true, false>, a, smem, dev, stream, tmap);
     else
-      *err = launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, false, false>, a, tmap, smem, dev, stream);
+      *err = launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, false, false>, a, smem, dev, stream, tmap);
   } else {
     const int64_t win = (kNcwBT - 1) * p.stride + span + 1;
     a.win = int(win);
@@ -579,9 +665,9 @@ bool conv1d_fwd_depthwise(const Conv1dParams& p, const T* x, const T* w, const T
     if (!pick_stages(a, sizeof(T), dev, smem)) return false;
     const CUtensorMap unused{};
     if (dev.cc_major >= 9 && bulk_copies_enabled() && a.vec_x)
-      *err = launch_persistent(conv1d_fwd_depthwise_ncw<T, TOut, true>, a, unused, smem, dev, stream);
+      *err = launch_persistent(conv1d_fwd_depthwise_ncw<T, TOut, true>, a, smem, dev, stream, unused);
     else
-      *err = launch_persistent(conv1d_fwd_depthwise_ncw<T, TOut, false>, a, unused, smem, dev, stream);
+      *err = launch_persistent(conv1d_fwd_depthwise_ncw<T, TOut, false>, a, smem, dev, stream, unused);
   }
   return true;
 }
