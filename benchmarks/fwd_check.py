@@ -46,9 +46,9 @@ TOLERANCES = {
 PLATFORM = "gpu"
 
 
-def random_config(rng: random.Random, big: bool):
+def random_config(rng: random.Random, big: bool, kinds=("dense", "dense", "grouped", "depthwise")):
     layout = rng.choice(("NCW", "NWC"))
-    kind = rng.choice(("dense", "dense", "grouped", "depthwise"))
+    kind = rng.choice(kinds)
     pick = lambda: rng.choice((1, 2, 3, 5, 8, 12, 16, 24, 32, 48, 64, 96, 128, 160)) if big else rng.randint(1, 40)
     if kind == "depthwise":
         c = pick()
@@ -66,6 +66,13 @@ def random_config(rng: random.Random, big: bool):
         padding = (rng.randint(-3, 12), rng.randint(-3, 12))
         if length + padding[0] < 0 or length + padding[1] < 0 or length + sum(padding) < 0:
             padding = "VALID"
+    if kinds == ("depthwise",):
+        # Mostly the sliding-window kernel's domain: stride 1, dilations dividing 16, K <= 8.
+        stride = 1 if rng.random() < 0.75 else stride
+        dilation = rng.choice((1, 2, 4, 8, 16, 1, 2, 8, 3, 5, 32))
+        if rng.random() < 0.3:
+            c = rng.choice((128, 256, 512, 520, 640))
+            groups, o = c, c
     dt = rng.choice(list(TOLERANCES))
     return dict(n=n, c=c, o=o, k=k, length=length, stride=stride, dilation=dilation, padding=padding,
                 groups=groups, layout=layout, dtypes=dt, bias=rng.random() < 0.5)
@@ -201,13 +208,15 @@ def main():
     ap.add_argument("--sanitize", action="store_true")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--platform", default="gpu", help="where the op runs (cpu checks this script itself)")
+    ap.add_argument("--depthwise", action="store_true", help="random configurations are all depthwise")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     rng_np = np.random.default_rng(args.seed)
     if args.sanitize:
         configs = sanitize_configs()
     else:
-        configs = fixed_configs() + [random_config(rng, big=i % 3 == 0) for i in range(args.count)]
+        kinds = ("depthwise",) if args.depthwise else ("dense", "dense", "grouped", "depthwise")
+        configs = fixed_configs() + [random_config(rng, big=i % 3 == 0, kinds=kinds) for i in range(args.count)]
     global PLATFORM
     PLATFORM = args.platform
     print(f"device: {jax.devices(PLATFORM)[0].device_kind}  jax {jax.__version__}  configs: {len(configs)}")

@@ -22,6 +22,8 @@ CASES = {
     "wavenet_dense": ((2, 65536, 128), (2, 128, 256), dict(dilation=64, padding="CAUSAL", layout="NWC"), jnp.float32),
     "depthwise_tcn": ((2, 65536, 512), (7, 1, 512), dict(dilation=8, padding="SAME", groups=512, layout="NWC"),
                       jnp.float32),
+    "mamba_dw_causal": ((8, 2048, 5120), (4, 1, 5120), dict(padding="CAUSAL", groups=5120, layout="NWC"),
+                        jnp.bfloat16),
 }
 
 

@@ -6,12 +6,16 @@
 // per-thread cp.async the 8 warps of a block could not keep enough bytes in flight. Padding is zero fill, and
 // every other access to device memory is a 16-byte vector where alignment allows.
 //   NWC: a tile is 16 vectors of output channels x BT positions; a thread owns one channel vector and BT/16
-//        positions, with that vector's K weights re-read per tap from L1.
+//        positions, with that vector's K weights re-read per tap from L1. With multiplier 1, stride 1, a
+//        dilation dividing 16 and K <= 8 (depthwise_tcn, mamba) the sliding-window kernel replaces it: a
+//        thread's positions are spaced by the dilation so each window row is read once for all the taps
+//        it feeds, and on sm_90+ finished tiles leave through a shared-memory tile and tensor-map stores.
 //   NCW: a tile is 8 output channels (one per warp) x 256 positions; lane i owns positions i, i+32, ...,
 //        so shared-memory reads and global stores are consecutive across the warp.
 #include <cuda.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "fwd_common.cuh"
 #include "fwd_kernels.h"
@@ -33,13 +37,58 @@ struct DwArgs {
   int64_t c_tiles, t_tiles, tiles;
   bool vec_x;       // 16-byte input copies
   bool vec_y;       // 16-byte output stores (NWC)
+  bool vec_w;       // 16-byte weight and bias loads (NWC: w is (K, 1, O), contiguous along o)
   int box_rows;     // NWC with bulk copies: window rows per tensor-map box (a multiple of 8) ...
   int boxes;        // ... and boxes per stage
+  bool tma_store;   // sliding-window kernel: tiles leave through a shared-memory buffer and tensor-map stores
+  int out_offset;   // ... which starts this many bytes after the aligned stage buffers
+  int diag;         // timing only (wrong results), sliding-window kernel: 1 skips the taps, 4 the stores
 };
 
 // Stage buffers start on 1 KiB boundaries (bulk copies need 128-byte aligned destinations).
 __device__ __forceinline__ unsigned char* align_smem(unsigned char* p) {
   return p + ((1024 - smem_addr(p) % 1024) % 1024);
+}
+
+// Shared -> global tensor-map store of one box, tracked in this thread's bulk group; out-of-range elements
+// (positions past the output's end, channels past the last) are not written.
+__device__ __forceinline__ void tma_store_3d(const void* tensor_map, const void* src, int c0, int c1, int c2) {
+#ifdef JC_BULK_COPY_AVAILABLE
+  asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%2, %3, %4}], [%1];\n" ::"l"(tensor_map),
+               "r"(smem_addr(src)), "r"(c0), "r"(c1), "r"(c2)
+               : "memory");
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+#endif
+}
+
+// Waits until this thread's bulk stores have read their shared-memory source (kWrites: until they are done).
+template <bool kWrites>
+__device__ __forceinline__ void bulk_store_wait() {
+#ifdef JC_BULK_COPY_AVAILABLE
+  if constexpr (kWrites) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+  else asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+#endif
+}
+
+// VEC outputs as 16-byte words (VEC * sizeof(TOut) / 16 of them) into shared memory.
+template <typename TOut, int VEC>
+__device__ __forceinline__ void store_smem_vec(TOut* p, const float (&v)[VEC]) {
+  constexpr int kPer = 16 / int(sizeof(TOut));
+#pragma unroll
+  for (int i = 0; i < VEC; i += kPer) {
+    uint32_t w[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if constexpr (sizeof(TOut) == 4) {
+        w[j] = __float_as_uint(v[i + j]);
+      } else {
+        const TOut lo = from_acc<TOut>(v[i + 2 * j]), hi = from_acc<TOut>(v[i + 2 * j + 1]);
+        w[j] = uint32_t(*reinterpret_cast<const uint16_t*>(&lo)) |
+               (uint32_t(*reinterpret_cast<const uint16_t*>(&hi)) << 16);
+      }
+    }
+    *reinterpret_cast<uint4*>(p + i) = make_uint4(w[0], w[1], w[2], w[3]);
+  }
 }
 
 constexpr int kDwThreads = 256;
@@ -192,6 +241,176 @@ __global__ void __launch_bounds__(kDwThreads)
   }
 }
 
+// Taps-as-a-sliding-window variant of the NWC kernel (multiplier 1, stride 1, dilation dividing the 16
+// position lanes, K <= KMAX). The tile and the stage layout are the NWC kernel's; only the positions a thread
+// owns change: R positions spaced by the dilation, a + d*(R*b + i), so tap k of position i reads window row
+// a + d*(R*b + i + k) and the R*K taps of a thread touch only R+K-1 rows. Each row is read from shared memory
+// once and feeds every output it belongs to: 14 instead of 56 16-byte reads per thread and tile for
+// depthwise_tcn, 11 instead of 32 (and as many fewer bf16 widenings) for mamba. Every output still sums its
+// taps in order k = 0..K-1 from zero, then adds the bias: bitwise the same result as the NWC kernel.
+template <typename T, typename TOut, bool kBulk, int KMAX>
+__global__ void __launch_bounds__(kDwThreads, 1)
+    conv1d_fwd_depthwise_nwc_chain(const DwArgs a, const __grid_constant__ CUtensorMap tmap,
+                                   const __grid_constant__ CUtensorMap tmap_y) {
+  constexpr int VEC = vec_width<T>(), BO = kNwcVectors * VEC;
+  constexpr int TPR = kDwThreads / kNwcVectors, R = kNwcBT / TPR;
+  extern __shared__ unsigned char smem_raw[];
+  __shared__ uint64_t stage_full[4];
+  T* xs = reinterpret_cast<T*>(align_smem(smem_raw));
+  const Conv1dParams& p = a.p;
+  const T* __restrict__ x = static_cast<const T*>(a.x);
+  const T* __restrict__ w = static_cast<const T*>(a.w);
+  const T* __restrict__ bias = static_cast<const T*>(a.bias);
+  TOut* __restrict__ y = static_cast<TOut*>(a.y);
+  const int tid = threadIdx.x, cv = tid % kNwcVectors, pr = tid / kNwcVectors;
+  const int K = int(p.kernel_size), d = int(p.dilation);
+  // The host guarantees d | TPR, so the chains (a, b) tile the BT positions exactly.
+  const int first = pr % d + d * R * (pr / d);  // this thread's first position in the tile
+  const int row_step = d * a.row;               // elements between the window rows of consecutive positions
+  const int64_t my = blockIdx.x < a.tiles ? (a.tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+
+  auto coords = [&](int64_t f, int64_t& n, int64_t& tt, int64_t& cb) {
+    const int64_t j = blockIdx.x + f * gridDim.x;
+    cb = j % a.c_tiles;
+    const int64_t r = j / a.c_tiles;
+    tt = r % a.t_tiles;
+    n = r / a.t_tiles;
+  };
+
+  auto load = [&](int64_t f) {
+    int64_t n, tt, cb;
+    coords(f, n, tt, cb);
+    const int64_t c0 = cb * BO;
+    const int64_t l0 = tt * kNwcBT - p.pad_lo;
+    T* dst = xs + size_t(f % a.stages) * a.stage_elems;
+    const T* xg = x + n * p.x_n + c0 * p.x_c;
+    if (a.vec_x) {
+      constexpr int vpr = BO / VEC;
+      for (int i = tid; i < a.win * vpr; i += kDwThreads) {
+        const int r = i / vpr, v = i - r * vpr;
+        const int64_t l = l0 + r;
+        const bool ok = l >= 0 && l < p.in_length && c0 + v * VEC < p.in_channels;
+        cp_async_16(dst + r * a.row + v * VEC, ok ? xg + l * p.x_l + v * VEC : x, ok);
+      }
+    } else {
+      for (int i = tid; i < a.win * a.row; i += kDwThreads) {
+        const int r = i / a.row, c = i - r * a.row;
+        const int64_t l = l0 + r;
+        const bool ok = l >= 0 && l < p.in_length && c0 + c < p.in_channels;
+        copy_elem(dst + r * a.row + c, ok ? xg + l * p.x_l + c * p.x_c : x, ok);
+      }
+    }
+  };
+
+  auto compute = [&](int64_t f) {
+    int64_t n, tt, cb;
+    coords(f, n, tt, cb);
+    const int64_t ob = cb * BO + cv * VEC;  // this thread's first channel
+    const bool full = ob + VEC <= p.out_channels;
+    float wv[KMAX][VEC], bv[VEC];
+    if (a.vec_w && full) {
+#pragma unroll
+      for (int k = 0; k < KMAX; ++k)
+        if (k < K) load_vec_as_float(w + k * p.w_k + ob, wv[k]);
+      if (bias) load_vec_as_float(bias + ob, bv);
+    } else {
+#pragma unroll
+      for (int k = 0; k < KMAX; ++k)
+#pragma unroll
+        for (int e = 0; e < VEC; ++e)
+          wv[k][e] = k < K && ob + e < p.out_channels ? to_acc(w[(ob + e) * p.w_o + k * p.w_k]) : 0.f;
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) bv[e] = bias && ob + e < p.out_channels ? to_acc(bias[ob + e]) : 0.f;
+    }
+    if (!bias) {
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) bv[e] = 0.f;
+    }
+    const T* xr = xs + size_t(f % a.stages) * a.stage_elems + first * a.row + cv * VEC;
+    float acc[R][VEC];
+#pragma unroll
+    for (int i = 0; i < R; ++i)
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) acc[i][e] = 0.f;
+    // Window row m feeds position i through tap m - i; m ascending keeps every output's taps in order.
+    const int rows = a.diag & 1 ? 0 : R + K - 1;
+#pragma unroll
+    for (int m = 0; m < R + KMAX - 1; ++m) {
+      if (m >= rows) break;
+      float xv[VEC];
+      load_vec_as_float(xr + m * row_step, xv);
+#pragma unroll
+      for (int i = 0; i < R; ++i) {
+        const int k = m - i;
+        if (k >= 0 && k < KMAX && k < K) {
+#pragma unroll
+          for (int e = 0; e < VEC; ++e) acc[i][e] = fmaf(wv[k][e], xv[e], acc[i][e]);
+        }
+      }
+    }
+    if (a.tma_store) {
+      // The tile goes out as one tensor-map box: the warps only write shared memory, and the copy engine
+      // keeps the stores in flight while the next tile computes. One buffer: before overwriting it, the
+      // previous tile's store must have read it (issued a whole tile earlier, so the wait is normally free).
+      TOut* ys = reinterpret_cast<TOut*>(reinterpret_cast<unsigned char*>(xs) + a.out_offset);
+      if (threadIdx.x == 0) bulk_store_wait<false>();
+      __syncthreads();
+#pragma unroll
+      for (int i = 0; i < R; ++i) {
+        float v[VEC];
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) v[e] = acc[i][e] + bv[e];
+        store_smem_vec<TOut, VEC>(ys + (first + i * d) * BO + cv * VEC, v);
+      }
+      fence_proxy_async();  // the generic-proxy writes above, before the copy engine reads them
+      __syncthreads();
+      if (threadIdx.x == 0 && !(a.diag & 4)) tma_store_3d(&tmap_y, ys, int(cb * BO), int(tt * kNwcBT), int(n));
+      return;
+    }
+    const bool vec_store = a.vec_y && full;
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+      const int64_t tpos = tt * kNwcBT + first + i * d;
+      if (tpos >= p.out_length || (a.diag & 4)) continue;
+      TOut* yp = y + n * p.y_n + tpos * p.y_t + ob * p.y_o;
+      float v[VEC];
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) v[e] = acc[i][e] + bv[e];
+      if (vec_store) {
+        store_out_vec<TOut, VEC>(yp, v);
+      } else {
+#pragma unroll
+        for (int e = 0; e < VEC; ++e)
+          if (ob + e < p.out_channels) store_out(yp + e * p.y_o, v[e]);
+      }
+    }
+  };
+
+  auto issue = [&](int64_t f, uint64_t* bar) {
+    if (threadIdx.x != 0) return;
+    int64_t n, tt, cb;
+    coords(f, n, tt, cb);
+    const int64_t l0 = tt * kNwcBT - p.pad_lo;
+    T* dst = xs + size_t(f % a.stages) * a.stage_elems;
+    mbar_arrive_expect_tx(bar, uint32_t(a.boxes) * a.box_rows * BO * sizeof(T));
+    for (int b = 0; b < a.boxes; ++b)
+      tma_load_3d(dst + size_t(b) * a.box_rows * BO, &tmap, int(cb * BO), int(l0 + int64_t(b) * a.box_rows), int(n),
+                  bar);
+  };
+
+  if constexpr (kBulk) {
+#ifdef JC_BULK_COPY_AVAILABLE
+    run_pipeline_bulk(my, a.stages, stage_full, issue, compute);
+    if (a.tma_store && threadIdx.x == 0) bulk_store_wait<true>();  // shared memory outlives the last store
+#else
+    (void)stage_full;
+    __trap();  // never launched: the host picks bulk copies only on sm_90+
+#endif
+  } else {
+    run_pipeline(my, a.stages, load, compute);
+  }
+}
+
 // kBulk (sm_90+): each channel row of a stage is one 1-D bulk copy; warp 0 issues them and writes the zeros
 // of the padding.
 template <typename T, typename TOut, bool kBulk>
@@ -310,24 +529,40 @@ __global__ void __launch_bounds__(kDwThreads)
   }
 }
 
-// Deepest pipeline (up to 4 stages) that fits; false when even two stages do not.
-bool pick_stages(DwArgs& a, size_t elem_bytes, const DeviceLimits& dev, int& smem) {
+// Timing and testing knobs, read per call: JAX_CONV1D_DW_CHAIN=0 turns the sliding-window NWC kernel off,
+// JAX_CONV1D_DW_BLOCKS=b sizes the pipeline for b resident blocks per multiprocessor (1 or 2; a second block
+// only fits where registers allow), JAX_CONV1D_DW_STAGES caps the pipeline depth (2..4),
+// JAX_CONV1D_DW_TMA_STORE=0 makes the sliding-window kernel store from registers, and JAX_CONV1D_DW_DIAG
+// drops parts of it (1: taps, 4: stores; wrong results, for timing where the time goes).
+int dw_env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v == nullptr || *v == '\0' ? fallback : std::atoi(v);
+}
+
+// Deepest pipeline (up to max_stages) that fits `blocks` blocks per multiprocessor; false when even two
+// stages of one block do not fit. A multiprocessor has the per-block opt-in maximum plus the 1 KiB the
+// runtime reserves per block.
+bool pick_stages(DwArgs& a, size_t elem_bytes, const DeviceLimits& dev, int& smem, int blocks = 1,
+                 int max_stages = 4, int64_t extra_bytes = 0) {
   const int64_t stage_bytes = ceil_div(int64_t(a.stage_elems) * elem_bytes, 1024) * 1024;
   a.stage_elems = int(stage_bytes / elem_bytes);
-  const int64_t budget = dev.max_smem_block - 1024 - 64;  // alignment slack, barriers
-  for (int st = 4; st >= 2; --st) {
-    if (st * stage_bytes <= budget) {
-      a.stages = st;
-      smem = int(1024 + st * stage_bytes);
-      return true;
+  for (int b = std::max(blocks, 1); b >= 1; --b) {
+    const int64_t per_block = (int64_t(dev.max_smem_block) + 1024) / b - 1024;
+    const int64_t budget = per_block - 1024 - 64 - extra_bytes;  // alignment slack, barriers
+    for (int st = std::clamp(max_stages, 2, 4); st >= 2; --st) {
+      if (st * stage_bytes <= budget) {
+        a.stages = st;
+        smem = int(1024 + st * stage_bytes + extra_bytes);
+        return true;
+      }
     }
   }
   return false;
 }
 
-template <typename Kernel>
-cudaError_t launch_persistent(Kernel kernel, DwArgs& a, const CUtensorMap& tmap, int smem, const DeviceLimits& dev,
-                              cudaStream_t stream) {
+template <typename Kernel, typename... Maps>
+cudaError_t launch_persistent(Kernel kernel, DwArgs& a, int smem, const DeviceLimits& dev, cudaStream_t stream,
+                              const Maps&... maps) {
   if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem); e != cudaSuccess)
     return e;
   int per_sm = 0;
@@ -335,7 +570,7 @@ cudaError_t launch_persistent(Kernel kernel, DwArgs& a, const CUtensorMap& tmap,
     return e;
   per_sm = std::max(per_sm, 1);
   const int64_t grid = std::min<int64_t>(blocks_per_combo(1, a.tiles, int64_t(per_sm) * dev.sms), 0x7fffffff);
-  kernel<<<unsigned(grid), kDwThreads, smem, stream>>>(a, tmap);
+  kernel<<<unsigned(grid), kDwThreads, smem, stream>>>(a, maps...);
   return cudaGetLastError();
 }
 
@@ -379,13 +614,43 @@ bool conv1d_fwd_depthwise(const Conv1dParams& p, const T* x, const T* w, const T
                       encode_nwc_window_map(&tmap, x, sizeof(T), p.batch, p.in_length, p.in_channels, BO, a.box_rows,
                                             false);
     a.stage_elems = int(bulk ? int64_t(a.boxes) * a.box_rows * a.row : win * a.row);
-    if (!pick_stages(a, sizeof(T), dev, smem)) return false;
-    if (bulk)
-      *err = launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, true, true>, a, tmap, smem, dev, stream);
+    a.vec_w = p.w_o == 1 && p.w_k % VEC == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
+              reinterpret_cast<uintptr_t>(bias) % 16 == 0;
+    const bool chain = mult == 1 && p.stride == 1 && (kDwThreads / kNwcVectors) % p.dilation == 0 &&
+                       p.kernel_size <= 8 && dw_env_int("JAX_CONV1D_DW_CHAIN", 1) != 0;
+    const int blocks = chain ? dw_env_int("JAX_CONV1D_DW_BLOCKS", 1) : 1;
+    a.diag = chain ? dw_env_int("JAX_CONV1D_DW_DIAG", 0) : 0;
+    const int max_stages = dw_env_int("JAX_CONV1D_DW_STAGES", 4);
+    CUtensorMap tmap_y{};
+    const int64_t out_tile_bytes = int64_t(kNwcBT) * BO * int64_t(sizeof(TOut));
+    a.tma_store = chain && bulk && dw_env_int("JAX_CONV1D_DW_TMA_STORE", 1) != 0 &&
+                  reinterpret_cast<uintptr_t>(y) % 16 == 0 && (p.out_channels * sizeof(TOut)) % 16 == 0 &&
+                  p.out_length < (int64_t(1) << 31) && p.out_channels < (int64_t(1) << 31) &&
+                  encode_nwc_window_map(&tmap_y, y, sizeof(TOut), p.batch, p.out_length, p.out_channels, BO, kNwcBT,
+                                        false);
+    const int stage_elems = a.stage_elems;
+    if (a.tma_store && !pick_stages(a, sizeof(T), dev, smem, blocks, max_stages, out_tile_bytes)) {
+      a.tma_store = false;
+      a.stage_elems = stage_elems;
+    }
+    if (a.tma_store) a.out_offset = int(int64_t(a.stages) * a.stage_elems * int64_t(sizeof(T)));
+    else if (!pick_stages(a, sizeof(T), dev, smem, blocks, max_stages)) return false;
+    if (chain && p.kernel_size <= 4)
+      *err = bulk ? launch_persistent(conv1d_fwd_depthwise_nwc_chain<T, TOut, true, 4>, a, smem, dev, stream, tmap,
+                                      tmap_y)
+                  : launch_persistent(conv1d_fwd_depthwise_nwc_chain<T, TOut, false, 4>, a, smem, dev, stream, tmap,
+                                      tmap_y);
+    else if (chain)
+      *err = bulk ? launch_persistent(conv1d_fwd_depthwise_nwc_chain<T, TOut, true, 8>, a, smem, dev, stream, tmap,
+                                      tmap_y)
+                  : launch_persistent(conv1d_fwd_depthwise_nwc_chain<T, TOut, false, 8>, a, smem, dev, stream, tmap,
+                                      tmap_y);
+    else if (bulk)
+      *err = launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, true, true>, a, smem, dev, stream, tmap);
     else if (mult == 1)
-      *err = launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, true, false>, a, tmap, smem, dev, stream);
+      *err = launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, true, false>, a, smem, dev, stream, tmap);
     else
-      *err = launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, false, false>, a, tmap, smem, dev, stream);
+      *err = launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, false, false>, a, smem, dev, stream, tmap);
   } else {
     const int64_t win = (kNcwBT - 1) * p.stride + span + 1;
     a.win = int(win);
@@ -400,9 +665,9 @@ bool conv1d_fwd_depthwise(const Conv1dParams& p, const T* x, const T* w, const T
     if (!pick_stages(a, sizeof(T), dev, smem)) return false;
     const CUtensorMap unused{};
     if (dev.cc_major >= 9 && bulk_copies_enabled() && a.vec_x)
-      *err = launch_persistent(conv1d_fwd_depthwise_ncw<T, TOut, true>, a, unused, smem, dev, stream);
+      *err = launch_persistent(conv1d_fwd_depthwise_ncw<T, TOut, true>, a, smem, dev, stream, unused);
     else
-      *err = launch_persistent(conv1d_fwd_depthwise_ncw<T, TOut, false>, a, unused, smem, dev, stream);
+      *err = launch_persistent(conv1d_fwd_depthwise_ncw<T, TOut, false>, a, smem, dev, stream, unused);
   }
   return true;
 }
