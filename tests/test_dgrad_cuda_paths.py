@@ -15,23 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jax_conv1d
 from conv_reference import assert_close, float64_vjp_reference, random_inputs
 from jax_conv1d import dilated_conv1d
 
-
-def _gpu():
-    try:
-        return jax.devices("gpu")[0]
-    except RuntimeError:
-        return None
-
-
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(_gpu() is None or not jax_conv1d.has_cuda_handlers(),
-                       reason="needs a CUDA GPU and the compiled CUDA handlers"),
-]
+pytestmark = pytest.mark.gpu
 
 TOLERANCE = {"float32": 1.5e-3, "bfloat16": 1e-2, "float16": 2e-3}  # TF32 / 16-bit output rounding
 
@@ -57,15 +44,16 @@ def _dx(x, w, ct, **kw):
 @pytest.mark.parametrize("dtype", list(TOLERANCE))
 @pytest.mark.parametrize("layout", ["NCW", "NWC"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"N{s[0]}C{s[1]}O{s[2]}K{s[3]}L{s[4]}d{s[5]}{s[6]}")
-def test_stride1_dense_dx_matches_float64(monkeypatch, shape, layout, dtype, path):
+def test_stride1_dense_dx_matches_float64(monkeypatch, shape, layout, dtype, path, gpu):
     n, c, o, k, length, dilation, padding = shape
     monkeypatch.setenv("JAX_CONV1D_DGRAD_AS_FORWARD", "1" if path == "as_forward" else "0")
     rng = np.random.default_rng(zlib.crc32(repr((shape, layout, dtype)).encode()))
     x, w, _ = random_inputs(rng, layout=layout, dtype=dtype, batch=n, in_ch=c, length=length, out_ch=o, groups=1,
                             ksize=k, bias=False)
+    x, w = jax.device_put(x, gpu), jax.device_put(w, gpu)
     kw = dict(stride=1, dilation=dilation, padding=padding, layout=layout)
     y = jax.eval_shape(lambda: dilated_conv1d(x, w, None, **kw))
-    ct = jnp.asarray(rng.standard_normal(y.shape).astype(np.float32), dtype)
+    ct = jax.device_put(jnp.asarray(rng.standard_normal(y.shape).astype(np.float32), dtype), gpu)
     dx = _dx(x, w, ct, **kw)
     assert dx.shape == x.shape and dx.dtype == x.dtype
     ref = float64_vjp_reference(x, w, None, ct, **kw)[0]

@@ -97,6 +97,50 @@ constexpr int kNwcBT = 128;      // positions per NWC tile
 constexpr int kNcwChannels = kDwThreads / 32;
 constexpr int kNcwBT = 256;
 
+// Tile f of this block (persistent grid). Channel blocks vary fastest, so the blocks working at one time cover
+// adjacent position tiles and find each other's halos in L2.
+struct DwTile {
+  int64_t n, tt, cb;
+};
+__device__ __forceinline__ DwTile dw_tile(const DwArgs& a, int64_t f) {
+  const int64_t j = blockIdx.x + f * gridDim.x;
+  const int64_t r = j / a.c_tiles;
+  return {r / a.t_tiles, r % a.t_tiles, j % a.c_tiles};
+}
+
+// One NWC stage by per-thread copies: window rows l0 .. l0+win-1 of `vpr` channel vectors from c0 (elements
+// when x is not 16-byte aligned), zero outside the input.
+template <typename T, int VEC>
+__device__ __forceinline__ void copy_nwc_window(T* dst, const T* x, const DwArgs& a, int64_t n, int64_t l0,
+                                                int64_t c0, int vpr, int tid) {
+  const Conv1dParams& p = a.p;
+  const T* xg = x + n * p.x_n + c0 * p.x_c;
+  if (a.vec_x) {
+    for (int i = tid; i < a.win * vpr; i += kDwThreads) {
+      const int r = i / vpr, v = i - r * vpr;
+      const int64_t l = l0 + r;
+      const bool ok = l >= 0 && l < p.in_length && c0 + v * VEC < p.in_channels;
+      cp_async_16(dst + r * a.row + v * VEC, ok ? xg + l * p.x_l + v * VEC : x, ok);
+    }
+  } else {
+    for (int i = tid; i < a.win * a.row; i += kDwThreads) {
+      const int r = i / a.row, c = i - r * a.row;
+      const int64_t l = l0 + r;
+      const bool ok = l >= 0 && l < p.in_length && c0 + c < p.in_channels;
+      copy_elem(dst + r * a.row + c, ok ? xg + l * p.x_l + c * p.x_c : x, ok);
+    }
+  }
+}
+
+// One NWC stage by the copy engine (one thread): a.boxes tensor-map boxes of BO channels x box_rows positions.
+template <typename T, int BO>
+__device__ __forceinline__ void issue_nwc_window(T* dst, const CUtensorMap* tmap, const DwArgs& a, int64_t n,
+                                                 int64_t l0, int64_t c0, uint64_t* bar) {
+  mbar_arrive_expect_tx(bar, uint32_t(a.boxes) * a.box_rows * BO * sizeof(T));
+  for (int b = 0; b < a.boxes; ++b)
+    tma_load_3d(dst + size_t(b) * a.box_rows * BO, tmap, int(c0), int(l0 + int64_t(b) * a.box_rows), int(n), bar);
+}
+
 // kBulk (sm_90+, multiplier 1): each stage is tensor-map boxes of BO channels x box_rows positions, padding
 // zero-filled by the copy engine.
 template <typename T, typename TOut, bool kMult1, bool kBulk>
@@ -118,44 +162,14 @@ __global__ void __launch_bounds__(kDwThreads)
   const int K = int(p.kernel_size), s = int(p.stride), d = int(p.dilation);
   const int64_t my = blockIdx.x < a.tiles ? (a.tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
 
-  // Channel blocks vary fastest, so the blocks working at one time cover adjacent position tiles and find
-  // each other's halos in L2.
-  auto coords = [&](int64_t f, int64_t& n, int64_t& tt, int64_t& cb) {
-    const int64_t j = blockIdx.x + f * gridDim.x;
-    cb = j % a.c_tiles;
-    const int64_t r = j / a.c_tiles;
-    tt = r % a.t_tiles;
-    n = r / a.t_tiles;
-  };
-
   auto load = [&](int64_t f) {
-    int64_t n, tt, cb;
-    coords(f, n, tt, cb);
-    const int64_t ci0 = cb * BO / mult;
-    const int64_t l0 = tt * kNwcBT * s - p.pad_lo;
-    T* dst = xs + size_t(f % a.stages) * a.stage_elems;
-    const T* xg = x + n * p.x_n + ci0 * p.x_c;
-    if (a.vec_x) {
-      const int vpr = a.row / VEC;
-      for (int i = tid; i < a.win * vpr; i += kDwThreads) {
-        const int r = i / vpr, v = i - r * vpr;
-        const int64_t l = l0 + r;
-        const bool ok = l >= 0 && l < p.in_length && ci0 + v * VEC < p.in_channels;
-        cp_async_16(dst + r * a.row + v * VEC, ok ? xg + l * p.x_l + v * VEC : x, ok);
-      }
-    } else {
-      for (int i = tid; i < a.win * a.row; i += kDwThreads) {
-        const int r = i / a.row, c = i - r * a.row;
-        const int64_t l = l0 + r;
-        const bool ok = l >= 0 && l < p.in_length && ci0 + c < p.in_channels;
-        copy_elem(dst + r * a.row + c, ok ? xg + l * p.x_l + c * p.x_c : x, ok);
-      }
-    }
+    const DwTile t = dw_tile(a, f);
+    copy_nwc_window<T, VEC>(xs + size_t(f % a.stages) * a.stage_elems, x, a, t.n, t.tt * kNwcBT * s - p.pad_lo,
+                            t.cb * BO / mult, a.row / VEC, tid);
   };
 
   auto compute = [&](int64_t f) {
-    int64_t n, tt, cb;
-    coords(f, n, tt, cb);
+    const auto [n, tt, cb] = dw_tile(a, f);
     const int64_t ci0 = cb * BO / mult;
     const int64_t ob = cb * BO + cv * VEC;  // this thread's first output channel
     const T* xst = xs + size_t(f % a.stages) * a.stage_elems;
@@ -219,14 +233,9 @@ __global__ void __launch_bounds__(kDwThreads)
 
   auto issue = [&](int64_t f, uint64_t* bar) {
     if (threadIdx.x != 0) return;
-    int64_t n, tt, cb;
-    coords(f, n, tt, cb);
-    const int64_t l0 = tt * kNwcBT * s - p.pad_lo;
-    T* dst = xs + size_t(f % a.stages) * a.stage_elems;
-    mbar_arrive_expect_tx(bar, uint32_t(a.boxes) * a.box_rows * BO * sizeof(T));
-    for (int b = 0; b < a.boxes; ++b)
-      tma_load_3d(dst + size_t(b) * a.box_rows * BO, &tmap, int(cb * BO), int(l0 + int64_t(b) * a.box_rows), int(n),
-                  bar);
+    const DwTile t = dw_tile(a, f);
+    issue_nwc_window<T, BO>(xs + size_t(f % a.stages) * a.stage_elems, &tmap, a, t.n,
+                            t.tt * kNwcBT * s - p.pad_lo, t.cb * BO, bar);
   };
 
   if constexpr (kBulk) {
@@ -269,42 +278,14 @@ __global__ void __launch_bounds__(kDwThreads, 1)
   const int row_step = d * a.row;               // elements between the window rows of consecutive positions
   const int64_t my = blockIdx.x < a.tiles ? (a.tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
 
-  auto coords = [&](int64_t f, int64_t& n, int64_t& tt, int64_t& cb) {
-    const int64_t j = blockIdx.x + f * gridDim.x;
-    cb = j % a.c_tiles;
-    const int64_t r = j / a.c_tiles;
-    tt = r % a.t_tiles;
-    n = r / a.t_tiles;
-  };
-
   auto load = [&](int64_t f) {
-    int64_t n, tt, cb;
-    coords(f, n, tt, cb);
-    const int64_t c0 = cb * BO;
-    const int64_t l0 = tt * kNwcBT - p.pad_lo;
-    T* dst = xs + size_t(f % a.stages) * a.stage_elems;
-    const T* xg = x + n * p.x_n + c0 * p.x_c;
-    if (a.vec_x) {
-      constexpr int vpr = BO / VEC;
-      for (int i = tid; i < a.win * vpr; i += kDwThreads) {
-        const int r = i / vpr, v = i - r * vpr;
-        const int64_t l = l0 + r;
-        const bool ok = l >= 0 && l < p.in_length && c0 + v * VEC < p.in_channels;
-        cp_async_16(dst + r * a.row + v * VEC, ok ? xg + l * p.x_l + v * VEC : x, ok);
-      }
-    } else {
-      for (int i = tid; i < a.win * a.row; i += kDwThreads) {
-        const int r = i / a.row, c = i - r * a.row;
-        const int64_t l = l0 + r;
-        const bool ok = l >= 0 && l < p.in_length && c0 + c < p.in_channels;
-        copy_elem(dst + r * a.row + c, ok ? xg + l * p.x_l + c * p.x_c : x, ok);
-      }
-    }
+    const DwTile t = dw_tile(a, f);
+    copy_nwc_window<T, VEC>(xs + size_t(f % a.stages) * a.stage_elems, x, a, t.n, t.tt * kNwcBT - p.pad_lo,
+                            t.cb * BO, BO / VEC, tid);
   };
 
   auto compute = [&](int64_t f) {
-    int64_t n, tt, cb;
-    coords(f, n, tt, cb);
+    const auto [n, tt, cb] = dw_tile(a, f);
     const int64_t ob = cb * BO + cv * VEC;  // this thread's first channel
     const bool full = ob + VEC <= p.out_channels;
     float wv[KMAX][VEC], bv[VEC];
@@ -388,14 +369,9 @@ __global__ void __launch_bounds__(kDwThreads, 1)
 
   auto issue = [&](int64_t f, uint64_t* bar) {
     if (threadIdx.x != 0) return;
-    int64_t n, tt, cb;
-    coords(f, n, tt, cb);
-    const int64_t l0 = tt * kNwcBT - p.pad_lo;
-    T* dst = xs + size_t(f % a.stages) * a.stage_elems;
-    mbar_arrive_expect_tx(bar, uint32_t(a.boxes) * a.box_rows * BO * sizeof(T));
-    for (int b = 0; b < a.boxes; ++b)
-      tma_load_3d(dst + size_t(b) * a.box_rows * BO, &tmap, int(cb * BO), int(l0 + int64_t(b) * a.box_rows), int(n),
-                  bar);
+    const DwTile t = dw_tile(a, f);
+    issue_nwc_window<T, BO>(xs + size_t(f % a.stages) * a.stage_elems, &tmap, a, t.n, t.tt * kNwcBT - p.pad_lo,
+                            t.cb * BO, bar);
   };
 
   if constexpr (kBulk) {
