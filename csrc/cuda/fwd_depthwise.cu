@@ -141,6 +141,40 @@ __device__ __forceinline__ void issue_nwc_window(T* dst, const CUtensorMap* tmap
     tma_load_3d(dst + size_t(b) * a.box_rows * BO, tmap, int(c0), int(l0 + int64_t(b) * a.box_rows), int(n), bar);
 }
 
+// One position's VEC outputs from registers: acc + bias as a 16-byte vector where allowed, else element-wise
+// up to the last output channel.
+template <typename TOut, int VEC>
+__device__ __forceinline__ void store_nwc_outputs(TOut* yp, const float (&acc)[VEC], const float (&bv)[VEC],
+                                                  bool vec_store, int64_t ob, const Conv1dParams& p) {
+  float v[VEC];
+#pragma unroll
+  for (int e = 0; e < VEC; ++e) v[e] = acc[e] + bv[e];
+  if (vec_store) {
+    store_out_vec<TOut, VEC>(yp, v);
+  } else {
+#pragma unroll
+    for (int e = 0; e < VEC; ++e)
+      if (ob + e < p.out_channels) store_out(yp + e * p.y_o, v[e]);
+  }
+}
+
+// The stage pipeline of a depthwise kernel: copy-engine stages (issue) on sm_90+, per-thread copies (load)
+// otherwise.
+template <bool kBulk, class Load, class Issue, class Compute>
+__device__ __forceinline__ void run_dw_pipeline(int64_t tiles, int stages, uint64_t* stage_full, Load&& load,
+                                                Issue&& issue, Compute&& compute) {
+  if constexpr (kBulk) {
+#ifdef JC_BULK_COPY_AVAILABLE
+    run_pipeline_bulk(tiles, stages, stage_full, issue, compute);
+#else
+    (void)stage_full;
+    __trap();  // never launched: the host picks bulk copies only on sm_90+
+#endif
+  } else {
+    run_pipeline(tiles, stages, load, compute);
+  }
+}
+
 // kBulk (sm_90+, multiplier 1): each stage is tensor-map boxes of BO channels x box_rows positions, padding
 // zero-filled by the copy engine.
 template <typename T, typename TOut, bool kMult1, bool kBulk>
@@ -217,17 +251,7 @@ __global__ void __launch_bounds__(kDwThreads)
     for (int i = 0; i < R; ++i) {
       const int64_t tpos = tt * kNwcBT + pr + i * TPR;
       if (tpos >= p.out_length) continue;
-      TOut* yp = y + n * p.y_n + tpos * p.y_t + ob * p.y_o;
-      float v[VEC];
-#pragma unroll
-      for (int e = 0; e < VEC; ++e) v[e] = acc[i][e] + bv[e];
-      if (full) {
-        store_out_vec<TOut, VEC>(yp, v);
-      } else {
-#pragma unroll
-        for (int e = 0; e < VEC; ++e)
-          if (ob + e < p.out_channels) store_out(yp + e * p.y_o, v[e]);
-      }
+      store_nwc_outputs<TOut, VEC>(y + n * p.y_n + tpos * p.y_t + ob * p.y_o, acc[i], bv, full, ob, p);
     }
   };
 
@@ -238,16 +262,7 @@ __global__ void __launch_bounds__(kDwThreads)
                             t.tt * kNwcBT * s - p.pad_lo, t.cb * BO, bar);
   };
 
-  if constexpr (kBulk) {
-#ifdef JC_BULK_COPY_AVAILABLE
-    run_pipeline_bulk(my, a.stages, stage_full, issue, compute);
-#else
-    (void)stage_full;
-    __trap();  // never launched: the host picks bulk copies only on sm_90+
-#endif
-  } else {
-    run_pipeline(my, a.stages, load, compute);
-  }
+  run_dw_pipeline<kBulk>(my, a.stages, stage_full, load, issue, compute);
 }
 
 // Taps-as-a-sliding-window variant of the NWC kernel (multiplier 1, stride 1, dilation dividing the 16
@@ -353,17 +368,7 @@ __global__ void __launch_bounds__(kDwThreads, 1)
     for (int i = 0; i < R; ++i) {
       const int64_t tpos = tt * kNwcBT + first + i * d;
       if (tpos >= p.out_length || (a.diag & 4)) continue;
-      TOut* yp = y + n * p.y_n + tpos * p.y_t + ob * p.y_o;
-      float v[VEC];
-#pragma unroll
-      for (int e = 0; e < VEC; ++e) v[e] = acc[i][e] + bv[e];
-      if (vec_store) {
-        store_out_vec<TOut, VEC>(yp, v);
-      } else {
-#pragma unroll
-        for (int e = 0; e < VEC; ++e)
-          if (ob + e < p.out_channels) store_out(yp + e * p.y_o, v[e]);
-      }
+      store_nwc_outputs<TOut, VEC>(y + n * p.y_n + tpos * p.y_t + ob * p.y_o, acc[i], bv, vec_store, ob, p);
     }
   };
 
@@ -374,17 +379,8 @@ __global__ void __launch_bounds__(kDwThreads, 1)
                             t.cb * BO, bar);
   };
 
-  if constexpr (kBulk) {
-#ifdef JC_BULK_COPY_AVAILABLE
-    run_pipeline_bulk(my, a.stages, stage_full, issue, compute);
-    if (a.tma_store && threadIdx.x == 0) bulk_store_wait<true>();  // shared memory outlives the last store
-#else
-    (void)stage_full;
-    __trap();  // never launched: the host picks bulk copies only on sm_90+
-#endif
-  } else {
-    run_pipeline(my, a.stages, load, compute);
-  }
+  run_dw_pipeline<kBulk>(my, a.stages, stage_full, load, issue, compute);
+  if (kBulk && a.tma_store && threadIdx.x == 0) bulk_store_wait<true>();  // shared memory outlives the last store
 }
 
 // kBulk (sm_90+): each channel row of a stage is one 1-D bulk copy; warp 0 issues them and writes the zeros
@@ -493,16 +489,7 @@ __global__ void __launch_bounds__(kDwThreads)
     }
   };
 
-  if constexpr (kBulk) {
-#ifdef JC_BULK_COPY_AVAILABLE
-    run_pipeline_bulk(my, a.stages, stage_full, issue, compute);
-#else
-    (void)stage_full;
-    __trap();  // never launched: the host picks bulk copies only on sm_90+
-#endif
-  } else {
-    run_pipeline(my, a.stages, load, compute);
-  }
+  run_dw_pipeline<kBulk>(my, a.stages, stage_full, load, issue, compute);
 }
 
 // Timing and testing knobs, read per call: JAX_CONV1D_DW_CHAIN=0 turns the sliding-window NWC kernel off,
