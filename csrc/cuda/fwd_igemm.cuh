@@ -49,13 +49,15 @@ struct IgemmElem {
 // Pipeline depth limit: more stages keep more bytes in flight per multiprocessor when the weights leave room.
 constexpr int kMaxStages = 6;
 
-// Per-warp output staging (floats): NWC stages one n8 column block of the warp tile as [8 columns][WM + 4],
-// NCW one 8-row half of an m16 block as [8 rows][WN + 8]; the pads make the fragment-order writes
-// conflict-free.
+// Output staging in shared memory (bytes). NWC: per warp, one n8 column block of the warp tile as
+// [8 columns][WM + 4] floats. NCW: per warp row (the WARPS_N warps sharing wm), two buffers of 8 whole tile
+// rows as [8 rows][BN + 8] floats. The pads make the fragment-order writes conflict-free; the NCW pad also
+// leaves room for shifting a row by its misalignment (up to 7 elements).
 template <class Tile, Layout kLayout>
-constexpr int igemm_scratch_floats() {
-  constexpr int WM = Tile::BM / Tile::WARPS_M, WN = Tile::BN / Tile::WARPS_N;
-  return kLayout == Layout::kNWC ? 8 * (WM + 4) : 8 * (WN + 8);
+constexpr int igemm_scratch_bytes() {
+  constexpr int WM = Tile::BM / Tile::WARPS_M;
+  return kLayout == Layout::kNWC ? Tile::WARPS_M * Tile::WARPS_N * 8 * (WM + 4) * 4
+                                 : Tile::WARPS_M * 2 * 8 * (Tile::BN + 8) * 4;
 }
 
 // Block tile: BM output channels x BN output positions, WARPS_M x WARPS_N warps.
@@ -96,7 +98,8 @@ struct IgemmArgs {
   int64_t step_n, step_tt;   // blocks_per_combo as (samples, tiles): / and % t_tiles
   bool vec_x;        // x rows allow 16-byte copies
   bool pair_store;   // NCW: two adjacent outputs can be stored as one aligned pair
-  int scratch_off;   // byte offset of the per-warp output staging areas (0: none, outputs stored directly)
+  int scratch_off;   // byte offset of the output staging areas (0: none, outputs stored from the fragments)
+  bool evict_normal; // stores with the normal L2 eviction policy instead of streaming (JAX_CONV1D_IGEMM_STORE_EVICT)
   int diag;          // timing experiments only (wrong results): kDiag* bits, from JAX_CONV1D_IGEMM_DIAG
 };
 
@@ -322,16 +325,17 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   for (int nt = 0; nt < NT; ++nt) y_col_off[nt] = int64_t(nt * 8) * p.y_t;
   const int64_t o_lane = int64_t(mtile) * BM + wm * WM + g;  // this lane's first output channel in the group
 
-  auto epilogue = [&](int64_t n, int64_t tt) {
+  auto epilogue_with = [&](int64_t n, int64_t tt, auto streaming) {
+    constexpr bool kStream = decltype(streaming)::value;
     // Interior tiles (all rows inside the group, all columns inside the output): no per-element checks and
     // one 64-bit add per store.
     const int64_t tc_lane = tt * BN + wn * WN + 2 * t;
     const bool interior = int64_t(mtile + 1) * BM <= og && (tt + 1) * BN <= p.out_length;
     if (interior && a.scratch_off != 0) {
-      // Through a per-warp staging area, so every global store is a 16-byte vector and a warp's stores cover
-      // whole contiguous runs (NWC: 8 positions x WM channels; NCW: 16 channels x WN positions) instead of
-      // 4-8 scattered 32-byte pieces per instruction.
-      float* scr = reinterpret_cast<float*>(smem + a.scratch_off) + warp * igemm_scratch_floats<Tile, kLayout>();
+      // Through shared memory, so global stores are 16-byte vectors covering contiguous runs (NWC: a warp's 8
+      // positions x WM channels; NCW: whole tile rows of BN positions) instead of 4-8 scattered 32-byte
+      // pieces per instruction.
+      float* scr = reinterpret_cast<float*>(smem + a.scratch_off) + warp * (8 * (WM + 4));
       constexpr int V = 16 / int(sizeof(TOut));  // outputs per 16-byte store
       TOut* yw = y + n * p.y_n + (grp * og + int64_t(mtile) * BM + wm * WM) * p.y_o + (tt * BN + wn * WN) * p.y_t;
       float bv[MT][2];
@@ -360,31 +364,64 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
               const float4 f = *reinterpret_cast<const float4*>(scr + c * P + v * V + e);
               vals[e] = f.x, vals[e + 1] = f.y, vals[e + 2] = f.z, vals[e + 3] = f.w;
             }
-            store_out_vec<TOut, V>(yw + (nt * 8 + c) * p.y_t + v * V, vals);
+            store_out_vec<TOut, V, kStream>(yw + (nt * 8 + c) * p.y_t + v * V, vals);
           }
         }
       } else {
-        constexpr int P = WN + 8, VPR = WN / V;  // row pitch; vectors per row
+        // The WARPS_N warps of one warp row stage whole tile rows together, 8 rows per round, so a row's BN
+        // outputs (contiguous in y) leave as 16-byte vectors of one run. Each row is staged shifted by its
+        // misalignment (its first output's place in a 16-byte vector of y), so the vectors of y are 16-byte
+        // vectors of the staging row too: only a row's first and last vector are partial. Two buffers
+        // alternate, so one barrier per round orders both the writes before the reads and the reads before
+        // the next writes to the same buffer (rounds per tile, 2 * MT, are even).
+        constexpr int P = BN + 8, NV = BN / V, kGroup = Tile::WARPS_N * 32;
+        static_assert(P % 32 == 8 && V <= 8, "pitch 8 mod 32 words; shifts up to 7 elements fit the pad");
+        float* const gscr = reinterpret_cast<float*>(smem + a.scratch_off) + wm * (2 * 8 * P);
+        const int gtid = wn * 32 + lane;
+        TOut* const yg = y + n * p.y_n + (grp * og + int64_t(mtile) * BM + wm * WM) * p.y_o + tt * BN;
+        auto shift_of = [](const TOut* row) { return int(reinterpret_cast<uintptr_t>(row) % 16 / sizeof(TOut)); };
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
-            __syncwarp();
+            float* const buf = gscr + ((mt * 2 + h) & 1) * (8 * P);
+            const int sh_w = shift_of(yg + int64_t(mt * 16 + 8 * h + g) * p.y_o);
+            float* const dst = buf + g * P + sh_w + wn * WN + 2 * t;
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt)
-              *reinterpret_cast<float2*>(scr + g * P + nt * 8 + 2 * t) =
-                  make_float2(acc[mt][nt][2 * h] + bv[mt][h], acc[mt][nt][2 * h + 1] + bv[mt][h]);
-            __syncwarp();
+            for (int nt = 0; nt < NT; ++nt) {
+              const float v0 = acc[mt][nt][2 * h] + bv[mt][h], v1 = acc[mt][nt][2 * h + 1] + bv[mt][h];
+              if ((sh_w & 1) == 0) {
+                *reinterpret_cast<float2*>(dst + nt * 8) = make_float2(v0, v1);
+              } else {
+                dst[nt * 8] = v0, dst[nt * 8 + 1] = v1;
+              }
+            }
+            named_barrier_sync(1 + wm, kGroup);
 #pragma unroll
-            for (int i = lane; i < 8 * VPR; i += 32) {
-              const int r = i / VPR, v = i % VPR;
+            for (int i = gtid; i < 8 * NV; i += kGroup) {
+              const int r = i / NV, v = i % NV;
+              TOut* const row = yg + int64_t(mt * 16 + 8 * h + r) * p.y_o;
+              const int sh = shift_of(row);
+              TOut* const gv = row - sh + v * V;  // the aligned vector of y holding staged floats [v*V, v*V + V)
+              const float* const sv = buf + r * P + v * V;
               float vals[V];
 #pragma unroll
               for (int e = 0; e < V; e += 4) {
-                const float4 f = *reinterpret_cast<const float4*>(scr + r * P + v * V + e);
+                const float4 f = *reinterpret_cast<const float4*>(sv + e);
                 vals[e] = f.x, vals[e + 1] = f.y, vals[e + 2] = f.z, vals[e + 3] = f.w;
               }
-              store_out_vec<TOut, V>(yw + (mt * 16 + 8 * h + r) * p.y_o + v * V, vals);
+              if (sh == 0 || v != 0) {
+                store_out_vec<TOut, V, kStream>(gv, vals);
+              } else {
+                store_out_part<TOut, V, kStream, true>(gv, vals, sh);
+                // and the row's last, partial vector (staged floats [BN, BN + V), of which sh are outputs)
+#pragma unroll
+                for (int e = 0; e < V; e += 4) {
+                  const float4 f = *reinterpret_cast<const float4*>(sv + BN + e);
+                  vals[e] = f.x, vals[e + 1] = f.y, vals[e + 2] = f.z, vals[e + 3] = f.w;
+                }
+                store_out_part<TOut, V, kStream, false>(gv + BN, vals, sh);
+              }
             }
           }
         }
@@ -403,10 +440,10 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
           for (int nt = 0; nt < NT; ++nt) {
             const float v0 = acc[mt][nt][2 * h] + bv, v1 = acc[mt][nt][2 * h + 1] + bv;
             if (kNCW && a.pair_store) {
-              store_out2(yo + y_col_off[nt], v0, v1);
+              store_out2<TOut, kStream>(yo + y_col_off[nt], v0, v1);
             } else {
-              store_out(yo + y_col_off[nt], v0);
-              store_out(yo + y_col_off[nt] + p.y_t, v1);
+              store_out<TOut, kStream>(yo + y_col_off[nt], v0);
+              store_out<TOut, kStream>(yo + y_col_off[nt] + p.y_t, v1);
             }
           }
         }
@@ -429,16 +466,23 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
           const float v0 = acc[mt][nt][2 * h] + bv, v1 = acc[mt][nt][2 * h + 1] + bv;
           if (tc + 1 < p.out_length) {
             if (kNCW && a.pair_store) {
-              store_out2(yo + tc, v0, v1);
+              store_out2<TOut, kStream>(yo + tc, v0, v1);
             } else {
-              store_out(yo + tc * p.y_t, v0);
-              store_out(yo + (tc + 1) * p.y_t, v1);
+              store_out<TOut, kStream>(yo + tc * p.y_t, v0);
+              store_out<TOut, kStream>(yo + (tc + 1) * p.y_t, v1);
             }
           } else if (tc < p.out_length) {
-            store_out(yo + tc * p.y_t, v0);
+            store_out<TOut, kStream>(yo + tc * p.y_t, v0);
           }
         }
       }
+    }
+  };
+  auto epilogue = [&](int64_t n, int64_t tt) {
+    if (a.evict_normal) {
+      epilogue_with(n, tt, std::false_type{});
+    } else {
+      epilogue_with(n, tt, std::true_type{});
     }
   };
 
@@ -616,6 +660,13 @@ inline bool igemm_staged_stores_enabled() {
   return v == nullptr || std::strcmp(v, "0") != 0;
 }
 
+// JAX_CONV1D_IGEMM_STORE_EVICT=normal stores outputs with the normal L2 eviction policy instead of streaming
+// (st.global.cs); read per call, for comparisons.
+inline bool igemm_store_evict_normal() {
+  const char* v = std::getenv("JAX_CONV1D_IGEMM_STORE_EVICT");
+  return v != nullptr && std::strcmp(v, "normal") == 0;
+}
+
 // Timing experiments (results are wrong while set): JAX_CONV1D_IGEMM_DIAG, a kDiag* bit mask, and
 // JAX_CONV1D_IGEMM_STAGES, a cap on the pipeline depth (2..kMaxStages). Read per call.
 inline int igemm_env_int(const char* name, int fallback) {
@@ -693,9 +744,8 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, bool bulk, Igemm
   if (a.stages == 0) return false;
   // Output staging, when it fits: take it from a fifth or sixth chunk window if needed, never below four.
   const int min_stages = std::max(2, 4 / a.step_chunks);
-  const int64_t scratch_floats = p.layout == Layout::kNWC ? igemm_scratch_floats<Tile, Layout::kNWC>()
-                                                          : igemm_scratch_floats<Tile, Layout::kNCW>();
-  const int64_t scratch_bytes = int64_t(Tile::kThreads / 32) * scratch_floats * 4;
+  const int64_t scratch_bytes = p.layout == Layout::kNWC ? igemm_scratch_bytes<Tile, Layout::kNWC>()
+                                                         : igemm_scratch_bytes<Tile, Layout::kNCW>();
   while (a.stages > min_stages && a.w_bytes_padded + a.stages * stage_bytes + scratch_bytes > budget) --a.stages;
   const int64_t stages_end = a.w_bytes_padded + a.stages * stage_bytes;
   a.scratch_off = stages_end + scratch_bytes <= budget ? int(stages_end) : 0;
@@ -722,17 +772,18 @@ bool igemm_launch_variant(const Conv1dParams& p, const T* x, const T* w, const T
   a.vec_x = x_aligned && (kLayout == Layout::kNCW ? p.in_length % VEC == 0
                                                   : p.in_channels % VEC == 0 && p.in_per_group() % VEC == 0);
   a.pair_store = p.out_length % 2 == 0 && reinterpret_cast<uintptr_t>(y) % (2 * sizeof(TOut)) == 0;
-  // Staged 16-byte stores need unit stride along the staged run and 16-byte aligned runs. (NCW rows that are
-  // not 16-byte aligned, like the headline's, were tried staged as the aligned vectors they overlap, partial
-  // ones element-wise: no faster for f32, 30% slower for bf16; docs/notes/fwd_session2.md.)
+  // Staged 16-byte stores need unit stride along the staged run. NWC: 16-byte aligned runs. NCW: any
+  // alignment (each tile row is staged shifted by its own misalignment; the headline's rows of 174758 floats
+  // start 8 bytes off the 16-byte grid for odd channels).
   {
     const bool y16 = reinterpret_cast<uintptr_t>(y) % 16 == 0;
     const int64_t es = sizeof(TOut);
     const bool ok = kLayout == Layout::kNWC
-                        ? p.y_o == 1 && (p.y_t * es) % 16 == 0 && (p.y_n * es) % 16 == 0 && (p.out_per_group() * es) % 16 == 0
-                        : p.y_t == 1 && (p.y_o * es) % 16 == 0 && (p.y_n * es) % 16 == 0;
-    if (!(y16 && ok) || !igemm_staged_stores_enabled()) a.scratch_off = 0;
+                        ? y16 && p.y_o == 1 && (p.y_t * es) % 16 == 0 && (p.y_n * es) % 16 == 0 && (p.out_per_group() * es) % 16 == 0
+                        : p.y_t == 1;
+    if (!ok || !igemm_staged_stores_enabled()) a.scratch_off = 0;
   }
+  a.evict_normal = igemm_store_evict_normal();
   CUtensorMap tmap{};
   if constexpr (kBulk) {
     if (!a.vec_x) return false;
@@ -785,9 +836,12 @@ template <typename T, typename TOut, Layout kLayout, FwdMath kMath>
 bool igemm_launch(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y, cudaStream_t stream,
                   cudaError_t* err) {
   const int64_t og = p.out_per_group();
-  if (og > 64 && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile128>(p, x, w, bias, y, stream, err)) return true;
-  if (og > 32 && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile64>(p, x, w, bias, y, stream, err)) return true;
-  if (og > 16 && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile32>(p, x, w, bias, y, stream, err)) return true;
+  // JAX_CONV1D_IGEMM_MAX_BM=64|32|16 skips the larger tiles (read per call, for comparisons: the 64-row tiles
+  // are 256 positions wide).
+  const int max_bm = igemm_env_int("JAX_CONV1D_IGEMM_MAX_BM", 128);
+  if (og > 64 && max_bm >= 128 && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile128>(p, x, w, bias, y, stream, err)) return true;
+  if (og > 32 && max_bm >= 64 && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile64>(p, x, w, bias, y, stream, err)) return true;
+  if (og > 16 && max_bm >= 32 && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile32>(p, x, w, bias, y, stream, err)) return true;
   return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile16>(p, x, w, bias, y, stream, err);
 }
 
