@@ -589,24 +589,31 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) mma_tf32_16x8x8(acc[mt][nt], fr.a[q][mt], bb[nt]);
         } else if constexpr (kMath == FwdMath::k3xTF32) {
-          uint32_t ab[MT][4], as[MT][4], bb[NT][2], bs[NT][2];
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-            for (int r = 0; r < 4; ++r) tf32_split_fast(__uint_as_float(fr.a[q][mt][r]), ab[mt][r], as[mt][r]);
+          uint32_t bb[NT][2], bs[NT][2];
 #pragma unroll
           for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
             for (int r = 0; r < 2; ++r) tf32_split_fast(__uint_as_float(fr.b[q][nt][r]), bb[nt][r], bs[nt][r]);
-          // Small cross terms first, so they are not lost under the large partial sum's rounding.
+          // Each k-step's three products go into a fresh sum (small cross terms first), added to the
+          // accumulator with one rounded add: the MMA's own accumulation truncates, and three truncations
+          // per k-step into the running sum made the error grow with the reduction length (5.6e-6 at
+          // Cg*K = 1152 against float64); a rounded add per k-step does not drift. A is split one m16 block
+          // at a time to keep the live registers within 255.
 #pragma unroll
-          for (int mt = 0; mt < MT; ++mt)
+          for (int mt = 0; mt < MT; ++mt) {
+            uint32_t ab[4], as[4];
+#pragma unroll
+            for (int r = 0; r < 4; ++r) tf32_split_fast(__uint_as_float(fr.a[q][mt][r]), ab[r], as[r]);
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) {
-              mma_tf32_16x8x8(acc[mt][nt], as[mt], bb[nt]);
-              mma_tf32_16x8x8(acc[mt][nt], ab[mt], bs[nt]);
-              mma_tf32_16x8x8(acc[mt][nt], ab[mt], bb[nt]);
+              float part[4] = {0.f, 0.f, 0.f, 0.f};
+              mma_tf32_16x8x8(part, as, bb[nt]);
+              mma_tf32_16x8x8(part, ab, bs[nt]);
+              mma_tf32_16x8x8(part, ab, bb[nt]);
+#pragma unroll
+              for (int r = 0; r < 4; ++r) acc[mt][nt][r] += part[r];
             }
+          }
         } else {
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt)
@@ -616,17 +623,28 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
       }
     };
 
-    Frags f0, f1;
-    load_frags(0, f0);
     int j = 0;
     if (a.diag & kDiagNoMma) j = J;
-    for (; j + 2 <= J; j += 2) {
-      load_frags(j + 1, f1);
-      mma_frags(f0);
-      if (j + 2 < J) load_frags(j + 2, f0);
-      mma_frags(f1);
+    if constexpr (kMath == FwdMath::k3xTF32) {
+      // One register set: the fresh per-k-step sums of the 3xTF32 MMAs need the second set's registers (with
+      // both, ptxas spilled in the 64- and 128-row tiles), and three MMAs per product leave the fragment
+      // loads less exposed.
+      for (; j < J; ++j) {
+        Frags f;
+        load_frags(j, f);
+        mma_frags(f);
+      }
+    } else {
+      Frags f0, f1;
+      load_frags(0, f0);
+      for (; j + 2 <= J; j += 2) {
+        load_frags(j + 1, f1);
+        mma_frags(f0);
+        if (j + 2 < J) load_frags(j + 2, f0);
+        mma_frags(f1);
+      }
+      if (j < J) mma_frags(f0);
     }
-    if (j < J) mma_frags(f0);
 
     if (c.chunk == a.steps - 1) {
       if (!(a.diag & kDiagNoStore)) epilogue(c.n, c.tt);
