@@ -23,6 +23,8 @@ CASES = {
     # name: (x shape, w shape, kwargs, dtype, bias)
     "headline_ncw_f32": ((64, 64, 524280), (128, 64, 3), dict(stride=3, dilation=4, layout="NCW"), jnp.float32, False),
     "headline_nwc_f32": ((64, 524280, 64), (3, 64, 128), dict(stride=3, dilation=4, layout="NWC"), jnp.float32, False),
+    "headline_ncw_f32_highest": ((64, 64, 524280), (128, 64, 3),
+                                 dict(stride=3, dilation=4, layout="NCW", precision="highest"), jnp.float32, False),
     "headline_ncw_bf16": ((64, 64, 524280), (128, 64, 3), dict(stride=3, dilation=4, layout="NCW"), jnp.bfloat16,
                           False),
     "wavenet_dense": ((16, 65536, 128), (2, 128, 256), dict(dilation=64, padding="CAUSAL", layout="NWC"), jnp.float32,
