@@ -219,6 +219,8 @@ def main():
     bad = 0
     worst = {}
     for i, cfg in enumerate(configs):
+        if args.verbose:
+            print(f"#{i} {cfg['layout']} c{cfg['c']} o{cfg['o']} k{cfg['k']} g{cfg['groups']} {'/'.join(cfg['dtypes'])}")
         fails = check(cfg, rng_np, args.verbose)
         if fails:
             bad += 1

@@ -53,6 +53,8 @@ CONFIGS = [
     ("BM 64 x BN 256", {"JAX_CONV1D_IGEMM_MAX_BM": "64"}),
     ("BM 64 x BN 256; evict-normal", {"JAX_CONV1D_IGEMM_MAX_BM": "64", "JAX_CONV1D_IGEMM_STORE_EVICT": "normal"}),
     ("BM 64 x BN 256; stores only", {"JAX_CONV1D_IGEMM_MAX_BM": "64", "JAX_CONV1D_IGEMM_DIAG": "3"}),
+    ("evict-first stores", {"JAX_CONV1D_IGEMM_STORE_EVICT": "first"}),
+    ("2 chunks per step; evict-first", {"JAX_CONV1D_IGEMM_STEP_CHUNKS": "2", "JAX_CONV1D_IGEMM_STORE_EVICT": "first"}),
     ("full kernel (again)", {}),
 ]
 KNOBS = ("JAX_CONV1D_IGEMM_DIAG", "JAX_CONV1D_IGEMM_STAGES", "JAX_CONV1D_IGEMM_STAGED_STORES", "JAX_CONV1D_FWD_BULK",

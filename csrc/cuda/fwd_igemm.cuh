@@ -83,7 +83,7 @@ struct IgemmArgs {
   int stage_elems;   // elements per pipeline stage
   int stages;        // pipeline depth, 2..kMaxStages
   int chunks;        // channel chunks per group: ceil(Cg / BC)
-  int step_chunks;   // channel chunks per pipeline step (NWC with bulk copies: 1 or 2; otherwise 1) ...
+  int step_chunks;   // channel chunks per pipeline step (with bulk copies: 1 or 2; otherwise 1) ...
   int steps;         // ... so steps per tile: ceil(chunks / step_chunks)
   int sub_elems;     // elements per chunk window inside a stage (the stage holds step_chunks of them)
   int m_tiles;       // o-tiles per group: ceil(Og / BM)
@@ -232,8 +232,6 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     const int64_t l0 = tt * BN * s - p.pad_lo;
     T* dst = xs + size_t(stage) * a.stage_elems;
     if constexpr (kNCW) {
-      const int c_valid = int(std::min<int64_t>(BC, cg - int64_t(chunk) * BC));
-      const T* xg = x + n * p.x_n + (grp * cg + int64_t(chunk) * BC) * p.x_c;
       const int64_t la = floor_div(l0, VEC) * VEC;
       const int span = int(ceil_div(int64_t(l0 - la) + a.win, VEC) * VEC);  // elements of each row read
       // In-range part [lo, hi) of [la, la + span); L and la are multiples of VEC, so it is whole vectors.
@@ -243,22 +241,35 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
         return;
       }
       const uint32_t row_bytes = hi > lo ? uint32_t((hi - lo) * sizeof(T)) : 0u;
-      if (lane == 0) mbar_arrive_expect_tx(bar, row_bytes * uint32_t(c_valid));
+      // The step's chunk windows (step_chunks of them, sub_elems apart in the stage), BC channel rows each.
+      const int chunk0 = chunk * a.step_chunks, nsub = std::min(a.step_chunks, a.chunks - chunk0);
+      int rows_valid = 0;
+      for (int sub = 0; sub < nsub; ++sub)
+        rows_valid += int(std::min<int64_t>(BC, cg - int64_t(chunk0 + sub) * BC));
+      if (lane == 0) mbar_arrive_expect_tx(bar, row_bytes * uint32_t(rows_valid));
       __syncwarp();
-      for (int r = lane; r < c_valid && row_bytes > 0; r += 32)
-        bulk_copy_g2s(dst + r * x_row + (lo - la), xg + r * p.x_c + lo, row_bytes, bar);
-      // Zeros, written by the whole warp, for padding (left of 0, right of L) and channels past the group.
-      // Only tiles at the ends of a sequence, or groups narrower than a chunk, have any.
       const int z0 = row_bytes > 0 ? int(lo - la) : span, z1 = row_bytes > 0 ? int(hi - la) : span;
-      if (z0 > 0 || z1 < span || c_valid < BC) {
-        for (int r = 0; r < BC; ++r) {
-          T* row = dst + r * x_row;
-          const int a0 = r < c_valid ? z0 : span, a1 = r < c_valid ? z1 : span;
-          for (int i = lane; i < a0; i += 32) row[i] = T(0.f);
-          for (int i = a1 + lane; i < span; i += 32) row[i] = T(0.f);
+      bool zeros = false;
+      for (int sub = 0; sub < nsub; ++sub) {
+        const int64_t ch = chunk0 + sub;
+        const int c_valid = int(std::min<int64_t>(BC, cg - ch * BC));
+        const T* xg = x + n * p.x_n + (grp * cg + ch * BC) * p.x_c;
+        T* sdst = dst + size_t(sub) * a.sub_elems;
+        for (int r = lane; r < c_valid && row_bytes > 0; r += 32)
+          bulk_copy_g2s(sdst + r * x_row + (lo - la), xg + r * p.x_c + lo, row_bytes, bar);
+        // Zeros, written by the whole warp, for padding (left of 0, right of L) and channels past the group.
+        // Only tiles at the ends of a sequence, or groups narrower than a chunk, have any.
+        if (z0 > 0 || z1 < span || c_valid < BC) {
+          zeros = true;
+          for (int r = 0; r < BC; ++r) {
+            T* row = sdst + r * x_row;
+            const int a0 = r < c_valid ? z0 : span, a1 = r < c_valid ? z1 : span;
+            for (int i = lane; i < a0; i += 32) row[i] = T(0.f);
+            for (int i = a1 + lane; i < span; i += 32) row[i] = T(0.f);
+          }
         }
-        fence_proxy_async();
       }
+      if (zeros) fence_proxy_async();
     } else {
       const uint32_t box_bytes = uint32_t(a.box_rows) * BC * sizeof(T);
       if (a.diag & kDiagNoCopy) {
@@ -531,7 +542,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     // The step's (chunk, tap) pairs in one sequence j = sub * K + k; the resident weights are chunk-major,
     // tap-minor, so j also indexes the A fragments from the step's first chunk on.
     const int chunk0 = c.chunk * a.step_chunks;
-    const int J = K * (kNCW ? 1 : std::min(a.step_chunks, a.chunks - chunk0));
+    const int J = K * std::min(a.step_chunks, a.chunks - chunk0);
     const uint32_t* wck = ws + (size_t(chunk0) * K * QS * kMTiles + wm * MT) * 128 + lane * 4;
     const uint32_t sub_bytes = uint32_t(a.sub_elems) * sizeof(T);
 
@@ -557,7 +568,8 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
           fr.b[0][nt][0] = r4[0], fr.b[0][nt][1] = r4[1], fr.b[1][nt][0] = r4[2], fr.b[1][nt][1] = r4[3];
         }
       } else {
-        const unsigned char* base = xsb + ncw_base + uint32_t(j * d * int(sizeof(T)));  // j == k: one chunk
+        const int sub = j >= K ? 1 : 0, k = j - sub * K;  // step_chunks <= 2
+        const unsigned char* base = xsb + ncw_base + sub * sub_bytes + uint32_t(k * d * int(sizeof(T)));
 #pragma unroll
         for (int q = 0; q < QS; ++q)
 #pragma unroll
@@ -678,11 +690,12 @@ inline bool igemm_staged_stores_enabled() {
   return v == nullptr || std::strcmp(v, "0") != 0;
 }
 
-// JAX_CONV1D_IGEMM_STORE_EVICT=normal stores outputs with the normal L2 eviction policy instead of streaming
-// (st.global.cs); read per call, for comparisons.
-inline bool igemm_store_evict_normal() {
+// JAX_CONV1D_IGEMM_STORE_EVICT=normal|first: outputs stored with the normal L2 eviction policy or streaming
+// (st.global.cs); read per call, for comparisons. Default: normal for NCW, streaming for NWC.
+inline bool igemm_store_evict_normal(bool fallback) {
   const char* v = std::getenv("JAX_CONV1D_IGEMM_STORE_EVICT");
-  return v != nullptr && std::strcmp(v, "normal") == 0;
+  if (v == nullptr || *v == '\0') return fallback;
+  return std::strcmp(v, "normal") == 0;
 }
 
 // Timing experiments (results are wrong while set): JAX_CONV1D_IGEMM_DIAG, a kDiag* bit mask, and
@@ -741,16 +754,17 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, bool bulk, Igemm
   // JAX_CONV1D_IGEMM_STEP_CHUNKS=1|2 overrides.
   const int64_t sub_bytes = ceil_div(int64_t(a.stage_elems) * sizeof(T), 1024) * 1024;
   a.sub_elems = int(sub_bytes / sizeof(T));
+  const int64_t budget = dev.max_smem_block - 1024 - int64_t(sizeof(uint64_t)) * 4;  // alignment slack, barriers
   a.step_chunks = 1;
-  if (bulk && p.layout == Layout::kNWC && chunks >= 2) {
-    const bool measured = p.kernel_size <= 2 || (sizeof(T) == 4 && p.precision != Precision::kAccurate);
+  if (bulk && chunks >= 2 && a.w_bytes_padded + 4 * sub_bytes <= budget) {
+    const bool measured = p.layout == Layout::kNWC &&
+                          (p.kernel_size <= 2 || (sizeof(T) == 4 && p.precision != Precision::kAccurate));
     const int want = igemm_env_int("JAX_CONV1D_IGEMM_STEP_CHUNKS", measured ? 2 : 1);
     a.step_chunks = want >= 2 ? 2 : 1;
   }
   a.steps = int(ceil_div(chunks, a.step_chunks));
   const int64_t stage_bytes = sub_bytes * a.step_chunks;
   a.stage_elems = int(stage_bytes / sizeof(T));
-  const int64_t budget = dev.max_smem_block - 1024 - int64_t(sizeof(uint64_t)) * 4;  // alignment slack, barriers
   a.stages = 0;
   const int max_stages = std::clamp(igemm_env_int("JAX_CONV1D_IGEMM_STAGES", kMaxStages), 2, kMaxStages);
   for (int st = max_stages; st >= 2; --st) {
@@ -801,7 +815,10 @@ bool igemm_launch_variant(const Conv1dParams& p, const T* x, const T* w, const T
                         : p.y_t == 1;
     if (!ok || !igemm_staged_stores_enabled()) a.scratch_off = 0;
   }
-  a.evict_normal = igemm_store_evict_normal();
+  // NCW with normal eviction: the partial sectors at both ends of a tile row are completed by the neighbouring
+  // tiles' blocks (working on the next tiles at the same time) while they still sit in L2. Headline NCW f32
+  // 7.11 -> 6.72 ms, bf16 5.95 -> 5.47 ms (H100, one process; docs/notes/fwd_session3.md).
+  a.evict_normal = igemm_store_evict_normal(kLayout == Layout::kNCW);
   CUtensorMap tmap{};
   if constexpr (kBulk) {
     if (!a.vec_x) return false;
