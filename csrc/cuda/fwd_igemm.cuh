@@ -346,9 +346,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
       // Through shared memory, so global stores are 16-byte vectors covering contiguous runs (NWC: a warp's 8
       // positions x WM channels; NCW: whole tile rows of BN positions) instead of 4-8 scattered 32-byte
       // pieces per instruction.
-      float* scr = reinterpret_cast<float*>(smem + a.scratch_off) + warp * (8 * (WM + 4));
       constexpr int V = 16 / int(sizeof(TOut));  // outputs per 16-byte store
-      TOut* yw = y + n * p.y_n + (grp * og + int64_t(mtile) * BM + wm * WM) * p.y_o + (tt * BN + wn * WN) * p.y_t;
       float bv[MT][2];
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
@@ -356,6 +354,9 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
         for (int h = 0; h < 2; ++h) bv[mt][h] = bias ? to_acc(bias[grp * og + o_lane + mt * 16 + 8 * h]) : 0.f;
       if constexpr (!kNCW) {
         constexpr int P = WM + 4, VPC = WM / V;  // row pitch; vectors per column
+        float* const scr = reinterpret_cast<float*>(smem + a.scratch_off) + warp * (8 * P);
+        TOut* const yw =
+            y + n * p.y_n + (grp * og + int64_t(mtile) * BM + wm * WM) * p.y_o + (tt * BN + wn * WN) * p.y_t;
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
           __syncwarp();
@@ -747,18 +748,19 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, bool bulk, Igemm
     a.x_row = 0;
     a.stage_elems = int(win * E::kRowNWC);
   }
-  // NWC windows through the copy engine: two channel chunks share a pipeline step, which halves the stage
-  // waits and block barriers per tile (about 650 ns per step on the H100). Measured faster for WaveNet (K = 2,
-  // 64 MMAs per warp per chunk: 1.42 -> 1.31 ms) and the f32 TF32 headline (K = 3: 5.97 -> 5.74 ms); bf16
-  // and 3xTF32 at K > 2 were checked but not timed, so they keep one chunk per step.
+  // Windows through the copy engine: two channel chunks share a pipeline step, which halves the stage waits
+  // and block barriers per tile (about 650 ns per step on the H100). Measured faster for WaveNet (NWC, K = 2,
+  // 64 MMAs per warp per chunk: 1.42 -> 1.31 ms), the f32 TF32 NWC headline (K = 3: 5.97 -> 5.74 ms) and every
+  // NCW headline (f32 7.27-7.42 -> 6.83 ms, bf16 5.84-5.97 -> 5.45, 3xTF32 13.33 -> 12.70; session 3); NWC
+  // bf16 and 3xTF32 at K > 2 were checked but not timed, so they keep one chunk per step.
   // JAX_CONV1D_IGEMM_STEP_CHUNKS=1|2 overrides.
   const int64_t sub_bytes = ceil_div(int64_t(a.stage_elems) * sizeof(T), 1024) * 1024;
   a.sub_elems = int(sub_bytes / sizeof(T));
   const int64_t budget = dev.max_smem_block - 1024 - int64_t(sizeof(uint64_t)) * 4;  // alignment slack, barriers
   a.step_chunks = 1;
   if (bulk && chunks >= 2 && a.w_bytes_padded + 4 * sub_bytes <= budget) {
-    const bool measured = p.layout == Layout::kNWC &&
-                          (p.kernel_size <= 2 || (sizeof(T) == 4 && p.precision != Precision::kAccurate));
+    const bool measured = p.layout == Layout::kNCW || p.kernel_size <= 2 ||
+                          (sizeof(T) == 4 && p.precision != Precision::kAccurate);
     const int want = igemm_env_int("JAX_CONV1D_IGEMM_STEP_CHUNKS", measured ? 2 : 1);
     a.step_chunks = want >= 2 ? 2 : 1;
   }
@@ -817,7 +819,8 @@ bool igemm_launch_variant(const Conv1dParams& p, const T* x, const T* w, const T
   }
   // NCW with normal eviction: the partial sectors at both ends of a tile row are completed by the neighbouring
   // tiles' blocks (working on the next tiles at the same time) while they still sit in L2. Headline NCW f32
-  // 7.11 -> 6.72 ms, bf16 5.95 -> 5.47 ms (H100, one process; docs/notes/fwd_session3.md).
+  // 7.11 -> 6.72 ms, bf16 5.95 -> 5.47 ms (H100, one process; docs/notes/fwd_session3.md). NWC (whole 64 KB
+  // runs per tile) measured 5.68 streaming vs 5.79 ms normal, so it keeps streaming stores.
   a.evict_normal = igemm_store_evict_normal(kLayout == Layout::kNCW);
   CUtensorMap tmap{};
   if constexpr (kBulk) {
