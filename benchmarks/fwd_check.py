@@ -35,7 +35,7 @@ from jax_conv1d._shapes import output_length, resolve_padding  # noqa: E402
 # allows 8x that relative to max |ref|.
 TOLERANCES = {
     ("float32", "float32", "default"): 1.5e-3,
-    ("float32", "float32", "highest"): 1e-5,  # 3xTF32: error grows ~linearly with Cg*K (5.6e-6 at 1152)
+    ("float32", "float32", "highest"): 1e-5,
     ("bfloat16", "bfloat16", "default"): 8e-3,
     ("bfloat16", "float32", "default"): 1e-5,
     ("float16", "float16", "default"): 2e-3,
@@ -97,6 +97,11 @@ def fixed_configs():
             dict(n=1, c=1024, o=1024, k=9, length=300, stride=2, dilation=3, padding="SAME", groups=8,
                  layout=layout, dtypes=("float32", "float32", "highest"), bias=True),
         ]
+        # 3xTF32 on long reductions (Cg*K = 1152 and 2304) in each tile height, at the accuracy goal
+        # (2e-6 against float64) rather than the general 3xTF32 tolerance.
+        for c, k, o in ((384, 3, 256), (256, 9, 64), (384, 3, 24)):
+            out.append(dict(n=2, c=c, o=o, k=k, length=3000, stride=1, dilation=2, padding="SAME", groups=1,
+                            layout=layout, dtypes=("float32", "float32", "highest"), bias=False, tol=2e-6))
     return out
 
 
@@ -174,7 +179,7 @@ def run_ours(cfg, pads, x, w, b, family):
 def check(cfg, rng_np, verbose):
     pads, x, w, b, x64, w64, b64 = make_inputs(cfg, rng_np)
     ref = reference(cfg, pads, x64, w64, b64)
-    tol = TOLERANCES[tuple(cfg["dtypes"])]
+    tol = cfg.get("tol", TOLERANCES[tuple(cfg["dtypes"])])
     failures = []
     for fam in families(cfg):
         try:
@@ -223,6 +228,8 @@ def main():
     bad = 0
     worst = {}
     for i, cfg in enumerate(configs):
+        if args.verbose:
+            print(f"#{i} {cfg['layout']} c{cfg['c']} o{cfg['o']} k{cfg['k']} g{cfg['groups']} {'/'.join(cfg['dtypes'])}")
         fails = check(cfg, rng_np, args.verbose)
         if fails:
             bad += 1

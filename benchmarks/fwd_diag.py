@@ -3,8 +3,10 @@
     python benchmarks/fwd_diag.py [case ...]
 
 JAX_CONV1D_IGEMM_DIAG drops parts of the kernel (1: MMA loop, 2: input copies, 4: output stores; results are
-wrong while set), JAX_CONV1D_IGEMM_STAGES caps the pipeline depth and JAX_CONV1D_IGEMM_STEP_CHUNKS sets the
-channel chunks per pipeline step (NWC with the copy engine); all are read per call, so every row
+wrong while set), JAX_CONV1D_IGEMM_STAGES caps the pipeline depth, JAX_CONV1D_IGEMM_STEP_CHUNKS sets the
+channel chunks per pipeline step (NWC with the copy engine), JAX_CONV1D_IGEMM_STAGED_STORES=0 stores from the
+fragments, JAX_CONV1D_IGEMM_STORE_EVICT=normal drops the streaming hint and JAX_CONV1D_IGEMM_MAX_BM=64 takes the
+64 x 256 tile; all are read per call, so every row
 below runs the same compiled executable in one process. Medians of 15 calls after 2 warm-ups.
 """
 
@@ -21,6 +23,8 @@ CASES = {
     # name: (x shape, w shape, kwargs, dtype, bias)
     "headline_ncw_f32": ((64, 64, 524280), (128, 64, 3), dict(stride=3, dilation=4, layout="NCW"), jnp.float32, False),
     "headline_nwc_f32": ((64, 524280, 64), (3, 64, 128), dict(stride=3, dilation=4, layout="NWC"), jnp.float32, False),
+    "headline_ncw_f32_highest": ((64, 64, 524280), (128, 64, 3),
+                                 dict(stride=3, dilation=4, layout="NCW", precision="highest"), jnp.float32, False),
     "headline_ncw_bf16": ((64, 64, 524280), (128, 64, 3), dict(stride=3, dilation=4, layout="NCW"), jnp.bfloat16,
                           False),
     "wavenet_dense": ((16, 65536, 128), (2, 128, 256), dict(dilation=64, padding="CAUSAL", layout="NWC"), jnp.float32,
@@ -42,10 +46,19 @@ CONFIGS = [
     ("2 chunks per step", {"JAX_CONV1D_IGEMM_STEP_CHUNKS": "2"}),
     ("2 chunks per step; MMA only", {"JAX_CONV1D_IGEMM_STEP_CHUNKS": "2", "JAX_CONV1D_IGEMM_DIAG": "6"}),
     ("2 chunks per step; nothing", {"JAX_CONV1D_IGEMM_STEP_CHUNKS": "2", "JAX_CONV1D_IGEMM_DIAG": "7"}),
+    ("evict-normal stores", {"JAX_CONV1D_IGEMM_STORE_EVICT": "normal"}),
+    ("unstaged; evict-normal", {"JAX_CONV1D_IGEMM_STAGED_STORES": "0", "JAX_CONV1D_IGEMM_STORE_EVICT": "normal"}),
+    ("stores only; unstaged", {"JAX_CONV1D_IGEMM_DIAG": "3", "JAX_CONV1D_IGEMM_STAGED_STORES": "0"}),
+    ("stores only; evict-normal", {"JAX_CONV1D_IGEMM_DIAG": "3", "JAX_CONV1D_IGEMM_STORE_EVICT": "normal"}),
+    ("BM 64 x BN 256", {"JAX_CONV1D_IGEMM_MAX_BM": "64"}),
+    ("BM 64 x BN 256; evict-normal", {"JAX_CONV1D_IGEMM_MAX_BM": "64", "JAX_CONV1D_IGEMM_STORE_EVICT": "normal"}),
+    ("BM 64 x BN 256; stores only", {"JAX_CONV1D_IGEMM_MAX_BM": "64", "JAX_CONV1D_IGEMM_DIAG": "3"}),
+    ("evict-first stores", {"JAX_CONV1D_IGEMM_STORE_EVICT": "first"}),
+    ("2 chunks per step; evict-first", {"JAX_CONV1D_IGEMM_STEP_CHUNKS": "2", "JAX_CONV1D_IGEMM_STORE_EVICT": "first"}),
     ("full kernel (again)", {}),
 ]
 KNOBS = ("JAX_CONV1D_IGEMM_DIAG", "JAX_CONV1D_IGEMM_STAGES", "JAX_CONV1D_IGEMM_STAGED_STORES", "JAX_CONV1D_FWD_BULK",
-         "JAX_CONV1D_IGEMM_STEP_CHUNKS")
+         "JAX_CONV1D_IGEMM_STEP_CHUNKS", "JAX_CONV1D_IGEMM_STORE_EVICT", "JAX_CONV1D_IGEMM_MAX_BM")
 
 
 def main():

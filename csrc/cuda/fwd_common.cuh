@@ -39,27 +39,37 @@ __device__ __forceinline__ void copy_elem(T* dst, const T* src, bool ok) {
   }
 }
 
-// Outputs are written once and never read back by the kernel: streaming stores keep them from evicting the
-// input halos that neighbouring tiles still need from L2.
-template <typename TOut>
+// Outputs are written once and never read back by the kernel: streaming stores (kStream, the default) keep
+// them from evicting the input halos that neighbouring tiles still need from L2. kStream = false stores with
+// the normal eviction policy (a timing knob for NCW, whose tile rows share sectors with the next tile's).
+template <bool kStream, typename S>
+__device__ __forceinline__ void store_global(S* p, const S& v) {
+  if constexpr (kStream) {
+    __stcs(p, v);
+  } else {
+    *p = v;
+  }
+}
+
+template <typename TOut, bool kStream = true>
 __device__ __forceinline__ void store_out(TOut* p, float v) {
-  __stcs(p, from_acc<TOut>(v));
+  store_global<kStream>(p, from_acc<TOut>(v));
 }
 
 // Two adjacent outputs; p must be aligned to 2 elements.
-template <typename TOut>
+template <typename TOut, bool kStream = true>
 __device__ __forceinline__ void store_out2(TOut* p, float v0, float v1) {
   if constexpr (std::is_same_v<TOut, float>) {
-    __stcs(reinterpret_cast<float2*>(p), make_float2(v0, v1));
+    store_global<kStream>(reinterpret_cast<float2*>(p), make_float2(v0, v1));
   } else if constexpr (std::is_same_v<TOut, __nv_bfloat16>) {
-    __stcs(reinterpret_cast<__nv_bfloat162*>(p), __floats2bfloat162_rn(v0, v1));
+    store_global<kStream>(reinterpret_cast<__nv_bfloat162*>(p), __floats2bfloat162_rn(v0, v1));
   } else {
-    __stcs(reinterpret_cast<__half2*>(p), __floats2half2_rn(v0, v1));
+    store_global<kStream>(reinterpret_cast<__half2*>(p), __floats2half2_rn(v0, v1));
   }
 }
 
 // N consecutive outputs as 16-byte stores; p must be 16-byte aligned and N * sizeof(TOut) a multiple of 16.
-template <typename TOut, int N>
+template <typename TOut, int N, bool kStream = true>
 __device__ __forceinline__ void store_out_vec(TOut* p, const float (&v)[N]) {
   static_assert((N * sizeof(TOut)) % 16 == 0, "whole 16-byte vectors only");
   constexpr int kPer = 16 / int(sizeof(TOut));
@@ -83,8 +93,22 @@ __device__ __forceinline__ void store_out_vec(TOut* p, const float (&v)[N]) {
       }
       bits = make_uint4(w[0], w[1], w[2], w[3]);
     }
-    __stcs(reinterpret_cast<uint4*>(p + i), bits);
+    store_global<kStream>(reinterpret_cast<uint4*>(p + i), bits);
   }
+}
+
+// Part of a 16-byte vector of outputs at the aligned address p, element by element: elements [from, V) of v
+// (kHead: the vector starts before the run) or [0, from) (the run ends inside the vector).
+template <typename TOut, int V, bool kStream, bool kHead>
+__device__ __forceinline__ void store_out_part(TOut* p, const float (&v)[V], int from) {
+#pragma unroll
+  for (int e = 0; e < V; ++e)
+    if (kHead ? e >= from : e < from) store_out<TOut, kStream>(p + e, v[e]);
+}
+
+// Barrier over `threads` threads (a multiple of 32) of the block, with ids 1..15 (0 is __syncthreads').
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
 // A 16-byte vector of T from shared memory, widened to float.

@@ -49,13 +49,15 @@ struct IgemmElem {
 // Pipeline depth limit: more stages keep more bytes in flight per multiprocessor when the weights leave room.
 constexpr int kMaxStages = 6;
 
-// Per-warp output staging (floats): NWC stages one n8 column block of the warp tile as [8 columns][WM + 4],
-// NCW one 8-row half of an m16 block as [8 rows][WN + 8]; the pads make the fragment-order writes
-// conflict-free.
+// Output staging in shared memory (bytes). NWC: per warp, one n8 column block of the warp tile as
+// [8 columns][WM + 4] floats. NCW: per warp row (the WARPS_N warps sharing wm), two buffers of 8 whole tile
+// rows as [8 rows][BN + 8] floats. The pads make the fragment-order writes conflict-free; the NCW pad also
+// leaves room for shifting a row by its misalignment (up to 7 elements).
 template <class Tile, Layout kLayout>
-constexpr int igemm_scratch_floats() {
-  constexpr int WM = Tile::BM / Tile::WARPS_M, WN = Tile::BN / Tile::WARPS_N;
-  return kLayout == Layout::kNWC ? 8 * (WM + 4) : 8 * (WN + 8);
+constexpr int igemm_scratch_bytes() {
+  constexpr int WM = Tile::BM / Tile::WARPS_M;
+  return kLayout == Layout::kNWC ? Tile::WARPS_M * Tile::WARPS_N * 8 * (WM + 4) * 4
+                                 : Tile::WARPS_M * 2 * 8 * (Tile::BN + 8) * 4;
 }
 
 // Block tile: BM output channels x BN output positions, WARPS_M x WARPS_N warps.
@@ -81,7 +83,7 @@ struct IgemmArgs {
   int stage_elems;   // elements per pipeline stage
   int stages;        // pipeline depth, 2..kMaxStages
   int chunks;        // channel chunks per group: ceil(Cg / BC)
-  int step_chunks;   // channel chunks per pipeline step (NWC with bulk copies: 1 or 2; otherwise 1) ...
+  int step_chunks;   // channel chunks per pipeline step (with bulk copies: 1 or 2; otherwise 1) ...
   int steps;         // ... so steps per tile: ceil(chunks / step_chunks)
   int sub_elems;     // elements per chunk window inside a stage (the stage holds step_chunks of them)
   int m_tiles;       // o-tiles per group: ceil(Og / BM)
@@ -96,7 +98,8 @@ struct IgemmArgs {
   int64_t step_n, step_tt;   // blocks_per_combo as (samples, tiles): / and % t_tiles
   bool vec_x;        // x rows allow 16-byte copies
   bool pair_store;   // NCW: two adjacent outputs can be stored as one aligned pair
-  int scratch_off;   // byte offset of the per-warp output staging areas (0: none, outputs stored directly)
+  int scratch_off;   // byte offset of the output staging areas (0: none, outputs stored from the fragments)
+  bool evict_normal; // stores with the normal L2 eviction policy instead of streaming (JAX_CONV1D_IGEMM_STORE_EVICT)
   int diag;          // timing experiments only (wrong results): kDiag* bits, from JAX_CONV1D_IGEMM_DIAG
 };
 
@@ -229,8 +232,6 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     const int64_t l0 = tt * BN * s - p.pad_lo;
     T* dst = xs + size_t(stage) * a.stage_elems;
     if constexpr (kNCW) {
-      const int c_valid = int(std::min<int64_t>(BC, cg - int64_t(chunk) * BC));
-      const T* xg = x + n * p.x_n + (grp * cg + int64_t(chunk) * BC) * p.x_c;
       const int64_t la = floor_div(l0, VEC) * VEC;
       const int span = int(ceil_div(int64_t(l0 - la) + a.win, VEC) * VEC);  // elements of each row read
       // In-range part [lo, hi) of [la, la + span); L and la are multiples of VEC, so it is whole vectors.
@@ -240,22 +241,35 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
         return;
       }
       const uint32_t row_bytes = hi > lo ? uint32_t((hi - lo) * sizeof(T)) : 0u;
-      if (lane == 0) mbar_arrive_expect_tx(bar, row_bytes * uint32_t(c_valid));
+      // The step's chunk windows (step_chunks of them, sub_elems apart in the stage), BC channel rows each.
+      const int chunk0 = chunk * a.step_chunks, nsub = std::min(a.step_chunks, a.chunks - chunk0);
+      int rows_valid = 0;
+      for (int sub = 0; sub < nsub; ++sub)
+        rows_valid += int(std::min<int64_t>(BC, cg - int64_t(chunk0 + sub) * BC));
+      if (lane == 0) mbar_arrive_expect_tx(bar, row_bytes * uint32_t(rows_valid));
       __syncwarp();
-      for (int r = lane; r < c_valid && row_bytes > 0; r += 32)
-        bulk_copy_g2s(dst + r * x_row + (lo - la), xg + r * p.x_c + lo, row_bytes, bar);
-      // Zeros, written by the whole warp, for padding (left of 0, right of L) and channels past the group.
-      // Only tiles at the ends of a sequence, or groups narrower than a chunk, have any.
       const int z0 = row_bytes > 0 ? int(lo - la) : span, z1 = row_bytes > 0 ? int(hi - la) : span;
-      if (z0 > 0 || z1 < span || c_valid < BC) {
-        for (int r = 0; r < BC; ++r) {
-          T* row = dst + r * x_row;
-          const int a0 = r < c_valid ? z0 : span, a1 = r < c_valid ? z1 : span;
-          for (int i = lane; i < a0; i += 32) row[i] = T(0.f);
-          for (int i = a1 + lane; i < span; i += 32) row[i] = T(0.f);
+      bool zeros = false;
+      for (int sub = 0; sub < nsub; ++sub) {
+        const int64_t ch = chunk0 + sub;
+        const int c_valid = int(std::min<int64_t>(BC, cg - ch * BC));
+        const T* xg = x + n * p.x_n + (grp * cg + ch * BC) * p.x_c;
+        T* sdst = dst + size_t(sub) * a.sub_elems;
+        for (int r = lane; r < c_valid && row_bytes > 0; r += 32)
+          bulk_copy_g2s(sdst + r * x_row + (lo - la), xg + r * p.x_c + lo, row_bytes, bar);
+        // Zeros, written by the whole warp, for padding (left of 0, right of L) and channels past the group.
+        // Only tiles at the ends of a sequence, or groups narrower than a chunk, have any.
+        if (z0 > 0 || z1 < span || c_valid < BC) {
+          zeros = true;
+          for (int r = 0; r < BC; ++r) {
+            T* row = sdst + r * x_row;
+            const int a0 = r < c_valid ? z0 : span, a1 = r < c_valid ? z1 : span;
+            for (int i = lane; i < a0; i += 32) row[i] = T(0.f);
+            for (int i = a1 + lane; i < span; i += 32) row[i] = T(0.f);
+          }
         }
-        fence_proxy_async();
       }
+      if (zeros) fence_proxy_async();
     } else {
       const uint32_t box_bytes = uint32_t(a.box_rows) * BC * sizeof(T);
       if (a.diag & kDiagNoCopy) {
@@ -322,18 +336,17 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   for (int nt = 0; nt < NT; ++nt) y_col_off[nt] = int64_t(nt * 8) * p.y_t;
   const int64_t o_lane = int64_t(mtile) * BM + wm * WM + g;  // this lane's first output channel in the group
 
-  auto epilogue = [&](int64_t n, int64_t tt) {
+  auto epilogue_with = [&](int64_t n, int64_t tt, auto streaming) {
+    constexpr bool kStream = decltype(streaming)::value;
     // Interior tiles (all rows inside the group, all columns inside the output): no per-element checks and
     // one 64-bit add per store.
     const int64_t tc_lane = tt * BN + wn * WN + 2 * t;
     const bool interior = int64_t(mtile + 1) * BM <= og && (tt + 1) * BN <= p.out_length;
     if (interior && a.scratch_off != 0) {
-      // Through a per-warp staging area, so every global store is a 16-byte vector and a warp's stores cover
-      // whole contiguous runs (NWC: 8 positions x WM channels; NCW: 16 channels x WN positions) instead of
-      // 4-8 scattered 32-byte pieces per instruction.
-      float* scr = reinterpret_cast<float*>(smem + a.scratch_off) + warp * igemm_scratch_floats<Tile, kLayout>();
+      // Through shared memory, so global stores are 16-byte vectors covering contiguous runs (NWC: a warp's 8
+      // positions x WM channels; NCW: whole tile rows of BN positions) instead of 4-8 scattered 32-byte
+      // pieces per instruction.
       constexpr int V = 16 / int(sizeof(TOut));  // outputs per 16-byte store
-      TOut* yw = y + n * p.y_n + (grp * og + int64_t(mtile) * BM + wm * WM) * p.y_o + (tt * BN + wn * WN) * p.y_t;
       float bv[MT][2];
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
@@ -341,6 +354,9 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
         for (int h = 0; h < 2; ++h) bv[mt][h] = bias ? to_acc(bias[grp * og + o_lane + mt * 16 + 8 * h]) : 0.f;
       if constexpr (!kNCW) {
         constexpr int P = WM + 4, VPC = WM / V;  // row pitch; vectors per column
+        float* const scr = reinterpret_cast<float*>(smem + a.scratch_off) + warp * (8 * P);
+        TOut* const yw =
+            y + n * p.y_n + (grp * og + int64_t(mtile) * BM + wm * WM) * p.y_o + (tt * BN + wn * WN) * p.y_t;
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
           __syncwarp();
@@ -360,31 +376,64 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
               const float4 f = *reinterpret_cast<const float4*>(scr + c * P + v * V + e);
               vals[e] = f.x, vals[e + 1] = f.y, vals[e + 2] = f.z, vals[e + 3] = f.w;
             }
-            store_out_vec<TOut, V>(yw + (nt * 8 + c) * p.y_t + v * V, vals);
+            store_out_vec<TOut, V, kStream>(yw + (nt * 8 + c) * p.y_t + v * V, vals);
           }
         }
       } else {
-        constexpr int P = WN + 8, VPR = WN / V;  // row pitch; vectors per row
+        // The WARPS_N warps of one warp row stage whole tile rows together, 8 rows per round, so a row's BN
+        // outputs (contiguous in y) leave as 16-byte vectors of one run. Each row is staged shifted by its
+        // misalignment (its first output's place in a 16-byte vector of y), so the vectors of y are 16-byte
+        // vectors of the staging row too: only a row's first and last vector are partial. Two buffers
+        // alternate, so one barrier per round orders both the writes before the reads and the reads before
+        // the next writes to the same buffer (rounds per tile, 2 * MT, are even).
+        constexpr int P = BN + 8, NV = BN / V, kGroup = Tile::WARPS_N * 32;
+        static_assert(P % 32 == 8 && V <= 8, "pitch 8 mod 32 words; shifts up to 7 elements fit the pad");
+        float* const gscr = reinterpret_cast<float*>(smem + a.scratch_off) + wm * (2 * 8 * P);
+        const int gtid = wn * 32 + lane;
+        TOut* const yg = y + n * p.y_n + (grp * og + int64_t(mtile) * BM + wm * WM) * p.y_o + tt * BN;
+        auto shift_of = [](const TOut* row) { return int(reinterpret_cast<uintptr_t>(row) % 16 / sizeof(TOut)); };
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
-            __syncwarp();
+            float* const buf = gscr + ((mt * 2 + h) & 1) * (8 * P);
+            const int sh_w = shift_of(yg + int64_t(mt * 16 + 8 * h + g) * p.y_o);
+            float* const dst = buf + g * P + sh_w + wn * WN + 2 * t;
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt)
-              *reinterpret_cast<float2*>(scr + g * P + nt * 8 + 2 * t) =
-                  make_float2(acc[mt][nt][2 * h] + bv[mt][h], acc[mt][nt][2 * h + 1] + bv[mt][h]);
-            __syncwarp();
+            for (int nt = 0; nt < NT; ++nt) {
+              const float v0 = acc[mt][nt][2 * h] + bv[mt][h], v1 = acc[mt][nt][2 * h + 1] + bv[mt][h];
+              if ((sh_w & 1) == 0) {
+                *reinterpret_cast<float2*>(dst + nt * 8) = make_float2(v0, v1);
+              } else {
+                dst[nt * 8] = v0, dst[nt * 8 + 1] = v1;
+              }
+            }
+            named_barrier_sync(1 + wm, kGroup);
 #pragma unroll
-            for (int i = lane; i < 8 * VPR; i += 32) {
-              const int r = i / VPR, v = i % VPR;
+            for (int i = gtid; i < 8 * NV; i += kGroup) {
+              const int r = i / NV, v = i % NV;
+              TOut* const row = yg + int64_t(mt * 16 + 8 * h + r) * p.y_o;
+              const int sh = shift_of(row);
+              TOut* const gv = row - sh + v * V;  // the aligned vector of y holding staged floats [v*V, v*V + V)
+              const float* const sv = buf + r * P + v * V;
               float vals[V];
 #pragma unroll
               for (int e = 0; e < V; e += 4) {
-                const float4 f = *reinterpret_cast<const float4*>(scr + r * P + v * V + e);
+                const float4 f = *reinterpret_cast<const float4*>(sv + e);
                 vals[e] = f.x, vals[e + 1] = f.y, vals[e + 2] = f.z, vals[e + 3] = f.w;
               }
-              store_out_vec<TOut, V>(yw + (mt * 16 + 8 * h + r) * p.y_o + v * V, vals);
+              if (sh == 0 || v != 0) {
+                store_out_vec<TOut, V, kStream>(gv, vals);
+              } else {
+                store_out_part<TOut, V, kStream, true>(gv, vals, sh);
+                // and the row's last, partial vector (staged floats [BN, BN + V), of which sh are outputs)
+#pragma unroll
+                for (int e = 0; e < V; e += 4) {
+                  const float4 f = *reinterpret_cast<const float4*>(sv + BN + e);
+                  vals[e] = f.x, vals[e + 1] = f.y, vals[e + 2] = f.z, vals[e + 3] = f.w;
+                }
+                store_out_part<TOut, V, kStream, false>(gv + BN, vals, sh);
+              }
             }
           }
         }
@@ -403,10 +452,10 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
           for (int nt = 0; nt < NT; ++nt) {
             const float v0 = acc[mt][nt][2 * h] + bv, v1 = acc[mt][nt][2 * h + 1] + bv;
             if (kNCW && a.pair_store) {
-              store_out2(yo + y_col_off[nt], v0, v1);
+              store_out2<TOut, kStream>(yo + y_col_off[nt], v0, v1);
             } else {
-              store_out(yo + y_col_off[nt], v0);
-              store_out(yo + y_col_off[nt] + p.y_t, v1);
+              store_out<TOut, kStream>(yo + y_col_off[nt], v0);
+              store_out<TOut, kStream>(yo + y_col_off[nt] + p.y_t, v1);
             }
           }
         }
@@ -429,16 +478,23 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
           const float v0 = acc[mt][nt][2 * h] + bv, v1 = acc[mt][nt][2 * h + 1] + bv;
           if (tc + 1 < p.out_length) {
             if (kNCW && a.pair_store) {
-              store_out2(yo + tc, v0, v1);
+              store_out2<TOut, kStream>(yo + tc, v0, v1);
             } else {
-              store_out(yo + tc * p.y_t, v0);
-              store_out(yo + (tc + 1) * p.y_t, v1);
+              store_out<TOut, kStream>(yo + tc * p.y_t, v0);
+              store_out<TOut, kStream>(yo + (tc + 1) * p.y_t, v1);
             }
           } else if (tc < p.out_length) {
-            store_out(yo + tc * p.y_t, v0);
+            store_out<TOut, kStream>(yo + tc * p.y_t, v0);
           }
         }
       }
+    }
+  };
+  auto epilogue = [&](int64_t n, int64_t tt) {
+    if (a.evict_normal) {
+      epilogue_with(n, tt, std::false_type{});
+    } else {
+      epilogue_with(n, tt, std::true_type{});
     }
   };
 
@@ -487,7 +543,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     // The step's (chunk, tap) pairs in one sequence j = sub * K + k; the resident weights are chunk-major,
     // tap-minor, so j also indexes the A fragments from the step's first chunk on.
     const int chunk0 = c.chunk * a.step_chunks;
-    const int J = K * (kNCW ? 1 : std::min(a.step_chunks, a.chunks - chunk0));
+    const int J = K * std::min(a.step_chunks, a.chunks - chunk0);
     const uint32_t* wck = ws + (size_t(chunk0) * K * QS * kMTiles + wm * MT) * 128 + lane * 4;
     const uint32_t sub_bytes = uint32_t(a.sub_elems) * sizeof(T);
 
@@ -513,7 +569,8 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
           fr.b[0][nt][0] = r4[0], fr.b[0][nt][1] = r4[1], fr.b[1][nt][0] = r4[2], fr.b[1][nt][1] = r4[3];
         }
       } else {
-        const unsigned char* base = xsb + ncw_base + uint32_t(j * d * int(sizeof(T)));  // j == k: one chunk
+        const int sub = j >= K ? 1 : 0, k = j - sub * K;  // step_chunks <= 2
+        const unsigned char* base = xsb + ncw_base + sub * sub_bytes + uint32_t(k * d * int(sizeof(T)));
 #pragma unroll
         for (int q = 0; q < QS; ++q)
 #pragma unroll
@@ -545,24 +602,31 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) mma_tf32_16x8x8(acc[mt][nt], fr.a[q][mt], bb[nt]);
         } else if constexpr (kMath == FwdMath::k3xTF32) {
-          uint32_t ab[MT][4], as[MT][4], bb[NT][2], bs[NT][2];
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-            for (int r = 0; r < 4; ++r) tf32_split_fast(__uint_as_float(fr.a[q][mt][r]), ab[mt][r], as[mt][r]);
+          uint32_t bb[NT][2], bs[NT][2];
 #pragma unroll
           for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
             for (int r = 0; r < 2; ++r) tf32_split_fast(__uint_as_float(fr.b[q][nt][r]), bb[nt][r], bs[nt][r]);
-          // Small cross terms first, so they are not lost under the large partial sum's rounding.
+          // Each k-step's three products go into a fresh sum (small cross terms first), added to the
+          // accumulator with one rounded add: the MMA's own accumulation truncates, and three truncations
+          // per k-step into the running sum made the error grow with the reduction length (5.6e-6 at
+          // Cg*K = 1152 against float64); a rounded add per k-step does not drift. A is split one m16 block
+          // at a time to keep the live registers within 255.
 #pragma unroll
-          for (int mt = 0; mt < MT; ++mt)
+          for (int mt = 0; mt < MT; ++mt) {
+            uint32_t ab[4], as[4];
+#pragma unroll
+            for (int r = 0; r < 4; ++r) tf32_split_fast(__uint_as_float(fr.a[q][mt][r]), ab[r], as[r]);
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) {
-              mma_tf32_16x8x8(acc[mt][nt], as[mt], bb[nt]);
-              mma_tf32_16x8x8(acc[mt][nt], ab[mt], bs[nt]);
-              mma_tf32_16x8x8(acc[mt][nt], ab[mt], bb[nt]);
+              float part[4] = {0.f, 0.f, 0.f, 0.f};
+              mma_tf32_16x8x8(part, as, bb[nt]);
+              mma_tf32_16x8x8(part, ab, bs[nt]);
+              mma_tf32_16x8x8(part, ab, bb[nt]);
+#pragma unroll
+              for (int r = 0; r < 4; ++r) acc[mt][nt][r] += part[r];
             }
+          }
         } else {
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt)
@@ -572,17 +636,28 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
       }
     };
 
-    Frags f0, f1;
-    load_frags(0, f0);
     int j = 0;
     if (a.diag & kDiagNoMma) j = J;
-    for (; j + 2 <= J; j += 2) {
-      load_frags(j + 1, f1);
-      mma_frags(f0);
-      if (j + 2 < J) load_frags(j + 2, f0);
-      mma_frags(f1);
+    if constexpr (kMath == FwdMath::k3xTF32) {
+      // One register set: the fresh per-k-step sums of the 3xTF32 MMAs need the second set's registers (with
+      // both, ptxas spilled in the 64- and 128-row tiles), and three MMAs per product leave the fragment
+      // loads less exposed.
+      for (; j < J; ++j) {
+        Frags f;
+        load_frags(j, f);
+        mma_frags(f);
+      }
+    } else {
+      Frags f0, f1;
+      load_frags(0, f0);
+      for (; j + 2 <= J; j += 2) {
+        load_frags(j + 1, f1);
+        mma_frags(f0);
+        if (j + 2 < J) load_frags(j + 2, f0);
+        mma_frags(f1);
+      }
+      if (j < J) mma_frags(f0);
     }
-    if (j < J) mma_frags(f0);
 
     if (c.chunk == a.steps - 1) {
       if (!(a.diag & kDiagNoStore)) epilogue(c.n, c.tt);
@@ -614,6 +689,14 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
 inline bool igemm_staged_stores_enabled() {
   const char* v = std::getenv("JAX_CONV1D_IGEMM_STAGED_STORES");
   return v == nullptr || std::strcmp(v, "0") != 0;
+}
+
+// JAX_CONV1D_IGEMM_STORE_EVICT=normal|first: outputs stored with the normal L2 eviction policy or streaming
+// (st.global.cs); read per call, for comparisons. Default: normal for NCW, streaming for NWC.
+inline bool igemm_store_evict_normal(bool fallback) {
+  const char* v = std::getenv("JAX_CONV1D_IGEMM_STORE_EVICT");
+  if (v == nullptr || *v == '\0') return fallback;
+  return std::strcmp(v, "normal") == 0;
 }
 
 // Timing experiments (results are wrong while set): JAX_CONV1D_IGEMM_DIAG, a kDiag* bit mask, and
@@ -665,23 +748,25 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, bool bulk, Igemm
     a.x_row = 0;
     a.stage_elems = int(win * E::kRowNWC);
   }
-  // NWC windows through the copy engine: two channel chunks share a pipeline step, which halves the stage
-  // waits and block barriers per tile (about 650 ns per step on the H100). Measured faster for WaveNet (K = 2,
-  // 64 MMAs per warp per chunk: 1.42 -> 1.31 ms) and the f32 TF32 headline (K = 3: 5.97 -> 5.74 ms); bf16
-  // and 3xTF32 at K > 2 were checked but not timed, so they keep one chunk per step.
+  // Windows through the copy engine: two channel chunks share a pipeline step, which halves the stage waits
+  // and block barriers per tile (about 650 ns per step on the H100). Measured faster for WaveNet (NWC, K = 2,
+  // 64 MMAs per warp per chunk: 1.42 -> 1.31 ms), the f32 TF32 NWC headline (K = 3: 5.97 -> 5.74 ms) and every
+  // NCW headline (f32 7.27-7.42 -> 6.83 ms, bf16 5.84-5.97 -> 5.45, 3xTF32 13.33 -> 12.70; session 3); NWC
+  // bf16 and 3xTF32 at K > 2 were checked but not timed, so they keep one chunk per step.
   // JAX_CONV1D_IGEMM_STEP_CHUNKS=1|2 overrides.
   const int64_t sub_bytes = ceil_div(int64_t(a.stage_elems) * sizeof(T), 1024) * 1024;
   a.sub_elems = int(sub_bytes / sizeof(T));
+  const int64_t budget = dev.max_smem_block - 1024 - int64_t(sizeof(uint64_t)) * 4;  // alignment slack, barriers
   a.step_chunks = 1;
-  if (bulk && p.layout == Layout::kNWC && chunks >= 2) {
-    const bool measured = p.kernel_size <= 2 || (sizeof(T) == 4 && p.precision != Precision::kAccurate);
+  if (bulk && chunks >= 2 && a.w_bytes_padded + 4 * sub_bytes <= budget) {
+    const bool measured = p.layout == Layout::kNCW || p.kernel_size <= 2 ||
+                          (sizeof(T) == 4 && p.precision != Precision::kAccurate);
     const int want = igemm_env_int("JAX_CONV1D_IGEMM_STEP_CHUNKS", measured ? 2 : 1);
     a.step_chunks = want >= 2 ? 2 : 1;
   }
   a.steps = int(ceil_div(chunks, a.step_chunks));
   const int64_t stage_bytes = sub_bytes * a.step_chunks;
   a.stage_elems = int(stage_bytes / sizeof(T));
-  const int64_t budget = dev.max_smem_block - 1024 - int64_t(sizeof(uint64_t)) * 4;  // alignment slack, barriers
   a.stages = 0;
   const int max_stages = std::clamp(igemm_env_int("JAX_CONV1D_IGEMM_STAGES", kMaxStages), 2, kMaxStages);
   for (int st = max_stages; st >= 2; --st) {
@@ -693,9 +778,8 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, bool bulk, Igemm
   if (a.stages == 0) return false;
   // Output staging, when it fits: take it from a fifth or sixth chunk window if needed, never below four.
   const int min_stages = std::max(2, 4 / a.step_chunks);
-  const int64_t scratch_floats = p.layout == Layout::kNWC ? igemm_scratch_floats<Tile, Layout::kNWC>()
-                                                          : igemm_scratch_floats<Tile, Layout::kNCW>();
-  const int64_t scratch_bytes = int64_t(Tile::kThreads / 32) * scratch_floats * 4;
+  const int64_t scratch_bytes = p.layout == Layout::kNWC ? igemm_scratch_bytes<Tile, Layout::kNWC>()
+                                                         : igemm_scratch_bytes<Tile, Layout::kNCW>();
   while (a.stages > min_stages && a.w_bytes_padded + a.stages * stage_bytes + scratch_bytes > budget) --a.stages;
   const int64_t stages_end = a.w_bytes_padded + a.stages * stage_bytes;
   a.scratch_off = stages_end + scratch_bytes <= budget ? int(stages_end) : 0;
@@ -722,17 +806,22 @@ bool igemm_launch_variant(const Conv1dParams& p, const T* x, const T* w, const T
   a.vec_x = x_aligned && (kLayout == Layout::kNCW ? p.in_length % VEC == 0
                                                   : p.in_channels % VEC == 0 && p.in_per_group() % VEC == 0);
   a.pair_store = p.out_length % 2 == 0 && reinterpret_cast<uintptr_t>(y) % (2 * sizeof(TOut)) == 0;
-  // Staged 16-byte stores need unit stride along the staged run and 16-byte aligned runs. (NCW rows that are
-  // not 16-byte aligned, like the headline's, were tried staged as the aligned vectors they overlap, partial
-  // ones element-wise: no faster for f32, 30% slower for bf16; docs/notes/fwd_session2.md.)
+  // Staged 16-byte stores need unit stride along the staged run. NWC: 16-byte aligned runs. NCW: any
+  // alignment (each tile row is staged shifted by its own misalignment; the headline's rows of 174758 floats
+  // start 8 bytes off the 16-byte grid for odd channels).
   {
     const bool y16 = reinterpret_cast<uintptr_t>(y) % 16 == 0;
     const int64_t es = sizeof(TOut);
     const bool ok = kLayout == Layout::kNWC
-                        ? p.y_o == 1 && (p.y_t * es) % 16 == 0 && (p.y_n * es) % 16 == 0 && (p.out_per_group() * es) % 16 == 0
-                        : p.y_t == 1 && (p.y_o * es) % 16 == 0 && (p.y_n * es) % 16 == 0;
-    if (!(y16 && ok) || !igemm_staged_stores_enabled()) a.scratch_off = 0;
+                        ? y16 && p.y_o == 1 && (p.y_t * es) % 16 == 0 && (p.y_n * es) % 16 == 0 && (p.out_per_group() * es) % 16 == 0
+                        : p.y_t == 1;
+    if (!ok || !igemm_staged_stores_enabled()) a.scratch_off = 0;
   }
+  // NCW with normal eviction: the partial sectors at both ends of a tile row are completed by the neighbouring
+  // tiles' blocks (working on the next tiles at the same time) while they still sit in L2. Headline NCW f32
+  // 7.11 -> 6.72 ms, bf16 5.95 -> 5.47 ms (H100, one process; docs/notes/fwd_session3.md). NWC (whole 64 KB
+  // runs per tile) measured 5.68 streaming vs 5.79 ms normal, so it keeps streaming stores.
+  a.evict_normal = igemm_store_evict_normal(kLayout == Layout::kNCW);
   CUtensorMap tmap{};
   if constexpr (kBulk) {
     if (!a.vec_x) return false;
@@ -785,9 +874,12 @@ template <typename T, typename TOut, Layout kLayout, FwdMath kMath>
 bool igemm_launch(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y, cudaStream_t stream,
                   cudaError_t* err) {
   const int64_t og = p.out_per_group();
-  if (og > 64 && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile128>(p, x, w, bias, y, stream, err)) return true;
-  if (og > 32 && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile64>(p, x, w, bias, y, stream, err)) return true;
-  if (og > 16 && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile32>(p, x, w, bias, y, stream, err)) return true;
+  // JAX_CONV1D_IGEMM_MAX_BM=64|32|16 skips the larger tiles (read per call, for comparisons: the 64-row tiles
+  // are 256 positions wide).
+  const int max_bm = igemm_env_int("JAX_CONV1D_IGEMM_MAX_BM", 128);
+  if (og > 64 && max_bm >= 128 && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile128>(p, x, w, bias, y, stream, err)) return true;
+  if (og > 32 && max_bm >= 64 && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile64>(p, x, w, bias, y, stream, err)) return true;
+  if (og > 16 && max_bm >= 32 && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile32>(p, x, w, bias, y, stream, err)) return true;
   return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile16>(p, x, w, bias, y, stream, err);
 }
 
