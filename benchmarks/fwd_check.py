@@ -90,6 +90,13 @@ def fixed_configs():
                  dtypes=("float32", "float32", "default"), bias=False),
             dict(n=2, c=128, o=256, k=2, length=3000, stride=1, dilation=64, padding="CAUSAL", groups=1,
                  layout=layout, dtypes=("float32", "float32", "default"), bias=True),
+            # taps further apart than a tile is long: gapped windows (NWC, one box per tap)
+            dict(n=2, c=128, o=256, k=2, length=3000, stride=1, dilation=512, padding="CAUSAL", groups=1,
+                 layout=layout, dtypes=("bfloat16", "bfloat16", "default"), bias=True),
+            dict(n=2, c=64, o=96, k=3, length=2000, stride=2, dilation=300, padding="SAME", groups=1,
+                 layout=layout, dtypes=("float32", "float32", "default"), bias=False),
+            dict(n=1, c=32, o=40, k=4, length=1500, stride=1, dilation=150, padding=(200, 30), groups=1,
+                 layout=layout, dtypes=("float32", "float32", "highest"), bias=True),
             dict(n=2, c=512, o=512, k=7, length=1000, stride=1, dilation=8, padding="SAME", groups=512,
                  layout=layout, dtypes=("float32", "float32", "default"), bias=True),
             dict(n=2, c=640, o=640, k=4, length=600, stride=1, dilation=1, padding="CAUSAL", groups=640,

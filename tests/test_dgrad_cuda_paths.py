@@ -29,6 +29,7 @@ SHAPES = [
     (2, 37, 50, 3, 301, 1, "SAME"),  # nothing aligned, several channel chunks
     (3, 64, 96, 5, 700, 3, (7, 1)),  # explicit padding below the span
     (2, 16, 32, 2, 40, 64, "CAUSAL"),  # dilation longer than the input: dx from one tap only
+    (2, 64, 128, 2, 1500, 512, "CAUSAL"),  # WaveNet's widest dilation: the forward's gapped window
     (2, 32, 48, 3, 200, 2, (6, 5)),  # pad_lo past the span: the rewrite declines
     (1, 64, 64, 9, 513, 1, "SAME"),  # long kernel
     (2, 256, 64, 3, 256, 8, (0, 0)),  # more output than input channels in the rewrite

@@ -70,6 +70,7 @@ SHAPES = [
     (2, 64, 128, 3, 4096, 3, 4, "VALID", 1, False),  # the headline's geometry, shorter
     (2, 100, 300, 3, 1000, 3, 4, "SAME", 1, True),  # several o-tiles and channel chunks, ragged
     (2, 128, 256, 2, 1500, 1, 64, "CAUSAL", 1, True),  # WaveNet-style
+    (2, 64, 96, 3, 1200, 1, 256, "CAUSAL", 1, True),  # taps further apart than a tile: a gapped window
     (3, 24, 40, 5, 301, 2, 3, (4, -2), 4, True),  # grouped, negative padding, odd length
     (1, 7, 5, 9, 77, 4, 1, "SAME", 1, False),  # tiny, nothing aligned
     (2, 64, 64, 7, 1000, 1, 8, "SAME", 64, True),  # depthwise

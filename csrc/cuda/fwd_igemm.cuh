@@ -91,7 +91,10 @@ struct IgemmArgs {
   int w_words;       // 32-bit words of resident weights
   int w_bytes_padded;  // resident weights rounded up to 1 KiB; the stages follow
   int box_rows;      // NWC with bulk copies: window rows per tensor-map box (a multiple of 8) ...
-  int boxes;         // ... and boxes per stage
+  int boxes;         // ... and boxes per stage ...
+  int box_step;      // ... whose input rows start box_step apart (box_rows; the dilation in a gapped window)
+  int tap_rows;      // NWC: shared-memory rows from one tap's window to the next (the dilation, or box_rows
+                     // when each tap has its own box: a gapped window)
   int64_t t_tiles;   // output tiles per sample: ceil(Lout / BN)
   int64_t tiles_per_combo;   // N * t_tiles
   int64_t blocks_per_combo;  // blocks sharing one (group, o-tile)
@@ -282,7 +285,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
         const int c0 = int(grp * cg + int64_t(chunk0 + sub) * BC);
         for (int b = 0; b < a.boxes; ++b)
           tma_load_3d(dst + size_t(sub) * a.sub_elems + size_t(b) * a.box_rows * BC, &tmap, c0,
-                      int(l0 + int64_t(b) * a.box_rows), int(n), bar);
+                      int(l0 + int64_t(b) * a.box_step), int(n), bar);
       }
     }
   };
@@ -558,7 +561,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
         }
       if constexpr (!kNCW) {
         const int sub = j >= K ? 1 : 0, k = j - sub * K;  // step_chunks <= 2
-        const int row = nwc_col0 + k * d;
+        const int row = nwc_col0 + k * a.tap_rows;
         const int chunk16 = kBulk ? ((lane >> 3) ^ ((row >> 1) & 3)) : (lane >> 3);
         const uint32_t addr =
             xs_sh + stage_off + sub * sub_bytes + uint32_t(row) * kRowBytes + uint32_t(chunk16 << 4);
@@ -727,7 +730,8 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, bool bulk, Igemm
   a.m_tiles = int(ceil_div(og, Tile::BM));
   a.w_words = int(w_words);
   a.w_bytes_padded = int(ceil_div(w_words * 4, 1024) * 1024);
-  a.box_rows = a.boxes = 0;
+  a.box_rows = a.boxes = a.box_step = 0;
+  a.tap_rows = int(p.dilation);
   if (p.layout == Layout::kNCW) {
     // Room for the window plus up to VEC-1 elements of alignment slack; the row pitch in 32-bit words is
     // 8 mod 32 so the 4 k-rows x 8 columns of a B fragment hit 32 distinct banks for odd strides.
@@ -739,9 +743,19 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, bool bulk, Igemm
     a.stage_elems = BC * a.x_row;
   } else if (bulk) {
     // Tensor-map boxes hold at most 256 rows; rows per box a multiple of 8 keeps every box on a 512-byte
-    // swizzle period.
-    a.boxes = int(ceil_div(win, 256));
-    a.box_rows = int(ceil_div(ceil_div(win, a.boxes), 8) * 8);
+    // swizzle period. When the taps are further apart than a tile is long (WaveNet's dilations 256 and 512
+    // against 128 outputs), the contiguous window is mostly rows no tap reads: each tap then gets a box of
+    // its own, box_step = dilation apart in the input (a gapped window; with the contiguous one WaveNet's layer
+    // ran 2x slower at dilation 512 than at 64).
+    const int64_t tap_seg = ceil_div((Tile::BN - 1) * p.stride + 1, 8) * 8;
+    if (p.kernel_size > 1 && tap_seg <= 256 && p.kernel_size * tap_seg < win) {
+      a.boxes = int(p.kernel_size);
+      a.box_rows = a.tap_rows = int(tap_seg);
+      a.box_step = int(p.dilation);
+    } else {
+      a.boxes = int(ceil_div(win, 256));
+      a.box_rows = a.box_step = int(ceil_div(ceil_div(win, a.boxes), 8) * 8);
+    }
     a.x_row = 0;
     a.stage_elems = a.boxes * a.box_rows * BC;
   } else {
