@@ -1,16 +1,19 @@
-"""Input gradient: unchecked copies against the checked walks, in one process (A/B on the device).
+"""Input gradient: the copy and store paths against the previous ones, in one process (A/B on the device).
 
-    python benchmarks/dgrad_copies_ab.py [--reps N] [--xla] [--skip-headline]
+    python benchmarks/dgrad_copies_ab.py [--reps N] [--xla] [--cases a,b]
 
-For each case dx alone (jax.vjp with respect to x) runs under three plans chosen through environment variables
-that the C++ planner reads at every call:
-  checked   JAX_CONV1D_DGRAD_COPIES=checked: every copy through the checked walks (the code before this change);
-  fast      the default: interior dy windows and whole weight chunks through unchecked copies;
+For each case dx alone (jax.vjp with respect to x) runs under plans chosen through environment variables that
+the C++ planner reads at every call:
+  old       JAX_CONV1D_DGRAD_COPIES=checked, JAX_CONV1D_DGRAD_STORES=staged: the checked copy walks and the
+            staging tile (the kernel before these changes, but for the rounding loop's unrolling);
+  copies    unchecked copies of interior dy windows and whole weight chunks, staging tile kept;
+  fast      the default: unchecked copies, and at stride 1 fragments stored straight to dx;
   fast-bo32 JAX_CONV1D_DGRAD_STREAM_BO=32: streamed weights in 32-channel chunks (only changes streamed plans).
-checked and fast must give the same bits (same rounded operands, same accumulation order); fast-bo32 sums the
-output channels in another order, so it is compared by relative error. Small random shapes (both layouts,
-strides, groups, bf16, f16, highest) are compared bitwise first; then the full-size cases are timed (median of
---reps after warm-up; XLA in the same process with --xla).
+old and copies must give the same bits (same rounded operands, same accumulation order). fast has the same
+accumulation order where the plan keeps its chunking (the freed shared memory can change the plan); it and
+fast-bo32 are compared by relative error. Small random shapes (both layouts, strides, groups, bf16, f16,
+highest) are checked against an HIGHEST-precision einsum first; then the full-size cases are timed (median of
+--reps after warm-up; XLA in the same process with --xla), with dw+db and dx+dw+db under old and fast.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bwd_check import einsum_reference, fingerprints, median_ms  # noqa: E402
 
 PLANS = {
-    "checked": {"JAX_CONV1D_DGRAD_COPIES": "checked"},
+    "old": {"JAX_CONV1D_DGRAD_COPIES": "checked", "JAX_CONV1D_DGRAD_STORES": "staged"},
+    "copies": {"JAX_CONV1D_DGRAD_STORES": "staged"},
     "fast": {},
     "fast-bo32": {"JAX_CONV1D_DGRAD_STREAM_BO": "32"},
 }
+ENV_KEYS = ("JAX_CONV1D_DGRAD_COPIES", "JAX_CONV1D_DGRAD_STORES", "JAX_CONV1D_DGRAD_STREAM_BO")
 
 # name: (N, C, O, L, K, stride, dilation, padding, groups, layout, dtype, precision)
 SMALL = [
@@ -43,9 +48,12 @@ SMALL = [
     (2, 64, 128, 4001, 3, 1, 2, "SAME", 1, "NWC", "bfloat16", None),
     (2, 64, 128, 4001, 3, 1, 2, "SAME", 1, "NCW", "float16", None),
     (2, 128, 128, 4096, 1, 1, 1, "VALID", 1, "NWC", "float32", None),      # 1x1
+    (2, 128, 128, 4099, 1, 1, 1, "VALID", 1, "NCW", "float32", None),
+    (2, 64, 96, 1001, 3, 1, 2, (3, -2), 1, "NCW", "float32", None),       # negative pad, stride 1
+    (2, 64, 96, 1001, 3, 1, 2, (-1, 4), 1, "NWC", "bfloat16", None),
 ]
 
-# dx alone under each plan; then dw+db alone and dx+dw+db under checked and fast.
+# dx alone under each plan; then dw+db alone and dx+dw+db under old and fast.
 BIG = {
     "wavenet_dense": (16, 128, 256, 65536, 2, 1, 64, "CAUSAL", 1, "NWC", "float32", None),
     "wavenet d1 N8": (8, 128, 256, 65536, 2, 1, 1, "CAUSAL", 1, "NWC", "float32", None),
@@ -57,9 +65,8 @@ BIG = {
 
 
 def set_plan(name):
-    for env in PLANS.values():
-        for k in env:
-            os.environ.pop(k, None)
+    for k in ENV_KEYS:
+        os.environ.pop(k, None)
     os.environ.update(PLANS[name])
 
 
@@ -109,6 +116,8 @@ def make_bwd_fns(spec, x, w, g):
 
 def pad_pair(spec):
     n, c, o, length, k, s, d, padding, groups, layout, dtype_name, precision = spec
+    if isinstance(padding, tuple):
+        return padding
     if padding == "VALID":
         return (0, 0)
     if padding == "CAUSAL":
@@ -146,12 +155,13 @@ def main(argv=None) -> int:
         ref, _ = jax.jit(lambda x, w, g: einsum_reference(x, w, g, stride=s, dilation=d, pad=pad_pair(spec),
                                                           groups=groups, layout=layout))(x, w, g)
         errs = {p: rel_err(v[2], ref) for p, v in outs.items()}
-        same = outs["checked"][0] == outs["fast"][0]
+        same = outs["old"][0] == outs["copies"][0]
+        same_fast = outs["old"][0] == outs["fast"][0]
         repeat = all(v[0] == v[1] for v in outs.values())
         tol = {"float32": 2e-6 if precision == "highest" else 1e-3, "bfloat16": 1e-2, "float16": 2e-3}[dtype_name]
         good = same and repeat and max(errs.values()) < tol
         ok &= good
-        print(f"small {i} {spec}: checked==fast {same}, repeatable {repeat}, err "
+        print(f"small {i} {spec}: old==copies {same}, old==fast {same_fast}, repeatable {repeat}, err "
               + " ".join(f"{p} {e:.2e}" for p, e in errs.items()) + ("" if good else "  FAIL"), flush=True)
 
     for name in filter(None, args.cases.split(",")):
@@ -163,17 +173,17 @@ def main(argv=None) -> int:
             set_plan(plan)
             r = dx_fn(x, w, g)
             fps[plan] = (fingerprints([r])[0], fingerprints([dx_fn(x, w, g)])[0])
-            if plan != "checked":  # the checked result is compared through its fingerprint
+            if plan in ("old", "fast-bo32"):  # the others are compared through their fingerprints
                 res[plan] = r
             del r
             times[plan] = median_ms(dx_fn, x, w, g, reps=args.reps, max_seconds=20.0)
         set_plan("fast")
-        diff32 = rel_err(res["fast-bo32"], res["fast"].astype(np.float32))
+        diff32 = rel_err(res["fast-bo32"], res["old"].astype(np.float32))
         del res
         dw_fn, dxdw_fn = make_bwd_fns(spec, x, w, g)
         t_dw = median_ms(dw_fn, x, w, g, reps=args.reps, max_seconds=20.0)
         t_both = {}
-        for plan in ("checked", "fast"):
+        for plan in ("old", "fast"):
             set_plan(plan)
             t_both[plan] = median_ms(dxdw_fn, x, w, g, reps=args.reps, max_seconds=20.0)
         set_plan("fast")
@@ -193,12 +203,13 @@ def main(argv=None) -> int:
         nbytes = (x.size + g.size) * x.dtype.itemsize
         flops = 2.0 * g.size * (c // groups) * k
         floor = max(nbytes / 3.02e12, flops / 400e12) * 1e3
-        same = fps["checked"][0] == fps["fast"][0]
+        same = fps["old"][0] == fps["copies"][0]
+        same_fast = fps["old"][0] == fps["fast"][0]
         repeat = all(a == b for a, b in fps.values())
         ok &= same and repeat
         print(f"big {name}: " + " ".join(f"{p} {t:.3f} ms" for p, t in times.items())
-              + f" | xla {t_xla:.3f} ms | floor {floor:.3f} ms | checked==fast {same}, repeatable {repeat}, "
-              f"bo32 vs fast rel {diff32:.2e} | dw+db {t_dw:.3f} ms | dx+dw+db checked {t_both['checked']:.3f} "
+              + f" | xla {t_xla:.3f} ms | floor {floor:.3f} ms | old==copies {same}, old==fast {same_fast}, "
+              f"repeatable {repeat}, bo32 vs old rel {diff32:.2e} | dw+db {t_dw:.3f} ms | dx+dw+db old {t_both['old']:.3f} "
               f"fast {t_both['fast']:.3f} ms", flush=True)
         del x, w, g
     print("ALL OK" if ok else "SOME FAILED")

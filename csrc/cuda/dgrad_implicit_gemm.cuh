@@ -76,6 +76,7 @@ struct Params {
   int st_pitch, st_elems;               // float staging
   int stages_offset, staging_offset;    // byte offsets in shared memory
   bool fast_copies;                     // interior dy windows and whole weight chunks copy unchecked
+  bool direct_stores;                   // stride 1: fragments go straight to dx (no staging tile, no barrier)
   bool w_rows_uniform;                  // weight row (k, c) of the slice sits at (k*bc + c) * w_c (w_k == bc*w_c)
 };
 
@@ -447,6 +448,25 @@ __global__ void __launch_bounds__(kThreads, 1)
   };
 
   auto finish_unit = [&](const Unit& un) {
+    if (prm.direct_stores) {
+      // Stride 1: one phase, residue 0, every position has its taps, so each warp writes its own fragments.
+      // A store instruction covers 8 consecutive channels at 4 positions (NWC) or 8 positions of 8 channels
+      // (NCW; pairs of positions per lane): whole 32-byte sectors either way.
+      const int64_t l0 = un.q0 - p.pad_lo + q_off;
+      T* const dx_n = dx + un.n * p.x_n + (grp * cg + c_in_group) * p.x_c;
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int c = c_off + mt * 16 + g + 8 * (e >> 1);
+            const int64_t l = l0 + nt * 8 + 2 * tq + (e & 1);
+            if (c < c_valid && l >= 0 && l < p.in_length) dx_n[c * p.x_c + l * p.x_l] = from_acc<T>(acc[mt][nt][e]);
+            acc[mt][nt][e] = 0.0f;
+          }
+      return;
+    }
     const int phase = un.pg * prm.slots + slot;
     if (slot < prm.slots && phase < prm.nphase) {
       const int r = prm.phase_r[phase];
@@ -590,6 +610,9 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   // A (and NWC B) whose pitch is an odd multiple of 16 bytes modulo 128 also keep ldmatrix conflict-free.
   auto a_frag = [&](int gg, int tt, int64_t P) { return gg * P + kpair * tt; };
 
+  // Stride 1 writes dx from the fragments (JAX_CONV1D_DGRAD_STORES=staged keeps the staging tile, for A/B).
+  const char* stores = std::getenv("JAX_CONV1D_DGRAD_STORES");
+  const bool direct = s == 1 && ph.nphase == 1 && !(stores && std::string(stores) == "staged");
   auto try_shape = [&](int warps_m, int mt, bool stream, int bo, int nstage) {
     Params t = base;
     t.warps_m = warps_m;
@@ -631,19 +654,23 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
       t.ws_pitch = 0;
       t.ws_elems = 0;
     }
+    if (direct) {
+      t.st_pitch = 0;
+      t.st_elems = 0;
+    }
     if (ncw) {
       auto b_frag = [&](int gg, int tt, int64_t P) { return kpair * tt * P + gg; };
       auto st_frag = [&](int gg, int tt, int64_t P) { return gg * P + 2 * tt * s; };
       t.dy_pitch = static_cast<int>(pick_pitch(extent, t.vec_dy, b_frag, sz));
       t.dy_elems = bo * t.dy_pitch;
       t.st_pitch = static_cast<int>(pick_pitch(span, 4, st_frag, 4));
-      t.st_elems = t.bc * t.st_pitch;
+      if (!direct) t.st_elems = t.bc * t.st_pitch;
     } else {
       auto st_frag = [&](int gg, int tt, int64_t P) { return 2 * tt * s * P + gg; };
       t.dy_pitch = static_cast<int>(pick_pitch(bo, std::max(t.vec_dy, ldsm_multiple), a_frag, sz));
       t.dy_elems = static_cast<int>(extent * t.dy_pitch);
       t.st_pitch = static_cast<int>(pick_pitch(t.bc, 4, st_frag, 4));
-      t.st_elems = span * t.st_pitch;
+      if (!direct) t.st_elems = span * t.st_pitch;
     }
     t.dy_elems = static_cast<int>(round_up(t.dy_elems, 16 / sz));
     t.stage_elems = t.dy_elems + t.ws_elems;
@@ -690,6 +717,7 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   // JAX_CONV1D_DGRAD_COPIES=checked keeps every copy on the checked walks (for A/B runs: same bits).
   const char* copies = std::getenv("JAX_CONV1D_DGRAD_COPIES");
   q.fast_copies = !(copies && std::string(copies) == "checked");
+  q.direct_stores = direct;
   q.w_rows_uniform = p.w_o == 1 && p.w_k == int64_t(q.bc) * p.w_c;
   q.q_lo = ph.q_lo;
   q.q_tiles = ceil_div(ph.q_count, q.bq);
