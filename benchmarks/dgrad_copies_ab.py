@@ -13,7 +13,8 @@ old and copies must give the same bits (same rounded operands, same accumulation
 accumulation order where the plan keeps its chunking (the freed shared memory can change the plan); it and
 fast-bo32 are compared by relative error. Small random shapes (both layouts, strides, groups, bf16, f16,
 highest) are checked against an HIGHEST-precision einsum first; then the full-size cases are timed (median of
---reps after warm-up; XLA in the same process with --xla), with dw+db and dx+dw+db under old and fast.
+--reps after warm-up; XLA in the same process with --xla), with dw+db (TF32 ties-away as before, JAX_CONV1D_WGRAD_TF32=rna, against ties-to-even) and dx+dw+db under
+old (with rna) and fast.
 """
 
 from __future__ import annotations
@@ -181,12 +182,26 @@ def main(argv=None) -> int:
         diff32 = rel_err(res["fast-bo32"], res["old"].astype(np.float32))
         del res
         dw_fn, dxdw_fn = make_bwd_fns(spec, x, w, g)
-        t_dw = median_ms(dw_fn, x, w, g, reps=args.reps, max_seconds=20.0)
+        # Weight gradient: TF32 ties-away (JAX_CONV1D_WGRAD_TF32=rna, before) against ties-to-even (default).
+        t_dw, dws = {}, {}
+        for mode in ("rna", "rn"):
+            if mode == "rna":
+                os.environ["JAX_CONV1D_WGRAD_TF32"] = "rna"
+            dws[mode] = dw_fn(x, w, g)[0]
+            t_dw[mode] = median_ms(dw_fn, x, w, g, reps=args.reps, max_seconds=20.0)
+            os.environ.pop("JAX_CONV1D_WGRAD_TF32", None)
+        dw_diff = rel_err(dws["rn"], dws["rna"].astype(np.float32))
+        dw_repeat = fingerprints([dw_fn(x, w, g)[0]]) == fingerprints([dws["rn"]])
+        del dws
         t_both = {}
         for plan in ("old", "fast"):
             set_plan(plan)
+            if plan == "old":
+                os.environ["JAX_CONV1D_WGRAD_TF32"] = "rna"
             t_both[plan] = median_ms(dxdw_fn, x, w, g, reps=args.reps, max_seconds=20.0)
+            os.environ.pop("JAX_CONV1D_WGRAD_TF32", None)
         set_plan("fast")
+        ok &= dw_repeat
         del dw_fn, dxdw_fn
         t_xla = float("nan")
         if args.xla:
@@ -209,7 +224,8 @@ def main(argv=None) -> int:
         ok &= same and repeat
         print(f"big {name}: " + " ".join(f"{p} {t:.3f} ms" for p, t in times.items())
               + f" | xla {t_xla:.3f} ms | floor {floor:.3f} ms | old==copies {same}, old==fast {same_fast}, "
-              f"repeatable {repeat}, bo32 vs old rel {diff32:.2e} | dw+db {t_dw:.3f} ms | dx+dw+db old {t_both['old']:.3f} "
+              f"repeatable {repeat}, bo32 vs old rel {diff32:.2e} | dw+db rna {t_dw['rna']:.3f} rn {t_dw['rn']:.3f} ms (rel diff "
+              f"{dw_diff:.1e}, repeatable {dw_repeat}) | dx+dw+db old {t_both['old']:.3f} "
               f"fast {t_both['fast']:.3f} ms", flush=True)
         del x, w, g
     print("ALL OK" if ok else "SOME FAILED")
