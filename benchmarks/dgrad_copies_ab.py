@@ -7,11 +7,12 @@ the C++ planner reads at every call:
   old       JAX_CONV1D_DGRAD_COPIES=checked, JAX_CONV1D_DGRAD_STORES=staged: the checked copy walks and the
             staging tile (the kernel before these changes, but for the rounding loop's unrolling);
   copies    unchecked copies of interior dy windows and whole weight chunks, staging tile kept;
-  fast      the default: unchecked copies, and at stride 1 fragments stored straight to dx;
-  fast-bo32 JAX_CONV1D_DGRAD_STREAM_BO=32: streamed weights in 32-channel chunks (only changes streamed plans).
-old and copies must give the same bits (same rounded operands, same accumulation order). fast has the same
-accumulation order where the plan keeps its chunking (the freed shared memory can change the plan); it and
-fast-bo32 are compared by relative error. Small random shapes (both layouts, strides, groups, bf16, f16,
+  fast-bo16 unchecked copies, and at stride 1 fragments stored straight to dx;
+  fast      the default: as fast-bo16, and streamed weights in 32-channel chunks in three stages where they fit
+            (JAX_CONV1D_DGRAD_STREAM_BO=16 turns that off; it only changes streamed plans).
+old and copies must give the same bits (same rounded operands, same accumulation order). fast-bo16 has the
+same accumulation order where the plan keeps its chunking (the freed shared memory can change the plan); it and
+fast are compared by relative error. Small random shapes (both layouts, strides, groups, bf16, f16,
 highest) are checked against an HIGHEST-precision einsum first; then the full-size cases are timed (median of
 --reps after warm-up; XLA in the same process with --xla), with dw+db (TF32 ties-away as before, JAX_CONV1D_WGRAD_TF32=rna, against ties-to-even) and dx+dw+db under
 old (with rna) and fast.
@@ -29,10 +30,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bwd_check import einsum_reference, fingerprints, median_ms  # noqa: E402
 
 PLANS = {
-    "old": {"JAX_CONV1D_DGRAD_COPIES": "checked", "JAX_CONV1D_DGRAD_STORES": "staged"},
-    "copies": {"JAX_CONV1D_DGRAD_STORES": "staged"},
+    "old": {"JAX_CONV1D_DGRAD_COPIES": "checked", "JAX_CONV1D_DGRAD_STORES": "staged",
+            "JAX_CONV1D_DGRAD_STREAM_BO": "16"},
+    "copies": {"JAX_CONV1D_DGRAD_STORES": "staged", "JAX_CONV1D_DGRAD_STREAM_BO": "16"},
+    "fast-bo16": {"JAX_CONV1D_DGRAD_STREAM_BO": "16"},
     "fast": {},
-    "fast-bo32": {"JAX_CONV1D_DGRAD_STREAM_BO": "32"},
 }
 ENV_KEYS = ("JAX_CONV1D_DGRAD_COPIES", "JAX_CONV1D_DGRAD_STORES", "JAX_CONV1D_DGRAD_STREAM_BO")
 
@@ -142,11 +144,13 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--xla", action="store_true")
     ap.add_argument("--cases", default=",".join(BIG))
+    ap.add_argument("--skip-small", action="store_true")
+    ap.add_argument("--plans", default=",".join(PLANS), help="plans timed on the full-size cases")
     args = ap.parse_args(argv)
     print(f"device {jax.devices()[0].device_kind}, jax {jax.__version__}", flush=True)
     ok = True
 
-    for i, spec in enumerate(SMALL):
+    for i, spec in enumerate([] if args.skip_small else SMALL):
         x, w, g, dx_fn = make_case(spec, 100 + i)
         outs = {}
         for plan in PLANS:
@@ -157,12 +161,12 @@ def main(argv=None) -> int:
                                                           groups=groups, layout=layout))(x, w, g)
         errs = {p: rel_err(v[2], ref) for p, v in outs.items()}
         same = outs["old"][0] == outs["copies"][0]
-        same_fast = outs["old"][0] == outs["fast"][0]
+        same_fast = outs["old"][0] == outs["fast-bo16"][0]
         repeat = all(v[0] == v[1] for v in outs.values())
         tol = {"float32": 2e-6 if precision == "highest" else 1e-3, "bfloat16": 1e-2, "float16": 2e-3}[dtype_name]
         good = same and repeat and max(errs.values()) < tol
         ok &= good
-        print(f"small {i} {spec}: old==copies {same}, old==fast {same_fast}, repeatable {repeat}, err "
+        print(f"small {i} {spec}: old==copies {same}, old==fast-bo16 {same_fast}, repeatable {repeat}, err "
               + " ".join(f"{p} {e:.2e}" for p, e in errs.items()) + ("" if good else "  FAIL"), flush=True)
 
     for name in filter(None, args.cases.split(",")):
@@ -170,16 +174,17 @@ def main(argv=None) -> int:
         x, w, g, dx_fn = make_case(spec, 7)
         n, c, o, length, k, s, d, padding, groups, layout, dtype_name, precision = spec
         fps, times, res = {}, {}, {}
-        for plan in PLANS:
+        plans = [p for p in PLANS if p in args.plans.split(",")]
+        for plan in plans:
             set_plan(plan)
             r = dx_fn(x, w, g)
             fps[plan] = (fingerprints([r])[0], fingerprints([dx_fn(x, w, g)])[0])
-            if plan in ("old", "fast-bo32"):  # the others are compared through their fingerprints
+            if plan in ("old", "fast"):  # the others are compared through their fingerprints
                 res[plan] = r
             del r
             times[plan] = median_ms(dx_fn, x, w, g, reps=args.reps, max_seconds=20.0)
         set_plan("fast")
-        diff32 = rel_err(res["fast-bo32"], res["old"].astype(np.float32))
+        diff32 = rel_err(res["fast"], res["old"].astype(np.float32))
         del res
         dw_fn, dxdw_fn = make_bwd_fns(spec, x, w, g)
         # Weight gradient: TF32 ties-away (JAX_CONV1D_WGRAD_TF32=rna, before) against ties-to-even (default).
@@ -218,13 +223,13 @@ def main(argv=None) -> int:
         nbytes = (x.size + g.size) * x.dtype.itemsize
         flops = 2.0 * g.size * (c // groups) * k
         floor = max(nbytes / 3.02e12, flops / 400e12) * 1e3
-        same = fps["old"][0] == fps["copies"][0]
-        same_fast = fps["old"][0] == fps["fast"][0]
+        same = fps["old"][0] == fps["copies"][0] if "copies" in fps else None
+        same_fast = fps["old"][0] == fps["fast-bo16"][0] if "fast-bo16" in fps else None
         repeat = all(a == b for a, b in fps.values())
-        ok &= same and repeat
+        ok &= same is not False and repeat
         print(f"big {name}: " + " ".join(f"{p} {t:.3f} ms" for p, t in times.items())
-              + f" | xla {t_xla:.3f} ms | floor {floor:.3f} ms | old==copies {same}, old==fast {same_fast}, "
-              f"repeatable {repeat}, bo32 vs old rel {diff32:.2e} | dw+db rna {t_dw['rna']:.3f} rn {t_dw['rn']:.3f} ms (rel diff "
+              + f" | xla {t_xla:.3f} ms | floor {floor:.3f} ms | old==copies {same}, old==fast-bo16 {same_fast}, "
+              f"repeatable {repeat}, fast vs old rel {diff32:.2e} | dw+db rna {t_dw['rna']:.3f} rn {t_dw['rn']:.3f} ms (rel diff "
               f"{dw_diff:.1e}, repeatable {dw_repeat}) | dx+dw+db old {t_both['old']:.3f} "
               f"fast {t_both['fast']:.3f} ms", flush=True)
         del x, w, g
