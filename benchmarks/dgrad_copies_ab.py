@@ -14,8 +14,8 @@ old and copies must give the same bits (same rounded operands, same accumulation
 same accumulation order where the plan keeps its chunking (the freed shared memory can change the plan); it and
 fast are compared by relative error. Small random shapes (both layouts, strides, groups, bf16, f16,
 highest) are checked against an HIGHEST-precision einsum first; then the full-size cases are timed (median of
---reps after warm-up; XLA in the same process with --xla), with dw+db (TF32 ties-away as before, JAX_CONV1D_WGRAD_TF32=rna, against ties-to-even) and dx+dw+db under
-old (with rna) and fast.
+--reps after warm-up; XLA in the same process with --xla), with dw+db (TF32 ties-away as before, JAX_CONV1D_WGRAD_TF32=rna, against ties-to-even, and ties-to-even with
+units of 64 positions, JAX_CONV1D_WGRAD_BT=64) and dx+dw+db under old (with rna) and fast.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ BIG = {
 
 
 def set_plan(name):
-    for k in ENV_KEYS:
-        os.environ.pop(k, None)
+    for key in ENV_KEYS:
+        os.environ.pop(key, None)
     os.environ.update(PLANS[name])
 
 
@@ -188,15 +188,20 @@ def main(argv=None) -> int:
         del res
         dw_fn, dxdw_fn = make_bwd_fns(spec, x, w, g)
         # Weight gradient: TF32 ties-away (JAX_CONV1D_WGRAD_TF32=rna, before) against ties-to-even (default).
+        # rn-bt64: JAX_CONV1D_WGRAD_BT=64 (units of 64 positions, float32 TF32 only).
         t_dw, dws = {}, {}
-        for mode in ("rna", "rn"):
-            if mode == "rna":
-                os.environ["JAX_CONV1D_WGRAD_TF32"] = "rna"
+        dw_env = {"rna": {"JAX_CONV1D_WGRAD_TF32": "rna"}, "rn": {}, "rn-bt64": {"JAX_CONV1D_WGRAD_BT": "64"}}
+        for mode, env in dw_env.items():
+            os.environ.update(env)
             dws[mode] = dw_fn(x, w, g)[0]
             t_dw[mode] = median_ms(dw_fn, x, w, g, reps=args.reps, max_seconds=20.0)
-            os.environ.pop("JAX_CONV1D_WGRAD_TF32", None)
+            if mode == "rn-bt64":
+                dw_repeat64 = fingerprints([dw_fn(x, w, g)[0]]) == fingerprints([dws[mode]])
+            for key in env:
+                os.environ.pop(key, None)
         dw_diff = rel_err(dws["rn"], dws["rna"].astype(np.float32))
-        dw_repeat = fingerprints([dw_fn(x, w, g)[0]]) == fingerprints([dws["rn"]])
+        dw_diff64 = rel_err(dws["rn-bt64"], dws["rna"].astype(np.float32))
+        dw_repeat = fingerprints([dw_fn(x, w, g)[0]]) == fingerprints([dws["rn"]]) and dw_repeat64
         del dws
         t_both = {}
         for plan in ("old", "fast"):
@@ -229,8 +234,8 @@ def main(argv=None) -> int:
         ok &= same is not False and repeat
         print(f"big {name}: " + " ".join(f"{p} {t:.3f} ms" for p, t in times.items())
               + f" | xla {t_xla:.3f} ms | floor {floor:.3f} ms | old==copies {same}, old==fast-bo16 {same_fast}, "
-              f"repeatable {repeat}, fast vs old rel {diff32:.2e} | dw+db rna {t_dw['rna']:.3f} rn {t_dw['rn']:.3f} ms (rel diff "
-              f"{dw_diff:.1e}, repeatable {dw_repeat}) | dx+dw+db old {t_both['old']:.3f} "
+              f"repeatable {repeat}, fast vs old rel {diff32:.2e} | dw+db rna {t_dw['rna']:.3f} rn {t_dw['rn']:.3f} rn-bt64 {t_dw['rn-bt64']:.3f} ms (rel diff "
+              f"vs rna {dw_diff:.1e} / {dw_diff64:.1e}, repeatable {dw_repeat}) | dx+dw+db old {t_both['old']:.3f} "
               f"fast {t_both['fast']:.3f} ms", flush=True)
         del x, w, g
     print("ALL OK" if ok else "SOME FAILED")

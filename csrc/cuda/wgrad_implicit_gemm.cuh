@@ -399,7 +399,12 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   q.vec_x = ncw ? widest_vec(sz, {p.in_length}) : widest_vec(sz, {p.in_channels, cg, q.bch});
   const int64_t s = p.stride, d = p.dilation;
 
-  for (int bt : {32, 16}) {
+  // JAX_CONV1D_WGRAD_BT=64 (float32 TF32 only, for A/B runs): units of 64 positions, half the barriers and
+  // per-unit set-up per MMA, in fewer stages (the input gradient gained from the same trade).
+  const bool try_bt64 = std::is_same_v<Op, MmaTf32> && std::getenv("JAX_CONV1D_WGRAD_BT") &&
+                        std::string(std::getenv("JAX_CONV1D_WGRAD_BT")) == "64";
+  for (int bt : {64, 32, 16}) {
+    if (bt == 64 && !try_bt64) continue;
     if (bt % Op::kK) continue;
     q.bt = bt;
     // x segments: the windows of the kb taps, merged where they overlap or nearly touch.
@@ -516,6 +521,11 @@ template <class Op, int kMT, int kNT, int kWarpsM, bool kAContig>
 cudaError_t launch_layout(const Plan& plan, const typename Op::T* x, const typename Op::T* dy, typename Op::T* dw,
                           typename Op::T* db, cudaStream_t stream) {
   const bool ncw = plan.prm.p.layout == Layout::kNCW;
+  if constexpr (std::is_same_v<Op, MmaTf32>) {
+    if (plan.prm.bt == 64)
+      return ncw ? launch<Op, kMT, kNT, kWarpsM, kAContig, true, 64>(plan, x, dy, dw, db, stream)
+                 : launch<Op, kMT, kNT, kWarpsM, kAContig, false, 64>(plan, x, dy, dw, db, stream);
+  }
   if (plan.prm.bt == 32)
     return ncw ? launch<Op, kMT, kNT, kWarpsM, kAContig, true, 32>(plan, x, dy, dw, db, stream)
                : launch<Op, kMT, kNT, kWarpsM, kAContig, false, 32>(plan, x, dy, dw, db, stream);
