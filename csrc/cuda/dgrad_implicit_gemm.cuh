@@ -11,9 +11,12 @@
 // the dy chunk they multiply, so that a block still covers all channels of a group and dy is read once.
 // dy rows stream through a cp.async pipeline in chunks of `bo` output channels (the whole group at once where
 // two stages fit); fragments load by ldmatrix (A always; B where dy's channels are contiguous, NWC) in
-// unrolled 16-channel blocks. TF32 operands are rounded once in shared memory, not at every use. After the
-// last chunk the warps park their accumulators in a float32 staging tile at their interleaved positions
-// (q*s + r), and the block writes the whole dx tile once, coalesced, zeros where no tap lands.
+// unrolled 16-channel blocks. TF32 operands are rounded once in shared memory, not at every use. Copies of
+// windows inside the tensor (and whole streamed weight chunks) skip the range checks. After the last chunk the
+// warps park their accumulators in a float32 staging tile at their interleaved positions (q*s + r), and the
+// block writes the whole dx tile once, coalesced, zeros where no tap lands; at stride 1 (one phase, no
+// interleaving, no empty residues) each warp stores its fragments straight to dx instead, and the shared memory
+// the staging tile took goes to the pipeline (WaveNet: 32-channel streamed chunks in three stages).
 //
 // For stride 3, dilation 4, K 3 (the headline), every phase has exactly one tap, so each dx element costs one
 // o-reduction and dy is read once per tile with a halo of two positions.
