@@ -1,7 +1,11 @@
 """One call of each backward kernel on reduced headline and depthwise_tcn shapes, for Nsight Compute:
 
-    ncu -k regex:"gemm_kernel|depthwise_kernel" -c 4 --section ... python3 benchmarks/bwd_profile.py
+    ncu -k regex:"gemm_kernel|depthwise_kernel" -c 4 --section ... python3 benchmarks/bwd_profile.py [wavenet]
+
+`wavenet`: the wavenet_dense layer instead (N4 slice of N16 C128 O256 K2 dilation 64 L65536 causal NWC).
 """
+
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +16,8 @@ CASES = [  # N, C, O, L, K, stride, dilation, padding, groups, layout
     (4, 64, 128, 524280, 3, 3, 4, "VALID", 1, "NCW"),
     (2, 512, 512, 65536, 7, 1, 8, "SAME", 512, "NWC"),
 ]
+if sys.argv[1:] == ["wavenet"]:
+    CASES = [(4, 128, 256, 65536, 2, 1, 64, "CAUSAL", 1, "NWC")]
 
 for n, c, o, length, k, s, d, pad, groups, layout in CASES:
     kx, kw, kg = jax.random.split(jax.random.key(0), 3)

@@ -11,9 +11,12 @@
 // the dy chunk they multiply, so that a block still covers all channels of a group and dy is read once.
 // dy rows stream through a cp.async pipeline in chunks of `bo` output channels (the whole group at once where
 // two stages fit); fragments load by ldmatrix (A always; B where dy's channels are contiguous, NWC) in
-// unrolled 16-channel blocks. TF32 operands are rounded once in shared memory, not at every use. After the
-// last chunk the warps park their accumulators in a float32 staging tile at their interleaved positions
-// (q*s + r), and the block writes the whole dx tile once, coalesced, zeros where no tap lands.
+// unrolled 16-channel blocks. TF32 operands are rounded once in shared memory, not at every use. Copies of
+// windows inside the tensor (and whole streamed weight chunks) skip the range checks. After the last chunk the
+// warps park their accumulators in a float32 staging tile at their interleaved positions (q*s + r), and the
+// block writes the whole dx tile once, coalesced, zeros where no tap lands; at stride 1 (one phase, no
+// interleaving, no empty residues) each warp stores its fragments straight to dx instead, and the shared memory
+// the staging tile took goes to the pipeline (WaveNet: 32-channel streamed chunks in three stages).
 //
 // For stride 3, dilation 4, K 3 (the headline), every phase has exactly one tap, so each dx element costs one
 // o-reduction and dy is read once per tile with a halo of two positions.
@@ -75,6 +78,9 @@ struct Params {
   int stage_elems;                      // dy chunk (+ weight chunk when streamed)
   int st_pitch, st_elems;               // float staging
   int stages_offset, staging_offset;    // byte offsets in shared memory
+  bool fast_copies;                     // interior dy windows and whole weight chunks copy unchecked
+  bool direct_stores;                   // stride 1: fragments go straight to dx (no staging tile, no barrier)
+  bool w_rows_uniform;                  // weight row (k, c) of the slice sits at (k*bc + c) * w_c (w_k == bc*w_c)
 };
 
 // The weight chunk [k][c][o] of output channels [o0, o0 + bo) of the block's channel slice, for the kernels
@@ -112,22 +118,46 @@ __device__ __forceinline__ void load_weight_chunk(const T* __restrict__ w, const
 }
 
 // TF32 rounding in place of the float elements this thread copied into a (rows x cols-of-kVec) window; the
-// walk is the one the copy used, so every element has one owner and needs no barrier before this.
+// walk is the one the copy used, so every element has one owner and needs no barrier before this. Two chunks
+// per iteration: both loads are in flight before the first conversion waits on shared-memory latency.
+template <int kVec>
+__device__ __forceinline__ void round_tf32_vec(float* d) {
+  if constexpr (kVec == 4) {
+    float4 v = *reinterpret_cast<float4*>(d);
+    v.x = __uint_as_float(tf32_round(v.x)), v.y = __uint_as_float(tf32_round(v.y));
+    v.z = __uint_as_float(tf32_round(v.z)), v.w = __uint_as_float(tf32_round(v.w));
+    *reinterpret_cast<float4*>(d) = v;
+  } else if constexpr (kVec == 2) {
+    float2 v = *reinterpret_cast<float2*>(d);
+    v.x = __uint_as_float(tf32_round(v.x)), v.y = __uint_as_float(tf32_round(v.y));
+    *reinterpret_cast<float2*>(d) = v;
+  } else {
+    *d = __uint_as_float(tf32_round(*d));
+  }
+}
+
 template <int kVec>
 __device__ __forceinline__ void round_tf32_owned_as(float* dst, int pitch, int rows, GridWalk it) {
-  for (; it.row < rows; it.next()) {
-    float* d = dst + it.row * pitch + it.col * kVec;
-    if constexpr (kVec == 4) {
-      float4 v = *reinterpret_cast<float4*>(d);
-      v.x = __uint_as_float(tf32_round(v.x)), v.y = __uint_as_float(tf32_round(v.y));
-      v.z = __uint_as_float(tf32_round(v.z)), v.w = __uint_as_float(tf32_round(v.w));
-      *reinterpret_cast<float4*>(d) = v;
-    } else if constexpr (kVec == 2) {
-      float2 v = *reinterpret_cast<float2*>(d);
-      v.x = __uint_as_float(tf32_round(v.x)), v.y = __uint_as_float(tf32_round(v.y));
-      *reinterpret_cast<float2*>(d) = v;
+  while (it.row < rows) {
+    float* d0 = dst + it.row * pitch + it.col * kVec;
+    it.next();
+    if (it.row < rows) {
+      float* d1 = dst + it.row * pitch + it.col * kVec;
+      it.next();
+      if constexpr (kVec == 4) {
+        float4 v0 = *reinterpret_cast<float4*>(d0), v1 = *reinterpret_cast<float4*>(d1);
+        v0.x = __uint_as_float(tf32_round(v0.x)), v0.y = __uint_as_float(tf32_round(v0.y));
+        v0.z = __uint_as_float(tf32_round(v0.z)), v0.w = __uint_as_float(tf32_round(v0.w));
+        v1.x = __uint_as_float(tf32_round(v1.x)), v1.y = __uint_as_float(tf32_round(v1.y));
+        v1.z = __uint_as_float(tf32_round(v1.z)), v1.w = __uint_as_float(tf32_round(v1.w));
+        *reinterpret_cast<float4*>(d0) = v0;
+        *reinterpret_cast<float4*>(d1) = v1;
+      } else {
+        round_tf32_vec<kVec>(d0);
+        round_tf32_vec<kVec>(d1);
+      }
     } else {
-      *d = __uint_as_float(tf32_round(*d));
+      round_tf32_vec<kVec>(d0);
     }
   }
 }
@@ -139,6 +169,65 @@ __device__ __forceinline__ void round_tf32_owned(float* dst, int pitch, int rows
     round_tf32_owned_as<2>(dst, pitch, rows, it);
   else
     round_tf32_owned_as<1>(dst, pitch, rows, it);
+}
+
+// ---- Unchecked copies (the common case: every window but those at a tensor edge) -----------------------
+//
+// The checked walks (load_window_walk, load_weight_chunk) spend ~35-45 instructions per 16-byte copy on range
+// checks and 64-bit index arithmetic; WaveNet's streamed-weight kernel copies 7 chunks per thread per 64 MMAs
+// per warp, so those checks were most of its instructions. These copies advance both addresses by constants
+// and use the same walk as the checked ones, so every element keeps its owner (the TF32 rounding pass reads
+// only this thread's own landed copies).
+
+// cp.async of (rows x walk.cols) chunks of kBytes along `walk`: global rows `src_row` bytes apart, shared rows
+// `dst_row` bytes apart.
+template <int kBytes>
+__device__ __forceinline__ void copy_rows_walk(const char* src, int64_t src_row, uint32_t dst, int dst_row, int rows,
+                                               GridWalk it) {
+  const int cols = it.cols;
+  src += it.row * src_row + it.col * kBytes;
+  dst += it.row * dst_row + it.col * kBytes;
+  const int64_t src_step = it.drow * src_row + it.dcol * kBytes, src_wrap = src_row - cols * kBytes;
+  const int dst_step = it.drow * dst_row + it.dcol * kBytes, dst_wrap = dst_row - cols * kBytes;
+  int row = it.row, col = it.col;
+  while (row < rows) {
+    cp_async_shared<kBytes>(dst, src);
+    row += it.drow, col += it.dcol;
+    src += src_step, dst += dst_step;
+    if (col >= cols) col -= cols, ++row, src += src_wrap, dst += dst_wrap;
+  }
+}
+
+// True when every chunk of `walk.cols` columns that load_window_walk would copy lies inside the tensor (the
+// same test as window_is_interior, for the walk's column count: NCW walks cover every copy shift).
+__device__ __forceinline__ bool walk_is_interior(const TileWindow& w, int vec, bool pos_contiguous, int cols) {
+  if (pos_contiguous) {
+    const int shift = low_bits(w.offset, vec);
+    return w.line_valid >= w.lines && -shift >= w.pos_lo && cols * vec - shift <= w.pos_hi;
+  }
+  return cols * vec <= w.line_valid && w.pos_lo <= 0 && w.positions <= w.pos_hi;
+}
+
+// load_window_walk for a window walk_is_interior accepted (same shared layout, same owners).
+template <typename T>
+__device__ __forceinline__ bool load_window_walk_unchecked(const T* __restrict__ g, const TileWindow& w, T* dst,
+                                                           int pitch, int vec, bool pos_contiguous, GridWalk walk) {
+  constexpr int64_t sz = sizeof(T);
+  const int bytes = vec * static_cast<int>(sz);
+  if (bytes != 16 && bytes != 8 && bytes != 4) return false;  // 16-bit elements one at a time: checked path
+  const uint32_t d = smem_u32(dst);
+  const int dst_row = pitch * static_cast<int>(sz);
+  const T* src = pos_contiguous ? g + (w.offset - low_bits(w.offset, vec)) : g + w.offset;
+  const int64_t src_row = (pos_contiguous ? w.line_stride : w.pos_stride) * sz;
+  const int rows = pos_contiguous ? w.lines : w.positions;
+  const char* s = reinterpret_cast<const char*>(src);
+  if (bytes == 16)
+    copy_rows_walk<16>(s, src_row, d, dst_row, rows, walk);
+  else if (bytes == 8)
+    copy_rows_walk<8>(s, src_row, d, dst_row, rows, walk);
+  else
+    copy_rows_walk<4>(s, src_row, d, dst_row, rows, walk);
+  return true;
 }
 
 // kMT: m16 tiles per warp (warp tile kMT*16 channels x 32 q). kNWC: dy rows are positions with the output
@@ -251,11 +340,28 @@ __global__ void __launch_bounds__(kThreads, 1)
       GridWalk walk = seg_walk0;
       if (j == 1) walk = seg_walk1;
       if (j >= 2) walk = GridWalk(tid, kThreads, prm.seg_chunks[j]);
+      if (prm.fast_copies && walk_is_interior(wd, prm.vec_dy, !kNWC, walk.cols) &&
+          load_window_walk_unchecked(dy, wd, seg_dst, prm.dy_pitch, prm.vec_dy, !kNWC, walk))
+        continue;
       load_window_walk(dy, wd, seg_dst, prm.dy_pitch, prm.vec_dy, !kNWC, walk);
     }
     if constexpr (kStreamW) {
       T* wdst = dst + prm.dy_elems;
-      if (prm.bo == 32)
+      const int w_bytes = prm.vec_w * sz;
+      if (prm.fast_copies && prm.w_rows_uniform && c_valid == prm.bc && o_valid == prm.bo &&
+          (w_bytes == 16 || w_bytes == 8 || w_bytes == 4)) {
+        // Row (k, c) of the chunk is bo contiguous weights at (k*bc + c)*w_c from the chunk's first one.
+        const char* src = reinterpret_cast<const char*>(w + chunk_first_o(oc) + c_in_group * p.w_c);
+        const int64_t src_row = p.w_c * sz;
+        const uint32_t d = smem_u32(wdst);
+        const int rows = K * prm.bc, dst_row = prm.ws_pitch * sz;
+        if (w_bytes == 16)
+          copy_rows_walk<16>(src, src_row, d, dst_row, rows, w_walk);
+        else if (w_bytes == 8)
+          copy_rows_walk<8>(src, src_row, d, dst_row, rows, w_walk);
+        else
+          copy_rows_walk<4>(src, src_row, d, dst_row, rows, w_walk);
+      } else if (prm.bo == 32)
         load_weight_chunk<T, 32>(w, prm, chunk_first_o(oc), o_valid, c_in_group, c_valid, wdst, tid);
       else
         load_weight_chunk<T, 16>(w, prm, chunk_first_o(oc), o_valid, c_in_group, c_valid, wdst, tid);
@@ -345,6 +451,25 @@ __global__ void __launch_bounds__(kThreads, 1)
   };
 
   auto finish_unit = [&](const Unit& un) {
+    if (prm.direct_stores) {
+      // Stride 1: one phase, residue 0, every position has its taps, so each warp writes its own fragments.
+      // A store instruction covers 8 consecutive channels at 4 positions (NWC) or 8 positions of 8 channels
+      // (NCW; pairs of positions per lane): whole 32-byte sectors either way.
+      const int64_t l0 = un.q0 - p.pad_lo + q_off;
+      T* const dx_n = dx + un.n * p.x_n + (grp * cg + c_in_group) * p.x_c;
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int c = c_off + mt * 16 + g + 8 * (e >> 1);
+            const int64_t l = l0 + nt * 8 + 2 * tq + (e & 1);
+            if (c < c_valid && l >= 0 && l < p.in_length) dx_n[c * p.x_c + l * p.x_l] = from_acc<T>(acc[mt][nt][e]);
+            acc[mt][nt][e] = 0.0f;
+          }
+      return;
+    }
     const int phase = un.pg * prm.slots + slot;
     if (slot < prm.slots && phase < prm.nphase) {
       const int r = prm.phase_r[phase];
@@ -488,6 +613,9 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   // A (and NWC B) whose pitch is an odd multiple of 16 bytes modulo 128 also keep ldmatrix conflict-free.
   auto a_frag = [&](int gg, int tt, int64_t P) { return gg * P + kpair * tt; };
 
+  // Stride 1 writes dx from the fragments (JAX_CONV1D_DGRAD_STORES=staged keeps the staging tile, for A/B).
+  const char* stores = std::getenv("JAX_CONV1D_DGRAD_STORES");
+  const bool direct = s == 1 && ph.nphase == 1 && !(stores && std::string(stores) == "staged");
   auto try_shape = [&](int warps_m, int mt, bool stream, int bo, int nstage) {
     Params t = base;
     t.warps_m = warps_m;
@@ -529,19 +657,23 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
       t.ws_pitch = 0;
       t.ws_elems = 0;
     }
+    if (direct) {
+      t.st_pitch = 0;
+      t.st_elems = 0;
+    }
     if (ncw) {
       auto b_frag = [&](int gg, int tt, int64_t P) { return kpair * tt * P + gg; };
       auto st_frag = [&](int gg, int tt, int64_t P) { return gg * P + 2 * tt * s; };
       t.dy_pitch = static_cast<int>(pick_pitch(extent, t.vec_dy, b_frag, sz));
       t.dy_elems = bo * t.dy_pitch;
       t.st_pitch = static_cast<int>(pick_pitch(span, 4, st_frag, 4));
-      t.st_elems = t.bc * t.st_pitch;
+      if (!direct) t.st_elems = t.bc * t.st_pitch;
     } else {
       auto st_frag = [&](int gg, int tt, int64_t P) { return 2 * tt * s * P + gg; };
       t.dy_pitch = static_cast<int>(pick_pitch(bo, std::max(t.vec_dy, ldsm_multiple), a_frag, sz));
       t.dy_elems = static_cast<int>(extent * t.dy_pitch);
       t.st_pitch = static_cast<int>(pick_pitch(t.bc, 4, st_frag, 4));
-      t.st_elems = span * t.st_pitch;
+      if (!direct) t.st_elems = span * t.st_pitch;
     }
     t.dy_elems = static_cast<int>(round_up(t.dy_elems, 16 / sz));
     t.stage_elems = t.dy_elems + t.ws_elems;
@@ -561,10 +693,16 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   const bool wide_ok = !(std::getenv("JAX_CONV1D_DGRAD_CHUNKS") &&
                          std::string(std::getenv("JAX_CONV1D_DGRAD_CHUNKS")) == "narrow");
   const int bo_all = static_cast<int>(round_up(og, 16));
+  // Streamed weights: 32-channel chunks in three stages where they fit (stride 1 has no staging tile), before
+  // deeper pipelines of 16: half the barriers and per-chunk set-up per MMA. WaveNet's dx (C128 O256 K2) went
+  // 3.07 -> 2.41 ms on an H100 with it. JAX_CONV1D_DGRAD_STREAM_BO=16 skips it (for A/B runs).
+  const bool stream_wide = !(std::getenv("JAX_CONV1D_DGRAD_STREAM_BO") &&
+                             std::string(std::getenv("JAX_CONV1D_DGRAD_STREAM_BO")) == "16");
   auto try_depths = [&](int warps_m, int mt, bool stream) {
     if (!stream && wide_ok && bo_all > 32 && bo_all <= 256)
       for (int nstage : {3, 2})
         if (try_shape(warps_m, mt, stream, bo_all, nstage)) return true;
+    if (stream && stream_wide && try_shape(warps_m, mt, stream, 32, 3)) return true;
     for (int nstage : {4, 3, 2})
       for (int bo : {32, 16})
         if (try_shape(warps_m, mt, stream, bo, nstage)) return true;
@@ -578,6 +716,11 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   if (!ok) return false;
   Params& q = plan->prm;
   q.c_blocks = static_cast<int>(ceil_div(cg, q.bc));
+  // JAX_CONV1D_DGRAD_COPIES=checked keeps every copy on the checked walks (for A/B runs: same bits).
+  const char* copies = std::getenv("JAX_CONV1D_DGRAD_COPIES");
+  q.fast_copies = !(copies && std::string(copies) == "checked");
+  q.direct_stores = direct;
+  q.w_rows_uniform = p.w_o == 1 && p.w_k == int64_t(q.bc) * p.w_c;
   q.q_lo = ph.q_lo;
   q.q_tiles = ceil_div(ph.q_count, q.bq);
   q.units_per_slice = p.batch * q.q_tiles * q.phase_groups;

@@ -27,6 +27,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #include "conv1d_cuda.h"
 #include "cp_async_tiles.cuh"
@@ -64,7 +66,48 @@ struct Params {
   int x_pitch, dy_pitch;                     // shared row pitches (elements)
   int x_elems, dy_elems;                     // per pipeline stage
   float* partials;  // [splits][split_stride] (dw, then db), or null when splits == 1
+  bool tf32_rn;     // TF32 operands rounded ties-to-even (one instruction) rather than ties-away (two)
 };
+
+// warp_mma_step's TF32 k-step with cvt.rn (ties to even, one F2FP per operand, the forward's rounding) instead
+// of cvt.rna (an FSETP and a predicated add). The two differ only on exact ties; at ~24 conversions per 16 MMAs
+// the second instruction was a quarter of the compute block's issue slots.
+__device__ __forceinline__ uint32_t tf32_round_even(float v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  uint32_t r;
+  asm("cvt.rn.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
+  return r;
+#else
+  return tf32_round(v);  // older targets have only the ties-away form
+#endif
+}
+
+template <int kMT, int kNT>
+__device__ __forceinline__ void warp_mma_step_tf32_rn(float (&acc)[kMT][kNT][4], const float* __restrict__ sa,
+                                                      const int (&a_row)[kMT][2], int a_k, const float* __restrict__ sb,
+                                                      const int (&b_col)[kNT], int b_k, int k0, int lane) {
+  const int tq = lane & 3;
+  const int ka = (k0 + tq) * a_k, ka4 = ka + 4 * a_k;
+  const int kb = (k0 + tq) * b_k, kb4 = kb + 4 * b_k;
+  uint32_t a[kMT][4], b[kNT][2];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) {
+    a[mt][0] = tf32_round_even(sa[a_row[mt][0] + ka]);
+    a[mt][1] = tf32_round_even(sa[a_row[mt][1] + ka]);
+    a[mt][2] = tf32_round_even(sa[a_row[mt][0] + ka4]);
+    a[mt][3] = tf32_round_even(sa[a_row[mt][1] + ka4]);
+  }
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt) {
+    b[nt][0] = tf32_round_even(sb[b_col[nt] + kb]);
+    b[nt][1] = tf32_round_even(sb[b_col[nt] + kb4]);
+  }
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+      mma_tf32_16x8x8(acc[mt][nt], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b[nt][0], b[nt][1]);
+}
 
 // kNCW and kBT (output positions per unit) are compile-time so the k-steps of a unit unroll completely and the
 // fragment loads of NCW's contiguous axes fold into immediate offsets.
@@ -230,7 +273,12 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
         warp_mma_step_16bit_ldsm<Op, kMT, kNT>(acc, dy_a, b_lane);
       } else if constexpr (kCompensated)
         warp_mma_step_3xtf32_compensated<kMT, kNT>(acc, comp, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
-      else
+      else if constexpr (std::is_same_v<Op, MmaTf32>) {
+        if (prm.tf32_rn)
+          warp_mma_step_tf32_rn<kMT, kNT>(acc, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
+        else
+          warp_mma_step<Op, kMT, kNT, kAContig, false>(acc, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
+      } else
         warp_mma_step<Op, kMT, kNT, kAContig, false>(acc, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
     }
     if (want_bias) {
@@ -323,6 +371,9 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   Params& q = plan->prm;
   q = Params{};
   q.p = p;
+  // JAX_CONV1D_WGRAD_TF32=rna: the previous ties-away rounding (for A/B runs).
+  const char* tf32 = std::getenv("JAX_CONV1D_WGRAD_TF32");
+  q.tf32_rn = !(tf32 && std::string(tf32) == "rna");
   // The compensated float32-accurate sums keep twice the accumulators: the narrow tile keeps them in registers.
   plan->mt = (og <= 64 || std::is_same_v<Op, Mma3xTf32>) ? 2 : 4;
   const int bm = 32 * plan->mt;
@@ -348,7 +399,12 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   q.vec_x = ncw ? widest_vec(sz, {p.in_length}) : widest_vec(sz, {p.in_channels, cg, q.bch});
   const int64_t s = p.stride, d = p.dilation;
 
-  for (int bt : {32, 16}) {
+  // JAX_CONV1D_WGRAD_BT=64 (float32 TF32 only, for A/B runs): units of 64 positions, half the barriers and
+  // per-unit set-up per MMA, in fewer stages (the input gradient gained from the same trade).
+  const bool try_bt64 = std::is_same_v<Op, MmaTf32> && std::getenv("JAX_CONV1D_WGRAD_BT") &&
+                        std::string(std::getenv("JAX_CONV1D_WGRAD_BT")) == "64";
+  for (int bt : {64, 32, 16}) {
+    if (bt == 64 && !try_bt64) continue;
     if (bt % Op::kK) continue;
     q.bt = bt;
     // x segments: the windows of the kb taps, merged where they overlap or nearly touch.
@@ -465,6 +521,11 @@ template <class Op, int kMT, int kNT, int kWarpsM, bool kAContig>
 cudaError_t launch_layout(const Plan& plan, const typename Op::T* x, const typename Op::T* dy, typename Op::T* dw,
                           typename Op::T* db, cudaStream_t stream) {
   const bool ncw = plan.prm.p.layout == Layout::kNCW;
+  if constexpr (std::is_same_v<Op, MmaTf32>) {
+    if (plan.prm.bt == 64)
+      return ncw ? launch<Op, kMT, kNT, kWarpsM, kAContig, true, 64>(plan, x, dy, dw, db, stream)
+                 : launch<Op, kMT, kNT, kWarpsM, kAContig, false, 64>(plan, x, dy, dw, db, stream);
+  }
   if (plan.prm.bt == 32)
     return ncw ? launch<Op, kMT, kNT, kWarpsM, kAContig, true, 32>(plan, x, dy, dw, db, stream)
                : launch<Op, kMT, kNT, kWarpsM, kAContig, false, 32>(plan, x, dy, dw, db, stream);
