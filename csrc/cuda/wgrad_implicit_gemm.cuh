@@ -399,10 +399,11 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   q.vec_x = ncw ? widest_vec(sz, {p.in_length}) : widest_vec(sz, {p.in_channels, cg, q.bch});
   const int64_t s = p.stride, d = p.dilation;
 
-  // JAX_CONV1D_WGRAD_BT=64 (float32 TF32 only, for A/B runs): units of 64 positions, half the barriers and
-  // per-unit set-up per MMA, in fewer stages (the input gradient gained from the same trade).
-  const bool try_bt64 = std::is_same_v<Op, MmaTf32> && std::getenv("JAX_CONV1D_WGRAD_BT") &&
-                        std::string(std::getenv("JAX_CONV1D_WGRAD_BT")) == "64";
+  // float32 TF32: units of 64 positions first, half the barriers and per-unit set-up per MMA, in fewer stages
+  // (measured 25-29 % faster on the headline and WaveNet weight gradients; the input gradient gained from
+  // the same trade). JAX_CONV1D_WGRAD_BT=32 keeps the 32-position units, for A/B runs.
+  const char* bt_env = std::getenv("JAX_CONV1D_WGRAD_BT");
+  const bool try_bt64 = std::is_same_v<Op, MmaTf32> && (bt_env == nullptr || std::string(bt_env) == "64");
   for (int bt : {64, 32, 16}) {
     if (bt == 64 && !try_bt64) continue;
     if (bt % Op::kK) continue;
