@@ -24,7 +24,7 @@ for step in "$@"; do
     check) timeout 200 python3 "$ROOT/benchmarks/fwd_check.py" --count "${CHECK_COUNT:-60}" 2>&1 | tee "$OUT/check.log" | grep -v "^   ok" ;;
     sanitize)
       # Only our kernels are instrumented (kernel-name filters); XLA's run at full speed.
-      for tool in memcheck racecheck; do
+      for tool in ${SANITIZE_TOOLS:-memcheck racecheck}; do
         XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 150 compute-sanitizer --tool $tool --kernel-name kns=conv1d_fwd \
           --print-limit 20 python3 "$ROOT/benchmarks/fwd_check.py" --sanitize 2>&1 | tail -6 | tee "$OUT/sanitize_$tool.log"
         XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 200 compute-sanitizer --tool $tool --kernel-name kns=grad \
