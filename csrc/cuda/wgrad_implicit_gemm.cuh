@@ -69,19 +69,9 @@ struct Params {
   bool tf32_rn;     // TF32 operands rounded ties-to-even (one instruction) rather than ties-away (two)
 };
 
-// warp_mma_step's TF32 k-step with cvt.rn (ties to even, one F2FP per operand, the forward's rounding) instead
-// of cvt.rna (an FSETP and a predicated add). The two differ only on exact ties; at ~24 conversions per 16 MMAs
-// the second instruction was a quarter of the compute block's issue slots.
-__device__ __forceinline__ uint32_t tf32_round_even(float v) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  uint32_t r;
-  asm("cvt.rn.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
-  return r;
-#else
-  return tf32_round(v);  // older targets have only the ties-away form
-#endif
-}
-
+// warp_mma_step's TF32 k-step with the forward's one-instruction rounding (tf32_round_fast: cvt.rn, ties to
+// even) instead of cvt.rna (an FSETP and a predicated add). The two differ only on exact ties; at ~24
+// conversions per 16 MMAs the second instruction was a quarter of the compute block's issue slots.
 template <int kMT, int kNT>
 __device__ __forceinline__ void warp_mma_step_tf32_rn(float (&acc)[kMT][kNT][4], const float* __restrict__ sa,
                                                       const int (&a_row)[kMT][2], int a_k, const float* __restrict__ sb,
@@ -92,15 +82,15 @@ __device__ __forceinline__ void warp_mma_step_tf32_rn(float (&acc)[kMT][kNT][4],
   uint32_t a[kMT][4], b[kNT][2];
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt) {
-    a[mt][0] = tf32_round_even(sa[a_row[mt][0] + ka]);
-    a[mt][1] = tf32_round_even(sa[a_row[mt][1] + ka]);
-    a[mt][2] = tf32_round_even(sa[a_row[mt][0] + ka4]);
-    a[mt][3] = tf32_round_even(sa[a_row[mt][1] + ka4]);
+    a[mt][0] = tf32_round_fast(sa[a_row[mt][0] + ka]);
+    a[mt][1] = tf32_round_fast(sa[a_row[mt][1] + ka]);
+    a[mt][2] = tf32_round_fast(sa[a_row[mt][0] + ka4]);
+    a[mt][3] = tf32_round_fast(sa[a_row[mt][1] + ka4]);
   }
 #pragma unroll
   for (int nt = 0; nt < kNT; ++nt) {
-    b[nt][0] = tf32_round_even(sb[b_col[nt] + kb]);
-    b[nt][1] = tf32_round_even(sb[b_col[nt] + kb4]);
+    b[nt][0] = tf32_round_fast(sb[b_col[nt] + kb]);
+    b[nt][1] = tf32_round_fast(sb[b_col[nt] + kb4]);
   }
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt)
