@@ -21,7 +21,8 @@ reported time is the median over batches of the per-call time.
 
 The training-step row (train/wavenet) times one jitted forward + backward + Adam step of a 10-layer
 WaveNet-style model with our layers and with Flax's lax-backed Conv; it runs unless --no-backward is given or
---cases leaves it out.
+--cases leaves it out. Order: the named cases, the training step, then the sweep; --json is rewritten after
+every case, so a run cut short keeps what it measured.
 """
 
 from __future__ import annotations
@@ -412,6 +413,23 @@ def plot(rows: list[Row], path: str) -> bool:
     return True
 
 
+def _run_guarded(name: str, fn) -> list[Row]:
+    """One case's rows; a failing case (e.g. out of memory) is reported and must not lose the others."""
+    try:
+        return fn()
+    except Exception as err:
+        print(f"{name:40s} FAILED: {type(err).__name__}: {str(err).splitlines()[0][:160]}", flush=True)
+        gc.collect()
+        return []
+
+
+def write_json(path: str, dev, bandwidth: float, rows: list[Row], cases) -> None:
+    with open(path, "w") as fh:
+        json.dump(dict(device=dev.device_kind, jax=jax.__version__, copy_bandwidth=bandwidth,
+                       rows=[dataclasses.asdict(r) for r in rows], sweep=summarize_sweep(rows),
+                       cases={c.name: dataclasses.asdict(c) for c in cases}), fh, indent=1)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m jax_conv1d.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", nargs="*", default=None, help="names or globs, e.g. 'headline/f32/*' 'sweep/*'")
@@ -446,31 +464,32 @@ def main(argv=None) -> int:
     print(_HEADER)
     rows: list[Row] = []
     key = jax.random.key(args.seed)
-    for i, case in enumerate(cases):
-        try:
-            rows += run_case(case, bandwidth, jax.random.fold_in(key, i), backward=not args.no_backward,
-                             log=lambda s: print(s, flush=True))
-        except Exception as err:  # one failing case (e.g. out of memory) must not lose the others
-            print(f"{case.name:40s} FAILED: {type(err).__name__}: {str(err).splitlines()[0][:160]}", flush=True)
-            gc.collect()
-    if train:
-        try:
-            rows += run_train_step(jax.random.fold_in(key, len(cases)), log=lambda s: print(s, flush=True))
-        except Exception as err:
-            print(f"{TRAIN_CASE:40s} FAILED: {type(err).__name__}: {str(err).splitlines()[0][:160]}", flush=True)
+    log = lambda s: print(s, flush=True)  # noqa: E731
+
+    def save():  # after every case, so a run stopped by a time limit still leaves what it measured
+        if args.json:
+            write_json(args.json, dev, bandwidth, rows, cases)
+
+    # The named cases, then the training step, then the sweep: the sweep is the longest and the first to give
+    # when a run has a time limit. None stands for the training step.
+    plan = [(i, c) for i, c in enumerate(cases) if not c.name.startswith("sweep/")]
+    plan += [(len(cases), None)] if train else []
+    plan += [(i, c) for i, c in enumerate(cases) if c.name.startswith("sweep/")]
+    for i, case in plan:
+        case_key = jax.random.fold_in(key, i)
+        if case is None:
+            rows += _run_guarded(TRAIN_CASE, lambda: run_train_step(case_key, log=log))
+        else:
+            rows += _run_guarded(case.name, lambda: run_case(case, bandwidth, case_key,
+                                                              backward=not args.no_backward, log=log))
+        save()
 
     print("\n" + _HEADER)
     for r in rows:
         print(_format_row(r))
-    sweep = summarize_sweep(rows)
-    for pass_, s in sweep.items():
+    for pass_, s in summarize_sweep(rows).items():
         print(f"sweep {pass_}: {s['count']} configurations, speedup over XLA worst {s['worst']:.2f}x, "
               f"median {s['median']:.2f}x, slower than XLA in {s['slower_than_xla']}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(dict(device=dev.device_kind, jax=jax.__version__, copy_bandwidth=bandwidth,
-                           rows=[dataclasses.asdict(r) for r in rows], sweep=sweep,
-                           cases={c.name: dataclasses.asdict(c) for c in cases}), fh, indent=1)
     if args.plot and rows:
         plot(rows, args.plot)
     return 0

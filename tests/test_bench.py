@@ -59,3 +59,31 @@ def test_training_step_row():
 def test_list_names_the_training_row(capsys):
     assert bench.main(["--list", "--cases", "train/*"]) == 0
     assert bench.TRAIN_CASE in capsys.readouterr().out
+
+
+def test_named_cases_and_training_step_run_before_the_sweep(monkeypatch, tmp_path):
+    order = []
+    monkeypatch.setattr(bench, "copy_bandwidth", lambda: 1e12)
+    monkeypatch.setattr(bench, "run_case", lambda case, *a, **k: order.append(case.name) or [])
+    monkeypatch.setattr(bench, "run_train_step", lambda *a, **k: order.append(bench.TRAIN_CASE) or [])
+    out = tmp_path / "rows.json"
+    assert bench.main(["--cases", "sweep/*", "mamba_dw_causal", "train/*", "--sweep", "2", "--json", str(out)]) == 0
+    assert order == ["mamba_dw_causal", bench.TRAIN_CASE, "sweep/000", "sweep/001"]
+    assert json.loads(out.read_text())["rows"] == []
+
+
+def test_json_keeps_the_rows_of_a_run_cut_short(monkeypatch, tmp_path):
+    calls = []
+
+    def run_case(case, *a, **k):
+        calls.append(case.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the time limit
+        return [bench.Row(case.name, "fwd", "", 1.0, 2.0, 2.0, 0.5, 0.5, 0, 0, 0.0)]
+
+    monkeypatch.setattr(bench, "copy_bandwidth", lambda: 1e12)
+    monkeypatch.setattr(bench, "run_case", run_case)
+    out = tmp_path / "rows.json"
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(["--cases", "sweep/*", "--sweep", "3", "--no-backward", "--json", str(out)])
+    assert [r["case"] for r in json.loads(out.read_text())["rows"]] == ["sweep/000"]
