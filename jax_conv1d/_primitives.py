@@ -6,7 +6,8 @@ custom_vjp rules built from these.
 Lowering goes in two levels so that sharded operands are convolved where they live. Each primitive lowers to
 a custom_partitioning call (_sharding.py decides, per sharding, what each shard runs); that call's per-shard
 body binds an inner primitive of the same signature, and only the inner primitive lowers to the FFI target
-for the platform (or to lax where no native handler exists).
+for the platform (or to lax where no native handler exists; on CUDA, channels-last 1x1 convolutions lower to
+XLA's GEMM instead, see _pointwise.py).
 
 Batching never loops: a batch of inputs folds into N, and a batch of weights becomes extra groups of one
 grouped convolution (the batch index becomes the outer part of the group index), so one launch covers it.
@@ -26,7 +27,7 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
 
-from . import _ffi, _lax_impl, _sharding
+from . import _ffi, _lax_impl, _pointwise, _sharding
 from ._shapes import ConvConfig, output_length
 
 conv1d_fwd_p = Primitive("jax_conv1d_fwd")
@@ -150,6 +151,23 @@ def _bwd_lax(x, dy, w, *, cfg, want_dx, want_dw, want_db):
     return dx, dw, db
 
 
+def _cuda_rule(target, gemm_fn, weight_arg, multiple_results=False):
+    """Our kernels, except for the channels-last 1x1 shapes that _pointwise sends to XLA's GEMM."""
+    ffi = _ffi_rule(target)
+    gemm = mlir.lower_fun(gemm_fn, multiple_results=multiple_results)
+
+    def rule(ctx, *args, cfg, **params):
+        if weight_arg is None:
+            kernel_size = params["kernel_size"]
+        else:
+            kernel_size = ctx.avals_in[weight_arg].shape[cfg.w_axes[2]]
+        if _pointwise.applies(cfg, kernel_size, ctx.avals_in[0].dtype):
+            return gemm(ctx, *args, cfg=cfg, **params)
+        return ffi(ctx, *args, cfg=cfg, **params)
+
+    return rule
+
+
 def _fallback_rule(lax_fn, platform, multiple_results=False):
     lowered = mlir.lower_fun(lax_fn, multiple_results=multiple_results)
 
@@ -161,16 +179,19 @@ def _fallback_rule(lax_fn, platform, multiple_results=False):
     return rule
 
 
-for _outer, _local, _pass, _target, _lax_fn in (
-        (conv1d_fwd_p, conv1d_fwd_local_p, _sharding.FWD, "jax_conv1d_fwd", _fwd_lax),
-        (conv1d_dgrad_p, conv1d_dgrad_local_p, _sharding.DGRAD, "jax_conv1d_dgrad", _dgrad_lax),
-        (conv1d_wgrad_p, conv1d_wgrad_local_p, _sharding.WGRAD, "jax_conv1d_wgrad", _wgrad_lax),
-        (conv1d_bwd_p, conv1d_bwd_local_p, _sharding.BWD, "jax_conv1d_bwd", _bwd_lax)):
+# (weight_arg: which operand is the weight, for the kernel size; None: the kernel_size parameter gives it.)
+for _outer, _local, _pass, _target, _lax_fn, _gemm_fn, _weight_arg in (
+        (conv1d_fwd_p, conv1d_fwd_local_p, _sharding.FWD, "jax_conv1d_fwd", _fwd_lax, _pointwise.forward, 1),
+        (conv1d_dgrad_p, conv1d_dgrad_local_p, _sharding.DGRAD, "jax_conv1d_dgrad", _dgrad_lax, _pointwise.dgrad,
+         1),
+        (conv1d_wgrad_p, conv1d_wgrad_local_p, _sharding.WGRAD, "jax_conv1d_wgrad", _wgrad_lax, _pointwise.wgrad,
+         None),
+        (conv1d_bwd_p, conv1d_bwd_local_p, _sharding.BWD, "jax_conv1d_bwd", _bwd_lax, _pointwise.backward, 2)):
     _multi = _outer.multiple_results
     # The per-shard primitive: native handlers where they exist, lax elsewhere.
     mlir.register_lowering(_local, _ffi_rule(_target), platform="cpu")
     if _ffi.has_cuda_handlers():
-        mlir.register_lowering(_local, _ffi_rule(_target), platform="cuda")
+        mlir.register_lowering(_local, _cuda_rule(_target, _gemm_fn, _weight_arg, _multi), platform="cuda")
     else:
         mlir.register_lowering(_local, _fallback_rule(_lax_fn, "cuda", _multi), platform="cuda")
     mlir.register_lowering(_local, _fallback_rule(_lax_fn, "rocm", _multi), platform="rocm")
@@ -184,13 +205,14 @@ for _outer, _local, _pass, _target, _lax_fn in (
 
 
 @functools.lru_cache(maxsize=None)
-def _jitted(prim, params):
+def _jitted(prim, params, pointwise_gemm):
+    del pointwise_gemm  # only a cache key: the lowering reads the switch, so a change needs a new compile
     return jax.jit(functools.partial(prim.bind, **dict(params)))
 
 
 def _impl(prim):
     def impl(*args, **params):
-        return _jitted(prim, tuple(sorted(params.items())))(*args)
+        return _jitted(prim, tuple(sorted(params.items())), _pointwise.enabled())(*args)
 
     return impl
 
