@@ -87,3 +87,34 @@ def test_json_keeps_the_rows_of_a_run_cut_short(monkeypatch, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         bench.main(["--cases", "sweep/*", "--sweep", "3", "--no-backward", "--json", str(out)])
     assert [r["case"] for r in json.loads(out.read_text())["rows"]] == ["sweep/000"]
+
+
+def test_readme_table_from_bench_json(tmp_path):
+    """benchmarks/readme_table.py fills rows from the JSON, prints "not run" for missing ones, last file wins."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "readme_table.py"
+    spec = importlib.util.spec_from_file_location("readme_table", path)
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+
+    def row(case, pass_, ours, xla, floor):
+        return dict(case=case, pass_=pass_, ours_ms=ours, xla_ms=xla, speedup=xla / ours, floor_ms=floor)
+
+    first = {"device": "GPU", "jax": "0.11.2", "copy_bandwidth": 3e12,
+             "rows": [row("mamba_dw_causal", "fwd", 0.2, 3.5, 0.11), row("train/wavenet", "step", 50.0, 700.0,
+                                                                          float("nan"))],
+             "sweep": {"fwd": {"count": 2, "worst": 0.5, "median": 2.0, "slower_than_xla": 1}}}
+    second = {"device": "GPU", "jax": "0.11.2", "copy_bandwidth": 3e12,
+              "rows": [row("mamba_dw_causal", "fwd", 0.148, 3.57, 0.113)]}
+    paths = []
+    for i, data in enumerate((first, second)):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(json.dumps(data))
+    lines = table.render(*table.load([str(p) for p in paths])[::2])
+    text = "\n".join(lines)
+    assert "| mamba_dw_causal forward (bf16) | 3.57 ms | 0.148 ms | 24.1x | 0.11 ms |" in text
+    assert "| 10-layer WaveNet training step (`train/wavenet`) | 700.0 ms | 50.00 ms | 14.0x |  |" in text
+    assert "| depthwise_tcn forward | not run | not run | | |" in text
+    assert "0.50x / 2.00x, 1" in text
