@@ -236,15 +236,16 @@ def median_ms(fn, *args, warmup=2, reps=10, max_seconds=20.0):
     return statistics.median(times) * 1e3
 
 
-def einsum_reference(x, w, g, *, stride, dilation, pad, groups, layout):
-    """dx and dw in float32 at HIGHEST precision through strided slices and einsums (XLA dots, no
-    convolution), for the full-size cases; inputs upcast to float32."""
+def einsum_reference(x, w, g, *, stride, dilation, pad, groups, layout, dtype=None):
+    """dx and dw in float32 (or `dtype`, e.g. float64 with jax_enable_x64) at HIGHEST precision through
+    strided slices and einsums (XLA dots, no convolution), for the full-size cases; inputs upcast."""
     import jax
     import jax.numpy as jnp
     from jax import lax
 
     hp = lax.Precision.HIGHEST
-    x, w, g = (a.astype(jnp.float32) for a in (x, w, g))
+    dtype = jnp.float32 if dtype is None else dtype
+    x, w, g = (a.astype(dtype) for a in (x, w, g))
     if layout == "NWC":
         x, w, g = x.transpose(0, 2, 1), w.transpose(2, 1, 0), g.transpose(0, 2, 1)
     n, c, length = x.shape
