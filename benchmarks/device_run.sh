@@ -4,7 +4,7 @@
 # Steps: check (forward kernels vs float64), bwd-check (backward sweep, BWD_SWEEP args), bwd-bench (BWD_BENCH
 # args), tests (the pytest suite on the GPU), main (python -m jax_conv1d), example (WaveNet step, both backends),
 # sanitize, profile, bwd-profile, step-profile (WaveNet step per kernel), layers (its conv layers one by one),
-# wgrad-bias (C++ check of dw + db),
+# wgrad-bias (C++ check of dw + db), f64-highest (precision=highest on the headline geometry vs float64, F64_ARGS),
 # bench-<name> (python -m jax_conv1d.bench with BENCH_ARGS).
 # Logs and JSON land in $OUT (the device tool's return folder).
 set -o pipefail
@@ -12,10 +12,12 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 ROOT=$(pwd)
 export CMAKE_BUILD_PARALLEL_LEVEL=16 PYTHONUNBUFFERED=1
 t0=$(date +%s)
-python3 -m pip install --no-build-isolation --no-deps \
-  --config-settings=cmake.define.JAX_CONV1D_CUDA_ARCHITECTURES=90a-real . > "$OUT/build.log" 2>&1 \
-  || { tail -60 "$OUT/build.log"; exit 1; }
-echo "build: $(( $(date +%s) - t0 )) s"
+if [ "${SKIP_BUILD:-0}" != 1 ]; then  # SKIP_BUILD=1: a second invocation in the same call reuses the install
+  python3 -m pip install --no-build-isolation --no-deps \
+    --config-settings=cmake.define.JAX_CONV1D_CUDA_ARCHITECTURES=90a-real . > "$OUT/build.log" 2>&1 \
+    || { tail -60 "$OUT/build.log"; exit 1; }
+  echo "build: $(( $(date +%s) - t0 )) s"
+fi
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
 cd /tmp
 for step in "$@"; do
@@ -41,6 +43,7 @@ for step in "$@"; do
         --launch-count ${PROFILE_COUNT:-4} --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
         --section InstructionStats --section Occupancy python3 "$ROOT/benchmarks/bwd_profile.py" > "$OUT/ncu_bwd.txt" 2>&1
       grep -v "^==PROF== Profiling" "$OUT/ncu_bwd.txt" | cut -c1-160 | tail -150 ;;
+    f64-highest) timeout 200 python3 "$ROOT/benchmarks/highest_f64_check.py" ${F64_ARGS} 2>&1 | tee "$OUT/f64_highest.log" ;;
     layers) timeout 200 python3 "$ROOT/benchmarks/layer_breakdown.py" 2>&1 | tee "$OUT/layers.txt" ;;
     step-profile) timeout 200 python3 "$ROOT/benchmarks/step_profile.py" --backend ${STEP_BACKEND:-ours} 2>&1 | tee "$OUT/step_profile.txt" | tail -50 ;;
     bwd-check) JAX_CONV1D_TRACE_BWD=1 timeout 300 python3 "$ROOT/benchmarks/bwd_check.py" --sweep ${BWD_SWEEP} > "$OUT/bwd_sweep.log" 2>&1
