@@ -67,6 +67,51 @@ struct Params {
   int x_elems, dy_elems;                     // per pipeline stage
   float* partials;  // [splits][split_stride] (dw, then db), or null when splits == 1
   bool tf32_rn;     // TF32 operands rounded ties-to-even (one instruction) rather than ties-away (two)
+  bool row_copies;  // NWC interior windows through per-thread precomputed row copies (RowCopy)
+  bool ptr_steps;   // NWC float32 TF32 k-steps through advancing fragment pointers (warp_mma_step_tf32_rows)
+};
+
+// One thread's share of an interior NWC window (rows = positions, each row `row_bytes` of contiguous channels
+// copied in 16-byte chunks): chunk column `col_bytes` of rows r0, r0 + step, ... Computed once per block, so
+// a unit's copy is an address add and a cp.async per chunk, with no division, wrap or range check.
+struct RowCopy {
+  int r0 = 0, step = 1, col_bytes = 0;
+  bool active = false;
+};
+
+__device__ __forceinline__ RowCopy row_copy_of(int row_bytes, int tid, int nthreads) {
+  RowCopy r;
+  const int cols = row_bytes / 16;
+  r.step = nthreads / cols;
+  r.r0 = tid / cols;
+  r.col_bytes = (tid - r.r0 * cols) * 16;
+  r.active = r.r0 < r.step;
+  return r;
+}
+
+// Rows [0, rows) of a window whose row 0 starts at `src` (global, 16-byte aligned rows `src_row` bytes apart)
+// into shared rows `dst_row` bytes apart from `dst`.
+__device__ __forceinline__ void copy_rows16(const RowCopy& rc, const char* src, int64_t src_row, uint32_t dst,
+                                            int dst_row, int rows) {
+  if (!rc.active) return;
+  src += rc.r0 * src_row + rc.col_bytes;
+  dst += rc.r0 * dst_row + rc.col_bytes;
+  const int64_t src_step = rc.step * src_row;
+  const int dst_step = rc.step * dst_row;
+  for (int r = rc.r0; r < rows; r += rc.step) {
+    cp_async_shared<16>(dst, src);
+    src += src_step, dst += dst_step;
+  }
+}
+
+// Unit u -> (batch row, first output position), advanced one unit at a time: the units of a split are
+// consecutive, so only the first needs a division.
+struct UnitCursor {
+  int64_t n, t0;
+  __device__ __forceinline__ void advance(int64_t t_end, int bt) {
+    t0 += bt;
+    if (t0 >= t_end) t0 = 0, ++n;
+  }
 };
 
 // warp_mma_step's TF32 k-step with the forward's one-instruction rounding (tf32_round_fast: cvt.rn, ties to
@@ -97,6 +142,46 @@ __device__ __forceinline__ void warp_mma_step_tf32_rn(float (&acc)[kMT][kNT][4],
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt)
       mma_tf32_16x8x8(acc[mt][nt], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b[nt][0], b[nt][1]);
+}
+
+// warp_mma_step_tf32_rn for NWC tiles (both stored position-major), with the fragment addresses carried as
+// pointers that advance one k-step at a time. a points at (position k0 + tq, channel wm*16*kMT + g) of the dy
+// tile, so every A element of the step is a[const] or a[a4 + const]; b[nt] at (position (k0 + tq)*stride, the
+// lane's column). kLinearB: the warp's columns are one run of consecutive channels of one tap (b[nt] = b[0] +
+// 8*nt), so B needs one pointer. Cuts the per-step address arithmetic (IMAD + LEA per load in the indexed
+// form) to a few adds.
+template <int kMT, int kNT, bool kLinearB>
+__device__ __forceinline__ void warp_mma_step_tf32_rows(float (&acc)[kMT][kNT][4], const float* a, int a4,
+                                                        const float* const (&b)[kNT], int b4) {
+  uint32_t af[kMT][4], bf[kNT][2];
+  const float* a_hi = a + a4;
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) {
+    af[mt][0] = tf32_round_fast(a[mt * 16]);
+    af[mt][1] = tf32_round_fast(a[mt * 16 + 8]);
+    af[mt][2] = tf32_round_fast(a_hi[mt * 16]);
+    af[mt][3] = tf32_round_fast(a_hi[mt * 16 + 8]);
+  }
+  if constexpr (kLinearB) {
+    const float* b_lo = b[0];
+    const float* b_hi = b_lo + b4;
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      bf[nt][0] = tf32_round_fast(b_lo[nt * 8]);
+      bf[nt][1] = tf32_round_fast(b_hi[nt * 8]);
+    }
+  } else {
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      bf[nt][0] = tf32_round_fast(b[nt][0]);
+      bf[nt][1] = tf32_round_fast(b[nt][b4]);
+    }
+  }
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+      mma_tf32_16x8x8(acc[mt][nt], af[mt][0], af[mt][1], af[mt][2], af[mt][3], bf[nt][0], bf[nt][1]);
 }
 
 // kNCW and kBT (output positions per unit) are compile-time so the k-steps of a unit unroll completely and the
@@ -185,25 +270,46 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
     n = nn;
     t0 = int64_t(uu - nn * tu) * kBT;
   };
+  const int64_t t_end = prm.t_units * kBT;
+  UnitCursor load_at, compute_at;
+  unit_origin(u_begin, load_at.n, load_at.t0);
+  compute_at = load_at;
 
-  auto load_unit = [&](int64_t u, int stage) {
-    int64_t n, t0;
-    unit_origin(u, n, t0);
+  // NWC windows with 16-byte chunks whose rows are whole chunks: per-thread row copies for interior units.
+  constexpr int sz = static_cast<int>(sizeof(T));
+  const bool dy_rows = !ncw && prm.row_copies && prm.vec_dy * sz == 16 && o_valid == kBM && (kBM * sz) % 16 == 0;
+  const bool x_rows = !ncw && prm.row_copies && prm.vec_x * sz == 16 && c_valid == prm.bch && (prm.bch * sz) % 16 == 0;
+  const RowCopy dy_copy = dy_rows ? row_copy_of(kBM * sz, tid, kThreads) : RowCopy{};
+  const RowCopy x_copy = x_rows ? row_copy_of(prm.bch * sz, tid, kThreads) : RowCopy{};
+
+  auto load_unit = [&](int stage) {
+    const int64_t n = load_at.n, t0 = load_at.t0;
+    load_at.advance(t_end, kBT);
     T* dy_s = smem + stage * stage_elems;
     T* x_s = dy_s + prm.dy_elems;
-    TileWindow wd;
-    wd.offset = n * p.y_n + o_first * p.y_o + t0 * p.y_t;
-    wd.line_stride = p.y_o;
-    wd.pos_stride = p.y_t;
-    wd.lines = kBM;
-    wd.positions = kBT;
-    wd.line_valid = o_valid;
-    wd.pos_lo = 0;
-    wd.pos_hi = p.out_length - t0;
-    load_window_fast(dy, wd, dy_s, prm.dy_pitch, prm.vec_dy, ncw, tid, kThreads);
     const int64_t l_base = t0 * p.stride + int64_t(k_first) * p.dilation - p.pad_lo;
+    if (dy_rows && t0 + kBT <= p.out_length) {
+      copy_rows16(dy_copy, reinterpret_cast<const char*>(dy + (n * p.y_n + o_first * p.y_o + t0 * p.y_t)),
+                  p.y_t * sz, smem_u32(dy_s), prm.dy_pitch * sz, kBT);
+    } else {
+      TileWindow wd;
+      wd.offset = n * p.y_n + o_first * p.y_o + t0 * p.y_t;
+      wd.line_stride = p.y_o;
+      wd.pos_stride = p.y_t;
+      wd.lines = kBM;
+      wd.positions = kBT;
+      wd.line_valid = o_valid;
+      wd.pos_lo = 0;
+      wd.pos_hi = p.out_length - t0;
+      load_window_fast(dy, wd, dy_s, prm.dy_pitch, prm.vec_dy, ncw, tid, kThreads);
+    }
     for (int j = 0; j < prm.nseg; ++j) {
       const int64_t ls = l_base + prm.seg_src[j];
+      if (x_rows && ls >= 0 && ls + prm.seg_len[j] <= p.in_length) {
+        copy_rows16(x_copy, reinterpret_cast<const char*>(x + (n * p.x_n + c_first * p.x_c + ls * p.x_l)),
+                    p.x_l * sz, smem_u32(x_s + prm.seg_base[j]), prm.x_pitch * sz, prm.seg_len[j]);
+        continue;
+      }
       TileWindow wx;
       wx.offset = n * p.x_n + c_first * p.x_c + ls * p.x_l;
       wx.line_stride = p.x_c;
@@ -237,9 +343,19 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
 #pragma unroll
   for (int i = 0; i < kBiasRows; ++i) bias_acc[i] = bias_comp[i] = 0.0f;
 
-  auto compute_unit = [&](int64_t u, int stage) {
-    int64_t n, t0;
-    unit_origin(u, n, t0);
+  // Pointer-stepped NWC TF32 fragments (warp_mma_step_tf32_rows): lane offsets of A and B at k-step 0.
+  constexpr bool kRowsStep = !kNCW && std::is_same_v<Op, MmaTf32>;
+  const bool ptr_steps = kRowsStep && prm.ptr_steps && prm.tf32_rn;
+  bool linear_b = true;
+#pragma unroll
+  for (int nt = 1; nt < kNT; ++nt) linear_b = linear_b && b_col0[nt] == b_col0[0] + 8 * nt;
+  linear_b = __all_sync(0xffffffffu, linear_b);
+  const int a_lane_off = wm * kMT * 16 + g + tq * a_k;
+  const int b_lane_off = tq * b_k;
+
+  auto compute_unit = [&](int stage) {
+    const int64_t t0 = compute_at.t0;
+    compute_at.advance(t_end, kBT);
     const T* dy_s = smem + stage * stage_elems;
     const T* x_s = dy_s + prm.dy_elems;
     int b_col[kNT];
@@ -252,6 +368,30 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) b_col[nt] = b_col0[nt];
     }
+    if (ptr_steps) {
+      if constexpr (kRowsStep) {
+        const float* a = dy_s + a_lane_off;
+        const float* b[kNT];
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) b[nt] = x_s + b_col[nt] + b_lane_off;
+        if (linear_b) {
+#pragma unroll
+          for (int k0 = 0; k0 < kBT; k0 += 8) {
+            warp_mma_step_tf32_rows<kMT, kNT, true>(acc, a, 4 * a_k, b, 4 * b_k);
+            a += 8 * a_k;
+            b[0] += 8 * b_k;
+          }
+        } else {
+#pragma unroll
+          for (int k0 = 0; k0 < kBT; k0 += 8) {
+            warp_mma_step_tf32_rows<kMT, kNT, false>(acc, a, 4 * a_k, b, 4 * b_k);
+            a += 8 * a_k;
+#pragma unroll
+            for (int nt = 0; nt < kNT; ++nt) b[nt] += 8 * b_k;
+          }
+        }
+      }
+    } else {
 #pragma unroll
     for (int k0 = 0; k0 < kBT; k0 += Op::kK) {
       if constexpr (kLdsm) {
@@ -270,6 +410,7 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
           warp_mma_step<Op, kMT, kNT, kAContig, false>(acc, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
       } else
         warp_mma_step<Op, kMT, kNT, kAContig, false>(acc, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
+    }
     }
     if (want_bias) {
 #pragma unroll
@@ -290,17 +431,20 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
   };
 
   // Pipeline: nstage-1 units in flight while one is computed.
+  // Units are loaded and computed in order, so each side walks its own cursor.
   for (int s = 0; s < prm.nstage - 1; ++s) {
-    if (s < count) load_unit(u_begin + s, s);
+    if (s < count) load_unit(s);
     cp_async_commit();
   }
+  int load_stage = prm.nstage - 1, compute_stage = 0;
   for (int64_t i = 0; i < count; ++i) {
     cp_async_wait_pending(prm.nstage - 2);
     __syncthreads();  // unit i has landed, and every warp is done with the stage about to be refilled
-    const int64_t next = i + prm.nstage - 1;
-    if (next < count) load_unit(u_begin + next, static_cast<int>(next % prm.nstage));
+    if (i + prm.nstage - 1 < count) load_unit(load_stage);
     cp_async_commit();
-    compute_unit(u_begin + i, static_cast<int>(i % prm.nstage));
+    compute_unit(compute_stage);
+    load_stage = load_stage + 1 == prm.nstage ? 0 : load_stage + 1;
+    compute_stage = compute_stage + 1 == prm.nstage ? 0 : compute_stage + 1;
   }
   cp_async_wait<0>();
 
@@ -364,6 +508,12 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   // JAX_CONV1D_WGRAD_TF32=rna: the previous ties-away rounding (for A/B runs).
   const char* tf32 = std::getenv("JAX_CONV1D_WGRAD_TF32");
   q.tf32_rn = !(tf32 && std::string(tf32) == "rna");
+  // JAX_CONV1D_WGRAD_LOADS=window / JAX_CONV1D_WGRAD_STEPS=indexed: the previous tile copies and k-step
+  // addressing (same results bit for bit; for A/B runs).
+  const char* loads = std::getenv("JAX_CONV1D_WGRAD_LOADS");
+  q.row_copies = !(loads && std::string(loads) == "window");
+  const char* steps = std::getenv("JAX_CONV1D_WGRAD_STEPS");
+  q.ptr_steps = !(steps && std::string(steps) == "indexed");
   // The compensated float32-accurate sums keep twice the accumulators: the narrow tile keeps them in registers.
   plan->mt = (og <= 64 || std::is_same_v<Op, Mma3xTf32>) ? 2 : 4;
   const int bm = 32 * plan->mt;
