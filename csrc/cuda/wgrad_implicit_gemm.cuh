@@ -186,8 +186,8 @@ __device__ __forceinline__ void warp_mma_step_tf32_rows(float (&acc)[kMT][kNT][4
 
 // kNCW and kBT (output positions per unit) are compile-time so the k-steps of a unit unroll completely and the
 // fragment loads of NCW's contiguous axes fold into immediate offsets.
-template <class Op, int kMT, int kNT, int kWarpsM, bool kAContig, bool kNCW, int kBT>
-__global__ void __launch_bounds__(threads_of(kWarpsM), 1)
+template <class Op, int kMT, int kNT, int kWarpsM, bool kAContig, bool kNCW, int kBT, int kMinBlocks = 1>
+__global__ void __launch_bounds__(threads_of(kWarpsM), kMinBlocks)
     wgrad_gemm_kernel(const Params prm, const typename Op::T* __restrict__ x, const typename Op::T* __restrict__ dy,
                       typename Op::T* __restrict__ dw, typename Op::T* __restrict__ db) {
   using T = typename Op::T;
@@ -492,6 +492,7 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
 struct Plan {
   Params prm;
   int mt = 4, nt = 4;  // block tile (32*mt) x (32*nt), on 2 x 4 warps
+  int blocks_per_sm = 1;  // 2: NWC TF32 64 x 32 warp tiles at <= 128 registers and half the shared memory
   size_t smem = 0;
   dim3 grid;
 };
@@ -535,6 +536,13 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   if (best_cost < 0) return false;
 
   const bool ncw = p.layout == Layout::kNCW;
+  // JAX_CONV1D_WGRAD_OCC=2: two blocks per SM (16 warps) for the NWC TF32 128 x 128 tile, with 32-position
+  // units in half the shared memory. For A/B runs.
+  const char* occ_env = std::getenv("JAX_CONV1D_WGRAD_OCC");
+  plan->blocks_per_sm = (std::is_same_v<Op, MmaTf32> && !ncw && plan->mt == 4 && plan->nt == 4 && occ_env &&
+                         std::string(occ_env) == "2")
+                            ? 2
+                            : 1;
   q.vec_dy = ncw ? widest_vec(sz, {p.out_length}) : widest_vec(sz, {p.out_channels, og, bm});
   q.vec_x = ncw ? widest_vec(sz, {p.in_length}) : widest_vec(sz, {p.in_channels, cg, q.bch});
   const int64_t s = p.stride, d = p.dilation;
@@ -545,7 +553,7 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   const char* bt_env = std::getenv("JAX_CONV1D_WGRAD_BT");
   const bool try_bt64 = std::is_same_v<Op, MmaTf32> && (bt_env == nullptr || std::string(bt_env) == "64");
   for (int bt : {64, 32, 16}) {
-    if (bt == 64 && !try_bt64) continue;
+    if (bt == 64 && (!try_bt64 || plan->blocks_per_sm == 2)) continue;
     if (bt % Op::kK) continue;
     q.bt = bt;
     // x segments: the windows of the kb taps, merged where they overlap or nearly touch.
@@ -607,7 +615,9 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
     q.dy_elems = static_cast<int>(round_up(q.dy_elems, align));
     q.x_elems = static_cast<int>(round_up(q.x_elems, align));
     const size_t stage_bytes = size_t(q.dy_elems + q.x_elems) * sz;
-    const size_t budget = std::min<size_t>(device_limits().smem_optin, kMaxSmem);
+    // Two blocks per SM: each gets half of the SM's shared memory less the 1 KB the system reserves per block.
+    const size_t budget = plan->blocks_per_sm == 2 ? size_t(113) * 1024
+                                                   : std::min<size_t>(device_limits().smem_optin, kMaxSmem);
     q.nstage = static_cast<int>(std::min<size_t>(4, budget / stage_bytes));
     if (q.nstage >= 2) {
       plan->smem = stage_bytes * q.nstage;
@@ -633,8 +643,8 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
 // splits keep each block's accumulation chain short (the tensor cores' float32 adds truncate) at the cost of
 // one partial tile per block. Each split holds room for the bias gradient whether or not it is wanted, so the
 // split count (and with it every rounding) is the same with and without db.
-inline int choose_splits(const Params& q, int64_t tiles, size_t ws_bytes) {
-  int64_t splits = std::max<int64_t>(1, 4 * device_limits().sms / tiles);
+inline int choose_splits(const Params& q, int64_t tiles, size_t ws_bytes, int blocks_per_sm = 1) {
+  int64_t splits = std::max<int64_t>(1, 4 * blocks_per_sm * device_limits().sms / tiles);
   splits = std::min<int64_t>({splits, q.units, 65535});
   const size_t fit = ws_bytes / (sizeof(float) * q.split_stride);
   if (static_cast<size_t>(splits) > fit) splits = static_cast<int64_t>(fit);
@@ -645,14 +655,14 @@ template <class Op>
 size_t workspace_bytes(const Conv1dParams& p) {
   Plan plan;
   if (!make_plan<Op>(p, &plan)) return 0;
-  const int splits = choose_splits(plan.prm, plan.grid.x, SIZE_MAX);
+  const int splits = choose_splits(plan.prm, plan.grid.x, SIZE_MAX, plan.blocks_per_sm);
   return splits > 1 ? size_t(splits) * plan.prm.split_stride * sizeof(float) : 0;
 }
 
-template <class Op, int kMT, int kNT, int kWarpsM, bool kAContig, bool kNCW, int kBT>
+template <class Op, int kMT, int kNT, int kWarpsM, bool kAContig, bool kNCW, int kBT, int kMinBlocks = 1>
 cudaError_t launch(const Plan& plan, const typename Op::T* x, const typename Op::T* dy, typename Op::T* dw,
                    typename Op::T* db, cudaStream_t stream) {
-  auto kernel = wgrad_gemm_kernel<Op, kMT, kNT, kWarpsM, kAContig, kNCW, kBT>;
+  auto kernel = wgrad_gemm_kernel<Op, kMT, kNT, kWarpsM, kAContig, kNCW, kBT, kMinBlocks>;
   if (cudaError_t err = allow_dynamic_smem(kernel, plan.smem); err != cudaSuccess) return err;
   kernel<<<plan.grid, threads_of(kWarpsM), plan.smem, stream>>>(plan.prm, x, dy, dw, db);
   return cudaGetLastError();
@@ -662,6 +672,12 @@ template <class Op, int kMT, int kNT, int kWarpsM, bool kAContig>
 cudaError_t launch_layout(const Plan& plan, const typename Op::T* x, const typename Op::T* dy, typename Op::T* dw,
                           typename Op::T* db, cudaStream_t stream) {
   const bool ncw = plan.prm.p.layout == Layout::kNCW;
+  if constexpr (std::is_same_v<Op, MmaTf32> && kMT == 4 && kNT == 4) {
+    if (plan.blocks_per_sm == 2) {
+      if (ncw || plan.prm.bt != 32) return cudaErrorNotSupported;  // make_plan allows only this combination
+      return launch<Op, kMT, kNT, kWarpsM, kAContig, false, 32, 2>(plan, x, dy, dw, db, stream);
+    }
+  }
   if constexpr (std::is_same_v<Op, MmaTf32>) {
     if (plan.prm.bt == 64)
       return ncw ? launch<Op, kMT, kNT, kWarpsM, kAContig, true, 64>(plan, x, dy, dw, db, stream)
@@ -696,7 +712,7 @@ cudaError_t run(const Conv1dParams& p, const typename Op::T* x, const typename O
   Plan plan;
   if (!make_plan<Op>(p, &plan)) return cudaErrorNotSupported;
   Params& q = plan.prm;
-  q.splits = choose_splits(q, plan.grid.x, ws.bytes);
+  q.splits = choose_splits(q, plan.grid.x, ws.bytes, plan.blocks_per_sm);
   q.partials = q.splits > 1 ? static_cast<float*>(ws.ptr) : nullptr;
   plan.grid.y = q.splits;
   // 16-bit A pairs load as words when dy's positions are contiguous (NCW); float never needs it.
