@@ -69,6 +69,8 @@ struct Params {
   bool tf32_rn;     // TF32 operands rounded ties-to-even (one instruction) rather than ties-away (two)
   bool row_copies;  // NWC interior windows through per-thread precomputed row copies (RowCopy)
   bool ptr_steps;   // NWC float32 TF32 k-steps through advancing fragment pointers (warp_mma_step_tf32_rows)
+  bool swizzled;    // NWC float32 TF32 128 x 128 tiles stored unpadded with XOR-swizzled 16-byte chunks and
+                    // read by 64-bit A fragment loads (warp_mma_step_tf32_swz, swz_dy)
 };
 
 // One thread's share of an interior NWC window (rows = positions, each row `row_bytes` of contiguous channels
@@ -184,10 +186,81 @@ __device__ __forceinline__ void warp_mma_step_tf32_rows(float (&acc)[kMT][kNT][4
       mma_tf32_16x8x8(acc[mt][nt], af[mt][0], af[mt][1], af[mt][2], af[mt][3], bf[nt][0], bf[nt][1]);
 }
 
+// Swizzled dy tiles (Params::swizzled, NWC float32 TF32, 128-channel tile). The dy tile keeps its rows
+// unpadded (128 floats, a multiple of 32 banks) and stores 16-byte chunk q of position row r at chunk
+// q ^ swz_dy(r). Lane (g, tq) of warp row wm takes for m-tile mt the channel pair wm*64 + 2*(8*mt + g) + {0, 1}
+// as its fragment rows g and g + 8, so a[0..1] (k = tq) and a[2..3] (k = tq + 4) are one 64-bit load each:
+// 8 loads per k-step instead of 16. For each half-warp (g 0..3 or 4..7, tq 0..3) the 16 pairs fall on 16
+// distinct 8-byte bank pairs (the XOR moves the 4 rows' chunks apart). Only the channel <-> fragment-row
+// assignment differs from the padded tiles; each accumulator still sums the same products in the same order,
+// but a different lane owns them, so the result bits are those of another (equally valid) assignment.
+__host__ __device__ __forceinline__ int swz_dy(int r) { return (r & 3) << 1; }
+
+__device__ __forceinline__ void st_shared_zero16(uint32_t dst) {
+  asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(dst), "r"(0));
+}
+
+// copy_rows16 into a swizzled tile, rows outside [row_lo, row_hi) zero-filled. `col_bytes` is this thread's
+// already swizzled chunk offset: the thread's rows are `step` apart with step a multiple of 4, so every row it
+// copies has the same r & 3 and the same swizzle.
+__device__ __forceinline__ void copy_rows16_checked(const RowCopy& rc, int col_bytes, const char* src, int64_t src_row,
+                                                    uint32_t dst, int dst_row, int rows, int row_lo, int row_hi) {
+  if (!rc.active) return;
+  src += rc.r0 * src_row + rc.col_bytes;  // global: the unswizzled chunk
+  dst += rc.r0 * dst_row + col_bytes;
+  const int64_t src_step = rc.step * src_row;
+  const int dst_step = rc.step * dst_row;
+  for (int r = rc.r0; r < rows; r += rc.step) {
+    if (r >= row_lo && r < row_hi)
+      cp_async_shared<16>(dst, src);
+    else
+      st_shared_zero16(dst);
+    src += src_step, dst += dst_step;
+  }
+}
+
+// warp_mma_step_tf32_rows with A from a swizzled dy tile: a_even / a_odd point at this lane's pair of m-tile 0
+// / 1 at row k0 + tq (m-tiles 2 and 3 are 32 floats further), the row k0 + tq + 4 is 4*128 floats on.
+template <int kNT, bool kLinearB>
+__device__ __forceinline__ void warp_mma_step_tf32_swz(float (&acc)[4][kNT][4], const float* a_even, const float* a_odd,
+                                                       const float* const (&b)[kNT], int b4) {
+  uint32_t af[4][4], bf[kNT][2];
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt) {
+    const float* a = (mt & 1 ? a_odd : a_even) + 32 * (mt >> 1);
+    const float2 lo = *reinterpret_cast<const float2*>(a);
+    const float2 hi = *reinterpret_cast<const float2*>(a + 4 * 128);
+    af[mt][0] = tf32_round_fast(lo.x);
+    af[mt][1] = tf32_round_fast(lo.y);
+    af[mt][2] = tf32_round_fast(hi.x);
+    af[mt][3] = tf32_round_fast(hi.y);
+  }
+  if constexpr (kLinearB) {
+    const float* b_lo = b[0];
+    const float* b_hi = b_lo + b4;
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      bf[nt][0] = tf32_round_fast(b_lo[nt * 8]);
+      bf[nt][1] = tf32_round_fast(b_hi[nt * 8]);
+    }
+  } else {
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      bf[nt][0] = tf32_round_fast(b[nt][0]);
+      bf[nt][1] = tf32_round_fast(b[nt][b4]);
+    }
+  }
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+      mma_tf32_16x8x8(acc[mt][nt], af[mt][0], af[mt][1], af[mt][2], af[mt][3], bf[nt][0], bf[nt][1]);
+}
+
 // kNCW and kBT (output positions per unit) are compile-time so the k-steps of a unit unroll completely and the
 // fragment loads of NCW's contiguous axes fold into immediate offsets.
-template <class Op, int kMT, int kNT, int kWarpsM, bool kAContig, bool kNCW, int kBT, int kMinBlocks = 1>
-__global__ void __launch_bounds__(threads_of(kWarpsM), kMinBlocks)
+template <class Op, int kMT, int kNT, int kWarpsM, bool kAContig, bool kNCW, int kBT>
+__global__ void __launch_bounds__(threads_of(kWarpsM), 1)
     wgrad_gemm_kernel(const Params prm, const typename Op::T* __restrict__ x, const typename Op::T* __restrict__ dy,
                       typename Op::T* __restrict__ dw, typename Op::T* __restrict__ db) {
   using T = typename Op::T;
@@ -282,13 +355,23 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), kMinBlocks)
   const RowCopy dy_copy = dy_rows ? row_copy_of(kBM * sz, tid, kThreads) : RowCopy{};
   const RowCopy x_copy = x_rows ? row_copy_of(prm.bch * sz, tid, kThreads) : RowCopy{};
 
+  // Swizzled dy tile (host-checked: NWC float32 TF32, 128-row tile, 16-byte chunks).
+  constexpr bool kSwizzle = !kNCW && std::is_same_v<Op, MmaTf32> && kMT == 4 && kWarpsM == 2;
+  const bool swz = kSwizzle && prm.swizzled;
+  const RowCopy sw_dy = swz ? row_copy_of(kBM * sz, tid, kThreads) : RowCopy{};
+  const int sw_dy_col = ((sw_dy.col_bytes / 16) ^ swz_dy(sw_dy.r0)) * 16;
+
   auto load_unit = [&](int stage) {
     const int64_t n = load_at.n, t0 = load_at.t0;
     load_at.advance(t_end, kBT);
     T* dy_s = smem + stage * stage_elems;
     T* x_s = dy_s + prm.dy_elems;
     const int64_t l_base = t0 * p.stride + int64_t(k_first) * p.dilation - p.pad_lo;
-    if (dy_rows && t0 + kBT <= p.out_length) {
+    if (swz) {  // rows past the end of dy land as zeros; their source pointers are never read
+      copy_rows16_checked(sw_dy, sw_dy_col, reinterpret_cast<const char*>(dy + (n * p.y_n + o_first * p.y_o + t0 * p.y_t)),
+                          p.y_t * sz, smem_u32(dy_s), kBM * sz, kBT, 0,
+                          static_cast<int>(std::min<int64_t>(kBT, p.out_length - t0)));
+    } else if (dy_rows && t0 + kBT <= p.out_length) {
       copy_rows16(dy_copy, reinterpret_cast<const char*>(dy + (n * p.y_n + o_first * p.y_o + t0 * p.y_t)),
                   p.y_t * sz, smem_u32(dy_s), prm.dy_pitch * sz, kBT);
     } else {
@@ -352,6 +435,13 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), kMinBlocks)
   linear_b = __all_sync(0xffffffffu, linear_b);
   const int a_lane_off = wm * kMT * 16 + g + tq * a_k;
   const int b_lane_off = tq * b_k;
+  // Swizzled dy: element offsets of this lane's channel pairs of m-tiles 0 and 1 at k = tq (swz_dy).
+  int sw_a_even = 0, sw_a_odd = 0;
+  if (swz) {
+    const int chunk0 = (wm * kMT * 16) / 4 + (g >> 1);  // m-tile mt's pair lies in chunk chunk0 + 4*mt
+    sw_a_even = tq * kBM + ((chunk0 ^ swz_dy(tq)) * 4) + 2 * (g & 1);
+    sw_a_odd = tq * kBM + (((chunk0 + 4) ^ swz_dy(tq)) * 4) + 2 * (g & 1);
+  }
 
   auto compute_unit = [&](int stage) {
     const int64_t t0 = compute_at.t0;
@@ -368,7 +458,27 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), kMinBlocks)
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) b_col[nt] = b_col0[nt];
     }
-    if (ptr_steps) {
+    if (swz) {
+      if constexpr (kSwizzle) {
+        const float* b[kNT];
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) b[nt] = x_s + b_col[nt] + b_lane_off;
+        if (linear_b) {
+#pragma unroll
+          for (int k0 = 0; k0 < kBT; k0 += 8) {
+            warp_mma_step_tf32_swz<kNT, true>(acc, dy_s + sw_a_even + k0 * kBM, dy_s + sw_a_odd + k0 * kBM, b, 4 * b_k);
+            b[0] += 8 * b_k;
+          }
+        } else {
+#pragma unroll
+          for (int k0 = 0; k0 < kBT; k0 += 8) {
+            warp_mma_step_tf32_swz<kNT, false>(acc, dy_s + sw_a_even + k0 * kBM, dy_s + sw_a_odd + k0 * kBM, b, 4 * b_k);
+#pragma unroll
+            for (int nt = 0; nt < kNT; ++nt) b[nt] += 8 * b_k;
+          }
+        }
+      }
+    } else if (ptr_steps) {
       if constexpr (kRowsStep) {
         const float* a = dy_s + a_lane_off;
         const float* b[kNT];
@@ -420,7 +530,8 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), kMinBlocks)
 #pragma unroll
         for (int j = 0; j < kBT / 4; ++j) {
           const int t = bias_pos + 4 * j;
-          sum += to_acc(dy_s[ncw ? m * prm.dy_pitch + t : t * prm.dy_pitch + m]);
+          const int col = swz ? (((m >> 2) ^ swz_dy(t)) << 2) + (m & 3) : m;
+          sum += to_acc(dy_s[ncw ? m * prm.dy_pitch + t : t * prm.dy_pitch + col]);
         }
         const float y = sum - bias_comp[i];
         const float tt = bias_acc[i] + y;
@@ -473,7 +584,8 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), kMinBlocks)
     for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int m = wm * kMT * 16 + mt * 16 + g + 8 * (e >> 1);
+        // The swizzled dy tile assigns channels to fragment rows differently (see swz_dy).
+        const int m = swz ? wm * kMT * 16 + 2 * (8 * mt + g) + (e >> 1) : wm * kMT * 16 + mt * 16 + g + 8 * (e >> 1);
         const int n = wn * kNT * 8 + nt * 8 + 2 * tq + (e & 1);
         const int j = n / prm.bch, c = n - j * prm.bch;
         const int64_t k = k_first + j;
@@ -492,7 +604,6 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), kMinBlocks)
 struct Plan {
   Params prm;
   int mt = 4, nt = 4;  // block tile (32*mt) x (32*nt), on 2 x 4 warps
-  int blocks_per_sm = 1;  // 2: NWC TF32 64 x 32 warp tiles at <= 128 registers and half the shared memory
   size_t smem = 0;
   dim3 grid;
 };
@@ -536,13 +647,6 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   if (best_cost < 0) return false;
 
   const bool ncw = p.layout == Layout::kNCW;
-  // JAX_CONV1D_WGRAD_OCC=2: two blocks per SM (16 warps) for the NWC TF32 128 x 128 tile, with 32-position
-  // units in half the shared memory. For A/B runs.
-  const char* occ_env = std::getenv("JAX_CONV1D_WGRAD_OCC");
-  plan->blocks_per_sm = (std::is_same_v<Op, MmaTf32> && !ncw && plan->mt == 4 && plan->nt == 4 && occ_env &&
-                         std::string(occ_env) == "2")
-                            ? 2
-                            : 1;
   q.vec_dy = ncw ? widest_vec(sz, {p.out_length}) : widest_vec(sz, {p.out_channels, og, bm});
   q.vec_x = ncw ? widest_vec(sz, {p.in_length}) : widest_vec(sz, {p.in_channels, cg, q.bch});
   const int64_t s = p.stride, d = p.dilation;
@@ -552,8 +656,13 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   // the same trade). JAX_CONV1D_WGRAD_BT=32 keeps the 32-position units, for A/B runs.
   const char* bt_env = std::getenv("JAX_CONV1D_WGRAD_BT");
   const bool try_bt64 = std::is_same_v<Op, MmaTf32> && (bt_env == nullptr || std::string(bt_env) == "64");
+  // Swizzled dy tile (warp_mma_step_tf32_swz): NWC float32 TF32 on 128-row tiles whose rows are whole 16-byte
+  // chunks. JAX_CONV1D_WGRAD_SWIZZLE=0 keeps the padded tile and 32-bit fragment loads.
+  const char* swz_env = std::getenv("JAX_CONV1D_WGRAD_SWIZZLE");
+  q.swizzled = std::is_same_v<Op, MmaTf32> && q.tf32_rn && q.ptr_steps && !ncw && plan->mt == 4 && og % 128 == 0 &&
+               q.vec_dy * sz == 16 && !(swz_env && std::string(swz_env) == "0");
   for (int bt : {64, 32, 16}) {
-    if (bt == 64 && (!try_bt64 || plan->blocks_per_sm == 2)) continue;
+    if (bt == 64 && !try_bt64) continue;
     if (bt % Op::kK) continue;
     q.bt = bt;
     // x segments: the windows of the kb taps, merged where they overlap or nearly touch.
@@ -597,6 +706,7 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
       } else {
         q.dy_pitch = static_cast<int>(pick_pitch(bm, q.vec_dy, rows_t, sz));
       }
+      if (q.swizzled) q.dy_pitch = bm;  // unpadded rows: the swizzle spreads the banks
       q.dy_elems = bt * q.dy_pitch;
       if (sz == 2) {  // as dy, for rows `stride` apart (an even stride leaves 2-way conflicts)
         q.x_pitch = static_cast<int>(round_up(q.bch, 8));
@@ -615,9 +725,7 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
     q.dy_elems = static_cast<int>(round_up(q.dy_elems, align));
     q.x_elems = static_cast<int>(round_up(q.x_elems, align));
     const size_t stage_bytes = size_t(q.dy_elems + q.x_elems) * sz;
-    // Two blocks per SM: each gets half of the SM's shared memory less the 1 KB the system reserves per block.
-    const size_t budget = plan->blocks_per_sm == 2 ? size_t(113) * 1024
-                                                   : std::min<size_t>(device_limits().smem_optin, kMaxSmem);
+    const size_t budget = std::min<size_t>(device_limits().smem_optin, kMaxSmem);
     q.nstage = static_cast<int>(std::min<size_t>(4, budget / stage_bytes));
     if (q.nstage >= 2) {
       plan->smem = stage_bytes * q.nstage;
@@ -643,8 +751,8 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
 // splits keep each block's accumulation chain short (the tensor cores' float32 adds truncate) at the cost of
 // one partial tile per block. Each split holds room for the bias gradient whether or not it is wanted, so the
 // split count (and with it every rounding) is the same with and without db.
-inline int choose_splits(const Params& q, int64_t tiles, size_t ws_bytes, int blocks_per_sm = 1) {
-  int64_t splits = std::max<int64_t>(1, 4 * blocks_per_sm * device_limits().sms / tiles);
+inline int choose_splits(const Params& q, int64_t tiles, size_t ws_bytes) {
+  int64_t splits = std::max<int64_t>(1, 4 * device_limits().sms / tiles);
   splits = std::min<int64_t>({splits, q.units, 65535});
   const size_t fit = ws_bytes / (sizeof(float) * q.split_stride);
   if (static_cast<size_t>(splits) > fit) splits = static_cast<int64_t>(fit);
@@ -655,14 +763,14 @@ template <class Op>
 size_t workspace_bytes(const Conv1dParams& p) {
   Plan plan;
   if (!make_plan<Op>(p, &plan)) return 0;
-  const int splits = choose_splits(plan.prm, plan.grid.x, SIZE_MAX, plan.blocks_per_sm);
+  const int splits = choose_splits(plan.prm, plan.grid.x, SIZE_MAX);
   return splits > 1 ? size_t(splits) * plan.prm.split_stride * sizeof(float) : 0;
 }
 
-template <class Op, int kMT, int kNT, int kWarpsM, bool kAContig, bool kNCW, int kBT, int kMinBlocks = 1>
+template <class Op, int kMT, int kNT, int kWarpsM, bool kAContig, bool kNCW, int kBT>
 cudaError_t launch(const Plan& plan, const typename Op::T* x, const typename Op::T* dy, typename Op::T* dw,
                    typename Op::T* db, cudaStream_t stream) {
-  auto kernel = wgrad_gemm_kernel<Op, kMT, kNT, kWarpsM, kAContig, kNCW, kBT, kMinBlocks>;
+  auto kernel = wgrad_gemm_kernel<Op, kMT, kNT, kWarpsM, kAContig, kNCW, kBT>;
   if (cudaError_t err = allow_dynamic_smem(kernel, plan.smem); err != cudaSuccess) return err;
   kernel<<<plan.grid, threads_of(kWarpsM), plan.smem, stream>>>(plan.prm, x, dy, dw, db);
   return cudaGetLastError();
@@ -672,12 +780,6 @@ template <class Op, int kMT, int kNT, int kWarpsM, bool kAContig>
 cudaError_t launch_layout(const Plan& plan, const typename Op::T* x, const typename Op::T* dy, typename Op::T* dw,
                           typename Op::T* db, cudaStream_t stream) {
   const bool ncw = plan.prm.p.layout == Layout::kNCW;
-  if constexpr (std::is_same_v<Op, MmaTf32> && kMT == 4 && kNT == 4) {
-    if (plan.blocks_per_sm == 2) {
-      if (ncw || plan.prm.bt != 32) return cudaErrorNotSupported;  // make_plan allows only this combination
-      return launch<Op, kMT, kNT, kWarpsM, kAContig, false, 32, 2>(plan, x, dy, dw, db, stream);
-    }
-  }
   if constexpr (std::is_same_v<Op, MmaTf32>) {
     if (plan.prm.bt == 64)
       return ncw ? launch<Op, kMT, kNT, kWarpsM, kAContig, true, 64>(plan, x, dy, dw, db, stream)
@@ -712,7 +814,7 @@ cudaError_t run(const Conv1dParams& p, const typename Op::T* x, const typename O
   Plan plan;
   if (!make_plan<Op>(p, &plan)) return cudaErrorNotSupported;
   Params& q = plan.prm;
-  q.splits = choose_splits(q, plan.grid.x, ws.bytes, plan.blocks_per_sm);
+  q.splits = choose_splits(q, plan.grid.x, ws.bytes);
   q.partials = q.splits > 1 ? static_cast<float*>(ws.ptr) : nullptr;
   plan.grid.y = q.splits;
   // 16-bit A pairs load as words when dy's positions are contiguous (NCW); float never needs it.
