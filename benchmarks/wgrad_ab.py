@@ -39,10 +39,12 @@ VARIANTS = {
             "JAX_CONV1D_WGRAD_SWIZZLE": "0"},
     # padded tiles with per-thread row copies and pointer-stepped fragments (same bits as old)
     "rows": {**_OFF, "JAX_CONV1D_WGRAD_SWIZZLE": "0"},
-    # the default: swizzled unpadded tiles and 128-bit fragment loads where they apply (other bits)
+    # swizzled unpadded dy tile, 64-bit A fragment loads, rounding per fragment (other dw bits: other lanes)
+    "frag": {**_OFF, "JAX_CONV1D_WGRAD_SWIZZLE": "fragments"},
+    # the default: swizzled dy rounded to TF32 once in shared memory by its loading thread, which sums db
     "new": dict(_OFF),
 }
-OTHER_BITS = {"new"}
+OTHER_BITS = {"frag", "new"}
 FLOOR_BW = 3.02e12
 
 

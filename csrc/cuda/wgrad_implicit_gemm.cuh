@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
 #include "conv1d_cuda.h"
 #include "cp_async_tiles.cuh"
@@ -71,6 +72,8 @@ struct Params {
   bool ptr_steps;   // NWC float32 TF32 k-steps through advancing fragment pointers (warp_mma_step_tf32_rows)
   bool swizzled;    // NWC float32 TF32 128 x 128 tiles stored unpadded with XOR-swizzled 16-byte chunks and
                     // read by 64-bit A fragment loads (warp_mma_step_tf32_swz, swz_dy)
+  bool dy_rounded;  // with swizzled: each thread rounds the dy chunks it copied to TF32 in shared memory (and
+                    // sums them for the bias gradient) before the unit's barrier, so A needs no conversion
 };
 
 // One thread's share of an interior NWC window (rows = positions, each row `row_bytes` of contiguous channels
@@ -221,7 +224,8 @@ __device__ __forceinline__ void copy_rows16_checked(const RowCopy& rc, int col_b
 
 // warp_mma_step_tf32_rows with A from a swizzled dy tile: a_even / a_odd point at this lane's pair of m-tile 0
 // / 1 at row k0 + tq (m-tiles 2 and 3 are 32 floats further), the row k0 + tq + 4 is 4*128 floats on.
-template <int kNT, bool kLinearB>
+// kARounded: the dy tile already holds TF32 bit patterns (Params::dy_rounded).
+template <int kNT, bool kLinearB, bool kARounded>
 __device__ __forceinline__ void warp_mma_step_tf32_swz(float (&acc)[4][kNT][4], const float* a_even, const float* a_odd,
                                                        const float* const (&b)[kNT], int b4) {
   uint32_t af[4][4], bf[kNT][2];
@@ -230,10 +234,17 @@ __device__ __forceinline__ void warp_mma_step_tf32_swz(float (&acc)[4][kNT][4], 
     const float* a = (mt & 1 ? a_odd : a_even) + 32 * (mt >> 1);
     const float2 lo = *reinterpret_cast<const float2*>(a);
     const float2 hi = *reinterpret_cast<const float2*>(a + 4 * 128);
-    af[mt][0] = tf32_round_fast(lo.x);
-    af[mt][1] = tf32_round_fast(lo.y);
-    af[mt][2] = tf32_round_fast(hi.x);
-    af[mt][3] = tf32_round_fast(hi.y);
+    if constexpr (kARounded) {
+      af[mt][0] = __float_as_uint(lo.x);
+      af[mt][1] = __float_as_uint(lo.y);
+      af[mt][2] = __float_as_uint(hi.x);
+      af[mt][3] = __float_as_uint(hi.y);
+    } else {
+      af[mt][0] = tf32_round_fast(lo.x);
+      af[mt][1] = tf32_round_fast(lo.y);
+      af[mt][2] = tf32_round_fast(hi.x);
+      af[mt][3] = tf32_round_fast(hi.y);
+    }
   }
   if constexpr (kLinearB) {
     const float* b_lo = b[0];
@@ -360,6 +371,7 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
   const bool swz = kSwizzle && prm.swizzled;
   const RowCopy sw_dy = swz ? row_copy_of(kBM * sz, tid, kThreads) : RowCopy{};
   const int sw_dy_col = ((sw_dy.col_bytes / 16) ^ swz_dy(sw_dy.r0)) * 16;
+  const bool dy_rounded = swz && prm.dy_rounded;
 
   auto load_unit = [&](int stage) {
     const int64_t n = load_at.n, t0 = load_at.t0;
@@ -463,20 +475,25 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
         const float* b[kNT];
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt) b[nt] = x_s + b_col[nt] + b_lane_off;
-        if (linear_b) {
+        auto steps = [&](auto linear, auto rounded) {
 #pragma unroll
           for (int k0 = 0; k0 < kBT; k0 += 8) {
-            warp_mma_step_tf32_swz<kNT, true>(acc, dy_s + sw_a_even + k0 * kBM, dy_s + sw_a_odd + k0 * kBM, b, 4 * b_k);
-            b[0] += 8 * b_k;
-          }
-        } else {
+            warp_mma_step_tf32_swz<kNT, decltype(linear)::value, decltype(rounded)::value>(
+                acc, dy_s + sw_a_even + k0 * kBM, dy_s + sw_a_odd + k0 * kBM, b, 4 * b_k);
+            if constexpr (decltype(linear)::value) {
+              b[0] += 8 * b_k;
+            } else {
 #pragma unroll
-          for (int k0 = 0; k0 < kBT; k0 += 8) {
-            warp_mma_step_tf32_swz<kNT, false>(acc, dy_s + sw_a_even + k0 * kBM, dy_s + sw_a_odd + k0 * kBM, b, 4 * b_k);
-#pragma unroll
-            for (int nt = 0; nt < kNT; ++nt) b[nt] += 8 * b_k;
+              for (int nt = 0; nt < kNT; ++nt) b[nt] += 8 * b_k;
+            }
           }
-        }
+        };
+        using Yes = std::true_type;
+        using No = std::false_type;
+        if (dy_rounded)
+          linear_b ? steps(Yes{}, Yes{}) : steps(No{}, Yes{});
+        else
+          linear_b ? steps(Yes{}, No{}) : steps(No{}, No{});
       }
     } else if (ptr_steps) {
       if constexpr (kRowsStep) {
@@ -522,7 +539,7 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
         warp_mma_step<Op, kMT, kNT, kAContig, false>(acc, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
     }
     }
-    if (want_bias) {
+    if (want_bias && !dy_rounded) {
 #pragma unroll
       for (int i = 0; i < kBiasRows; ++i) {
         const int m = bias_row + kBiasRowStep * i;
@@ -542,6 +559,40 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
   };
 
   // Pipeline: nstage-1 units in flight while one is computed.
+  // dy_rounded: this thread's dy chunks of a landed stage (the same 16 bytes of channels 4*(tid % 32) .. +3 in
+  // rows warp, warp + 8, ...) rounded to TF32 in place, their raw values summed for the bias gradient (a fresh
+  // sum per unit, added with Kahan compensation). Only the thread's own cp.async data is read, which its own
+  // wait made visible, and the unit's barrier that follows publishes the rounded words to the other warps.
+  float rb_acc[4] = {0.0f, 0.0f, 0.0f, 0.0f}, rb_comp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  auto round_dy_stage = [&](int stage) {
+    if constexpr (kSwizzle) {
+      constexpr int kRowStep = kThreads / (kBM / 4);  // rows between a thread's chunks: 8
+      static_assert(kBT % kRowStep == 0, "whole rows per thread");
+      float* row = reinterpret_cast<float*>(smem + stage * stage_elems) + sw_dy.r0 * kBM + sw_dy_col / 4;
+      float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+      for (int i = 0; i < kBT / kRowStep; ++i) {
+        float4* v4 = reinterpret_cast<float4*>(row + i * kRowStep * kBM);
+        float4 v = *v4;
+        if (want_bias) sum[0] += v.x, sum[1] += v.y, sum[2] += v.z, sum[3] += v.w;
+        v.x = __uint_as_float(tf32_round_fast(v.x));
+        v.y = __uint_as_float(tf32_round_fast(v.y));
+        v.z = __uint_as_float(tf32_round_fast(v.z));
+        v.w = __uint_as_float(tf32_round_fast(v.w));
+        *v4 = v;
+      }
+      if (want_bias) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float y = sum[e] - rb_comp[e];
+          const float tt = rb_acc[e] + y;
+          rb_comp[e] = (tt - rb_acc[e]) - y;
+          rb_acc[e] = tt;
+        }
+      }
+    }
+  };
+
   // Units are loaded and computed in order, so each side walks its own cursor.
   for (int s = 0; s < prm.nstage - 1; ++s) {
     if (s < count) load_unit(s);
@@ -550,6 +601,7 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
   int load_stage = prm.nstage - 1, compute_stage = 0;
   for (int64_t i = 0; i < count; ++i) {
     cp_async_wait_pending(prm.nstage - 2);
+    if (dy_rounded) round_dy_stage(compute_stage);
     __syncthreads();  // unit i has landed, and every warp is done with the stage about to be refilled
     if (i + prm.nstage - 1 < count) load_unit(load_stage);
     cp_async_commit();
@@ -562,7 +614,23 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
   // Epilogue: every (split, weight element) of the tile is written exactly once, zeros included.
   const int64_t w_size = p.w_size();
   float* const part = prm.partials ? prm.partials + split * prm.split_stride : nullptr;
-  if (want_bias) {
+  if (want_bias && dy_rounded) {
+    // The 8 warps' sums of each channel (warp w summed rows w, w + 8, ...), added in warp order.
+    __syncthreads();  // every warp is done with the stages; their first 4 KB become the exchange
+    float* red = reinterpret_cast<float*>(smem_raw);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) red[sw_dy.r0 * kBM + sw_dy.col_bytes / 4 + e] = rb_acc[e] - rb_comp[e];
+    __syncthreads();
+    if (tid < kBM) {
+      float v = 0.0f;
+      for (int w = 0; w < kThreads / (kBM / 4); ++w) v += red[w * kBM + tid];
+      if (part)
+        part[w_size + o_first + tid] = v;
+      else
+        db[o_first + tid] = from_acc<T>(v);
+    }
+  }
+  if (want_bias && !dy_rounded) {
 #pragma unroll
     for (int i = 0; i < kBiasRows; ++i) {
       // The four lanes of a row, added in a fixed pattern.
@@ -661,6 +729,8 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   const char* swz_env = std::getenv("JAX_CONV1D_WGRAD_SWIZZLE");
   q.swizzled = std::is_same_v<Op, MmaTf32> && q.tf32_rn && q.ptr_steps && !ncw && plan->mt == 4 && og % 128 == 0 &&
                q.vec_dy * sz == 16 && !(swz_env && std::string(swz_env) == "0");
+  // JAX_CONV1D_WGRAD_SWIZZLE=fragments: swizzled, but A rounded per fragment and the bias summed per warp.
+  q.dy_rounded = q.swizzled && !(swz_env && std::string(swz_env) == "fragments");
   for (int bt : {64, 32, 16}) {
     if (bt == 64 && !try_bt64) continue;
     if (bt % Op::kK) continue;
