@@ -35,16 +35,15 @@ CASES = {
 _OFF = {"JAX_CONV1D_WGRAD_LOADS": None, "JAX_CONV1D_WGRAD_STEPS": None, "JAX_CONV1D_WGRAD_SWIZZLE": None}
 VARIANTS = {
     # the session-3 kernel: padded tiles, load_window_fast copies, indexed 32-bit fragment loads
-    "old": {**_OFF, "JAX_CONV1D_WGRAD_LOADS": "window", "JAX_CONV1D_WGRAD_STEPS": "indexed",
-            "JAX_CONV1D_WGRAD_SWIZZLE": "0"},
-    # padded tiles with per-thread row copies and pointer-stepped fragments (same bits as old)
-    "rows": {**_OFF, "JAX_CONV1D_WGRAD_SWIZZLE": "0"},
-    # swizzled unpadded dy tile, 64-bit A fragment loads, rounding per fragment (other dw bits: other lanes)
-    "frag": {**_OFF, "JAX_CONV1D_WGRAD_SWIZZLE": "fragments"},
-    # the default: swizzled dy rounded to TF32 once in shared memory by its loading thread, which sums db
+    "old": {**_OFF, "JAX_CONV1D_WGRAD_LOADS": "window", "JAX_CONV1D_WGRAD_STEPS": "indexed"},
+    # the default: padded tiles with per-thread row copies and pointer-stepped fragments (same bits as old)
     "new": dict(_OFF),
+    # opt-in: swizzled unpadded dy tile, 64-bit A fragment loads, rounding per fragment (same dw bits)
+    "frag": {**_OFF, "JAX_CONV1D_WGRAD_SWIZZLE": "fragments"},
+    # opt-in: swizzled dy rounded to TF32 once in shared memory by its loading thread, which sums db
+    "swz": {**_OFF, "JAX_CONV1D_WGRAD_SWIZZLE": "1"},
 }
-OTHER_BITS = {"frag", "new"}
+OTHER_BITS = {"frag", "swz"}
 FLOOR_BW = 3.02e12
 
 

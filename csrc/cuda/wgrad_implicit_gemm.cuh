@@ -724,13 +724,17 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   // the same trade). JAX_CONV1D_WGRAD_BT=32 keeps the 32-position units, for A/B runs.
   const char* bt_env = std::getenv("JAX_CONV1D_WGRAD_BT");
   const bool try_bt64 = std::is_same_v<Op, MmaTf32> && (bt_env == nullptr || std::string(bt_env) == "64");
-  // Swizzled dy tile (warp_mma_step_tf32_swz): NWC float32 TF32 on 128-row tiles whose rows are whole 16-byte
-  // chunks. JAX_CONV1D_WGRAD_SWIZZLE=0 keeps the padded tile and 32-bit fragment loads.
+  // Swizzled dy tile (warp_mma_step_tf32_swz), NWC float32 TF32 on 128-row tiles whose rows are whole 16-byte
+  // chunks. Opt-in (JAX_CONV1D_WGRAD_SWIZZLE=1: dy also rounded once in shared memory, with the bias summed
+  // there; =fragments: rounded per fragment): it cuts the compute block of a unit from ~550 to ~340
+  // instructions per warp with the same dw bits, but measured no faster on an H100 (WaveNet and pointwise
+  // layers within +-5 %, docs/notes/wgrad_session4.md), so the kernel is bound elsewhere and the simpler
+  // padded tile stays the default.
   const char* swz_env = std::getenv("JAX_CONV1D_WGRAD_SWIZZLE");
+  const bool swz_on = swz_env && (std::string(swz_env) == "1" || std::string(swz_env) == "fragments");
   q.swizzled = std::is_same_v<Op, MmaTf32> && q.tf32_rn && q.ptr_steps && !ncw && plan->mt == 4 && og % 128 == 0 &&
-               q.vec_dy * sz == 16 && !(swz_env && std::string(swz_env) == "0");
-  // JAX_CONV1D_WGRAD_SWIZZLE=fragments: swizzled, but A rounded per fragment and the bias summed per warp.
-  q.dy_rounded = q.swizzled && !(swz_env && std::string(swz_env) == "fragments");
+               q.vec_dy * sz == 16 && swz_on;
+  q.dy_rounded = q.swizzled && std::string(swz_env) == "1";
   for (int bt : {64, 32, 16}) {
     if (bt == 64 && !try_bt64) continue;
     if (bt % Op::kK) continue;
