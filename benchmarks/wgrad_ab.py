@@ -3,9 +3,9 @@
     python benchmarks/wgrad_ab.py [--cases wavenet_d1,pointwise,...] [--reps 20] [--xla]
 
 For each case it times dw(+db) alone (jax.vjp with respect to w and b only, so no dgrad runs) and the whole
-backward dx+dw(+db) under each variant of JAX_CONV1D_WGRAD_LOADS / JAX_CONV1D_WGRAD_STEPS (read by the planner
-at every call), checks that every variant gives the same bits as the first, and prints the fraction of the
-memory floor ((x + dy) bytes / 3.02 TB/s). --xla adds lax's dw(+db) in the same process and every variant's
+backward dx+dw(+db) under each variant of JAX_CONV1D_WGRAD_LOADS / _STEPS / _SWIZZLE (read by the planner at
+every call), checks each variant's bits against the first and run to run, and prints floor / time for the
+memory floor of dw ((x + dy) bytes / 3.02 TB/s). --xla adds lax's dw(+db) in the same process and every variant's
 error against lax's dw at HIGHEST (and db against a float32 sum of dy).
 """
 
