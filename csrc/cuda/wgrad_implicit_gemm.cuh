@@ -520,24 +520,24 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
       }
     } else {
 #pragma unroll
-    for (int k0 = 0; k0 < kBT; k0 += Op::kK) {
-      if constexpr (kLdsm) {
-        const uint32_t dy_a = smem_u32(dy_s) + a_lane0 + k0 * prm.dy_pitch * int(sizeof(T));
-        const uint32_t x_k = smem_u32(x_s) + k0 * static_cast<int>(p.stride) * prm.x_pitch * int(sizeof(T));
-        uint32_t b_lane[kNT / 2];
+      for (int k0 = 0; k0 < kBT; k0 += Op::kK) {
+        if constexpr (kLdsm) {
+          const uint32_t dy_a = smem_u32(dy_s) + a_lane0 + k0 * prm.dy_pitch * int(sizeof(T));
+          const uint32_t x_k = smem_u32(x_s) + k0 * static_cast<int>(p.stride) * prm.x_pitch * int(sizeof(T));
+          uint32_t b_lane[kNT / 2];
 #pragma unroll
-        for (int q = 0; q < kNT / 2; ++q) b_lane[q] = x_k + b_lane0[q];
-        warp_mma_step_16bit_ldsm<Op, kMT, kNT>(acc, dy_a, b_lane);
-      } else if constexpr (kCompensated)
-        warp_mma_step_3xtf32_compensated<kMT, kNT>(acc, comp, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
-      else if constexpr (std::is_same_v<Op, MmaTf32>) {
-        if (prm.tf32_rn)
-          warp_mma_step_tf32_rn<kMT, kNT>(acc, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
-        else
+          for (int q = 0; q < kNT / 2; ++q) b_lane[q] = x_k + b_lane0[q];
+          warp_mma_step_16bit_ldsm<Op, kMT, kNT>(acc, dy_a, b_lane);
+        } else if constexpr (kCompensated)
+          warp_mma_step_3xtf32_compensated<kMT, kNT>(acc, comp, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
+        else if constexpr (std::is_same_v<Op, MmaTf32>) {
+          if (prm.tf32_rn)
+            warp_mma_step_tf32_rn<kMT, kNT>(acc, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
+          else
+            warp_mma_step<Op, kMT, kNT, kAContig, false>(acc, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
+        } else
           warp_mma_step<Op, kMT, kNT, kAContig, false>(acc, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
-      } else
-        warp_mma_step<Op, kMT, kNT, kAContig, false>(acc, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
-    }
+      }
     }
     if (want_bias && !dy_rounded) {
 #pragma unroll
