@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
 #include "conv1d_cuda.h"
 #include "cp_async_tiles.cuh"
@@ -67,6 +68,55 @@ struct Params {
   int x_elems, dy_elems;                     // per pipeline stage
   float* partials;  // [splits][split_stride] (dw, then db), or null when splits == 1
   bool tf32_rn;     // TF32 operands rounded ties-to-even (one instruction) rather than ties-away (two)
+  bool row_copies;  // NWC interior windows through per-thread precomputed row copies (RowCopy)
+  bool ptr_steps;   // NWC float32 TF32 k-steps through advancing fragment pointers (warp_mma_step_tf32_rows)
+  bool swizzled;    // NWC float32 TF32 128 x 128 tiles stored unpadded with XOR-swizzled 16-byte chunks and
+                    // read by 64-bit A fragment loads (warp_mma_step_tf32_swz, swz_dy)
+  bool dy_rounded;  // with swizzled: each thread rounds the dy chunks it copied to TF32 in shared memory (and
+                    // sums them for the bias gradient) before the unit's barrier, so A needs no conversion
+};
+
+// One thread's share of an interior NWC window (rows = positions, each row `row_bytes` of contiguous channels
+// copied in 16-byte chunks): chunk column `col_bytes` of rows r0, r0 + step, ... Computed once per block, so
+// a unit's copy is an address add and a cp.async per chunk, with no division, wrap or range check.
+struct RowCopy {
+  int r0 = 0, step = 1, col_bytes = 0;
+  bool active = false;
+};
+
+__device__ __forceinline__ RowCopy row_copy_of(int row_bytes, int tid, int nthreads) {
+  RowCopy r;
+  const int cols = row_bytes / 16;
+  r.step = nthreads / cols;
+  r.r0 = tid / cols;
+  r.col_bytes = (tid - r.r0 * cols) * 16;
+  r.active = r.r0 < r.step;
+  return r;
+}
+
+// Rows [0, rows) of a window whose row 0 starts at `src` (global, 16-byte aligned rows `src_row` bytes apart)
+// into shared rows `dst_row` bytes apart from `dst`.
+__device__ __forceinline__ void copy_rows16(const RowCopy& rc, const char* src, int64_t src_row, uint32_t dst,
+                                            int dst_row, int rows) {
+  if (!rc.active) return;
+  src += rc.r0 * src_row + rc.col_bytes;
+  dst += rc.r0 * dst_row + rc.col_bytes;
+  const int64_t src_step = rc.step * src_row;
+  const int dst_step = rc.step * dst_row;
+  for (int r = rc.r0; r < rows; r += rc.step) {
+    cp_async_shared<16>(dst, src);
+    src += src_step, dst += dst_step;
+  }
+}
+
+// Unit u -> (batch row, first output position), advanced one unit at a time: the units of a split are
+// consecutive, so only the first needs a division.
+struct UnitCursor {
+  int64_t n, t0;
+  __device__ __forceinline__ void advance(int64_t t_end, int bt) {
+    t0 += bt;
+    if (t0 >= t_end) t0 = 0, ++n;
+  }
 };
 
 // warp_mma_step's TF32 k-step with the forward's one-instruction rounding (tf32_round_fast: cvt.rn, ties to
@@ -97,6 +147,125 @@ __device__ __forceinline__ void warp_mma_step_tf32_rn(float (&acc)[kMT][kNT][4],
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt)
       mma_tf32_16x8x8(acc[mt][nt], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b[nt][0], b[nt][1]);
+}
+
+// warp_mma_step_tf32_rn for NWC tiles (both stored position-major), with the fragment addresses carried as
+// pointers that advance one k-step at a time. a points at (position k0 + tq, channel wm*16*kMT + g) of the dy
+// tile, so every A element of the step is a[const] or a[a4 + const]; b[nt] at (position (k0 + tq)*stride, the
+// lane's column). kLinearB: the warp's columns are one run of consecutive channels of one tap (b[nt] = b[0] +
+// 8*nt), so B needs one pointer. Cuts the per-step address arithmetic (IMAD + LEA per load in the indexed
+// form) to a few adds.
+template <int kMT, int kNT, bool kLinearB>
+__device__ __forceinline__ void warp_mma_step_tf32_rows(float (&acc)[kMT][kNT][4], const float* a, int a4,
+                                                        const float* const (&b)[kNT], int b4) {
+  uint32_t af[kMT][4], bf[kNT][2];
+  const float* a_hi = a + a4;
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) {
+    af[mt][0] = tf32_round_fast(a[mt * 16]);
+    af[mt][1] = tf32_round_fast(a[mt * 16 + 8]);
+    af[mt][2] = tf32_round_fast(a_hi[mt * 16]);
+    af[mt][3] = tf32_round_fast(a_hi[mt * 16 + 8]);
+  }
+  if constexpr (kLinearB) {
+    const float* b_lo = b[0];
+    const float* b_hi = b_lo + b4;
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      bf[nt][0] = tf32_round_fast(b_lo[nt * 8]);
+      bf[nt][1] = tf32_round_fast(b_hi[nt * 8]);
+    }
+  } else {
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      bf[nt][0] = tf32_round_fast(b[nt][0]);
+      bf[nt][1] = tf32_round_fast(b[nt][b4]);
+    }
+  }
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+      mma_tf32_16x8x8(acc[mt][nt], af[mt][0], af[mt][1], af[mt][2], af[mt][3], bf[nt][0], bf[nt][1]);
+}
+
+// Swizzled dy tiles (Params::swizzled, NWC float32 TF32, 128-channel tile). The dy tile keeps its rows
+// unpadded (128 floats, a multiple of 32 banks) and stores 16-byte chunk q of position row r at chunk
+// q ^ swz_dy(r). Lane (g, tq) of warp row wm takes for m-tile mt the channel pair wm*64 + 2*(8*mt + g) + {0, 1}
+// as its fragment rows g and g + 8, so a[0..1] (k = tq) and a[2..3] (k = tq + 4) are one 64-bit load each:
+// 8 loads per k-step instead of 16. For each half-warp (g 0..3 or 4..7, tq 0..3) the 16 pairs fall on 16
+// distinct 8-byte bank pairs (the XOR moves the 4 rows' chunks apart). Only the channel <-> fragment-row
+// assignment differs from the padded tiles; each accumulator still sums the same products in the same order,
+// but a different lane owns them, so the result bits are those of another (equally valid) assignment.
+__host__ __device__ __forceinline__ int swz_dy(int r) { return (r & 3) << 1; }
+
+__device__ __forceinline__ void st_shared_zero16(uint32_t dst) {
+  asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(dst), "r"(0));
+}
+
+// copy_rows16 into a swizzled tile, rows outside [row_lo, row_hi) zero-filled. `col_bytes` is this thread's
+// already swizzled chunk offset: the thread's rows are `step` apart with step a multiple of 4, so every row it
+// copies has the same r & 3 and the same swizzle.
+__device__ __forceinline__ void copy_rows16_checked(const RowCopy& rc, int col_bytes, const char* src, int64_t src_row,
+                                                    uint32_t dst, int dst_row, int rows, int row_lo, int row_hi) {
+  if (!rc.active) return;
+  src += rc.r0 * src_row + rc.col_bytes;  // global: the unswizzled chunk
+  dst += rc.r0 * dst_row + col_bytes;
+  const int64_t src_step = rc.step * src_row;
+  const int dst_step = rc.step * dst_row;
+  for (int r = rc.r0; r < rows; r += rc.step) {
+    if (r >= row_lo && r < row_hi)
+      cp_async_shared<16>(dst, src);
+    else
+      st_shared_zero16(dst);
+    src += src_step, dst += dst_step;
+  }
+}
+
+// warp_mma_step_tf32_rows with A from a swizzled dy tile: a_even / a_odd point at this lane's pair of m-tile 0
+// / 1 at row k0 + tq (m-tiles 2 and 3 are 32 floats further), the row k0 + tq + 4 is 4*128 floats on.
+// kARounded: the dy tile already holds TF32 bit patterns (Params::dy_rounded).
+template <int kNT, bool kLinearB, bool kARounded>
+__device__ __forceinline__ void warp_mma_step_tf32_swz(float (&acc)[4][kNT][4], const float* a_even, const float* a_odd,
+                                                       const float* const (&b)[kNT], int b4) {
+  uint32_t af[4][4], bf[kNT][2];
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt) {
+    const float* a = (mt & 1 ? a_odd : a_even) + 32 * (mt >> 1);
+    const float2 lo = *reinterpret_cast<const float2*>(a);
+    const float2 hi = *reinterpret_cast<const float2*>(a + 4 * 128);
+    if constexpr (kARounded) {
+      af[mt][0] = __float_as_uint(lo.x);
+      af[mt][1] = __float_as_uint(lo.y);
+      af[mt][2] = __float_as_uint(hi.x);
+      af[mt][3] = __float_as_uint(hi.y);
+    } else {
+      af[mt][0] = tf32_round_fast(lo.x);
+      af[mt][1] = tf32_round_fast(lo.y);
+      af[mt][2] = tf32_round_fast(hi.x);
+      af[mt][3] = tf32_round_fast(hi.y);
+    }
+  }
+  if constexpr (kLinearB) {
+    const float* b_lo = b[0];
+    const float* b_hi = b_lo + b4;
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      bf[nt][0] = tf32_round_fast(b_lo[nt * 8]);
+      bf[nt][1] = tf32_round_fast(b_hi[nt * 8]);
+    }
+  } else {
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      bf[nt][0] = tf32_round_fast(b[nt][0]);
+      bf[nt][1] = tf32_round_fast(b[nt][b4]);
+    }
+  }
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+      mma_tf32_16x8x8(acc[mt][nt], af[mt][0], af[mt][1], af[mt][2], af[mt][3], bf[nt][0], bf[nt][1]);
 }
 
 // kNCW and kBT (output positions per unit) are compile-time so the k-steps of a unit unroll completely and the
@@ -185,25 +354,57 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
     n = nn;
     t0 = int64_t(uu - nn * tu) * kBT;
   };
+  const int64_t t_end = prm.t_units * kBT;
+  UnitCursor load_at, compute_at;
+  unit_origin(u_begin, load_at.n, load_at.t0);
+  compute_at = load_at;
 
-  auto load_unit = [&](int64_t u, int stage) {
-    int64_t n, t0;
-    unit_origin(u, n, t0);
+  // NWC windows with 16-byte chunks whose rows are whole chunks: per-thread row copies for interior units.
+  constexpr int sz = static_cast<int>(sizeof(T));
+  const bool dy_rows = !ncw && prm.row_copies && prm.vec_dy * sz == 16 && o_valid == kBM && (kBM * sz) % 16 == 0;
+  const bool x_rows = !ncw && prm.row_copies && prm.vec_x * sz == 16 && c_valid == prm.bch && (prm.bch * sz) % 16 == 0;
+  const RowCopy dy_copy = dy_rows ? row_copy_of(kBM * sz, tid, kThreads) : RowCopy{};
+  const RowCopy x_copy = x_rows ? row_copy_of(prm.bch * sz, tid, kThreads) : RowCopy{};
+
+  // Swizzled dy tile (host-checked: NWC float32 TF32, 128-row tile, 16-byte chunks).
+  constexpr bool kSwizzle = !kNCW && std::is_same_v<Op, MmaTf32> && kMT == 4 && kWarpsM == 2;
+  const bool swz = kSwizzle && prm.swizzled;
+  const RowCopy sw_dy = swz ? row_copy_of(kBM * sz, tid, kThreads) : RowCopy{};
+  const int sw_dy_col = ((sw_dy.col_bytes / 16) ^ swz_dy(sw_dy.r0)) * 16;
+  const bool dy_rounded = swz && prm.dy_rounded;
+
+  auto load_unit = [&](int stage) {
+    const int64_t n = load_at.n, t0 = load_at.t0;
+    load_at.advance(t_end, kBT);
     T* dy_s = smem + stage * stage_elems;
     T* x_s = dy_s + prm.dy_elems;
-    TileWindow wd;
-    wd.offset = n * p.y_n + o_first * p.y_o + t0 * p.y_t;
-    wd.line_stride = p.y_o;
-    wd.pos_stride = p.y_t;
-    wd.lines = kBM;
-    wd.positions = kBT;
-    wd.line_valid = o_valid;
-    wd.pos_lo = 0;
-    wd.pos_hi = p.out_length - t0;
-    load_window_fast(dy, wd, dy_s, prm.dy_pitch, prm.vec_dy, ncw, tid, kThreads);
     const int64_t l_base = t0 * p.stride + int64_t(k_first) * p.dilation - p.pad_lo;
+    if (swz) {  // rows past the end of dy land as zeros; their source pointers are never read
+      copy_rows16_checked(sw_dy, sw_dy_col, reinterpret_cast<const char*>(dy + (n * p.y_n + o_first * p.y_o + t0 * p.y_t)),
+                          p.y_t * sz, smem_u32(dy_s), kBM * sz, kBT, 0,
+                          static_cast<int>(std::min<int64_t>(kBT, p.out_length - t0)));
+    } else if (dy_rows && t0 + kBT <= p.out_length) {
+      copy_rows16(dy_copy, reinterpret_cast<const char*>(dy + (n * p.y_n + o_first * p.y_o + t0 * p.y_t)),
+                  p.y_t * sz, smem_u32(dy_s), prm.dy_pitch * sz, kBT);
+    } else {
+      TileWindow wd;
+      wd.offset = n * p.y_n + o_first * p.y_o + t0 * p.y_t;
+      wd.line_stride = p.y_o;
+      wd.pos_stride = p.y_t;
+      wd.lines = kBM;
+      wd.positions = kBT;
+      wd.line_valid = o_valid;
+      wd.pos_lo = 0;
+      wd.pos_hi = p.out_length - t0;
+      load_window_fast(dy, wd, dy_s, prm.dy_pitch, prm.vec_dy, ncw, tid, kThreads);
+    }
     for (int j = 0; j < prm.nseg; ++j) {
       const int64_t ls = l_base + prm.seg_src[j];
+      if (x_rows && ls >= 0 && ls + prm.seg_len[j] <= p.in_length) {
+        copy_rows16(x_copy, reinterpret_cast<const char*>(x + (n * p.x_n + c_first * p.x_c + ls * p.x_l)),
+                    p.x_l * sz, smem_u32(x_s + prm.seg_base[j]), prm.x_pitch * sz, prm.seg_len[j]);
+        continue;
+      }
       TileWindow wx;
       wx.offset = n * p.x_n + c_first * p.x_c + ls * p.x_l;
       wx.line_stride = p.x_c;
@@ -237,9 +438,26 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
 #pragma unroll
   for (int i = 0; i < kBiasRows; ++i) bias_acc[i] = bias_comp[i] = 0.0f;
 
-  auto compute_unit = [&](int64_t u, int stage) {
-    int64_t n, t0;
-    unit_origin(u, n, t0);
+  // Pointer-stepped NWC TF32 fragments (warp_mma_step_tf32_rows): lane offsets of A and B at k-step 0.
+  constexpr bool kRowsStep = !kNCW && std::is_same_v<Op, MmaTf32>;
+  const bool ptr_steps = kRowsStep && prm.ptr_steps && prm.tf32_rn;
+  bool linear_b = true;
+#pragma unroll
+  for (int nt = 1; nt < kNT; ++nt) linear_b = linear_b && b_col0[nt] == b_col0[0] + 8 * nt;
+  linear_b = __all_sync(0xffffffffu, linear_b);
+  const int a_lane_off = wm * kMT * 16 + g + tq * a_k;
+  const int b_lane_off = tq * b_k;
+  // Swizzled dy: element offsets of this lane's channel pairs of m-tiles 0 and 1 at k = tq (swz_dy).
+  int sw_a_even = 0, sw_a_odd = 0;
+  if (swz) {
+    const int chunk0 = (wm * kMT * 16) / 4 + (g >> 1);  // m-tile mt's pair lies in chunk chunk0 + 4*mt
+    sw_a_even = tq * kBM + ((chunk0 ^ swz_dy(tq)) * 4) + 2 * (g & 1);
+    sw_a_odd = tq * kBM + (((chunk0 + 4) ^ swz_dy(tq)) * 4) + 2 * (g & 1);
+  }
+
+  auto compute_unit = [&](int stage) {
+    const int64_t t0 = compute_at.t0;
+    compute_at.advance(t_end, kBT);
     const T* dy_s = smem + stage * stage_elems;
     const T* x_s = dy_s + prm.dy_elems;
     int b_col[kNT];
@@ -252,26 +470,76 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) b_col[nt] = b_col0[nt];
     }
+    if (swz) {
+      if constexpr (kSwizzle) {
+        const float* b[kNT];
 #pragma unroll
-    for (int k0 = 0; k0 < kBT; k0 += Op::kK) {
-      if constexpr (kLdsm) {
-        const uint32_t dy_a = smem_u32(dy_s) + a_lane0 + k0 * prm.dy_pitch * int(sizeof(T));
-        const uint32_t x_k = smem_u32(x_s) + k0 * static_cast<int>(p.stride) * prm.x_pitch * int(sizeof(T));
-        uint32_t b_lane[kNT / 2];
+        for (int nt = 0; nt < kNT; ++nt) b[nt] = x_s + b_col[nt] + b_lane_off;
+        auto steps = [&](auto linear, auto rounded) {
 #pragma unroll
-        for (int q = 0; q < kNT / 2; ++q) b_lane[q] = x_k + b_lane0[q];
-        warp_mma_step_16bit_ldsm<Op, kMT, kNT>(acc, dy_a, b_lane);
-      } else if constexpr (kCompensated)
-        warp_mma_step_3xtf32_compensated<kMT, kNT>(acc, comp, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
-      else if constexpr (std::is_same_v<Op, MmaTf32>) {
-        if (prm.tf32_rn)
-          warp_mma_step_tf32_rn<kMT, kNT>(acc, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
+          for (int k0 = 0; k0 < kBT; k0 += 8) {
+            warp_mma_step_tf32_swz<kNT, decltype(linear)::value, decltype(rounded)::value>(
+                acc, dy_s + sw_a_even + k0 * kBM, dy_s + sw_a_odd + k0 * kBM, b, 4 * b_k);
+            if constexpr (decltype(linear)::value) {
+              b[0] += 8 * b_k;
+            } else {
+#pragma unroll
+              for (int nt = 0; nt < kNT; ++nt) b[nt] += 8 * b_k;
+            }
+          }
+        };
+        using Yes = std::true_type;
+        using No = std::false_type;
+        if (dy_rounded)
+          linear_b ? steps(Yes{}, Yes{}) : steps(No{}, Yes{});
         else
+          linear_b ? steps(Yes{}, No{}) : steps(No{}, No{});
+      }
+    } else if (ptr_steps) {
+      if constexpr (kRowsStep) {
+        const float* a = dy_s + a_lane_off;
+        const float* b[kNT];
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) b[nt] = x_s + b_col[nt] + b_lane_off;
+        if (linear_b) {
+#pragma unroll
+          for (int k0 = 0; k0 < kBT; k0 += 8) {
+            warp_mma_step_tf32_rows<kMT, kNT, true>(acc, a, 4 * a_k, b, 4 * b_k);
+            a += 8 * a_k;
+            b[0] += 8 * b_k;
+          }
+        } else {
+#pragma unroll
+          for (int k0 = 0; k0 < kBT; k0 += 8) {
+            warp_mma_step_tf32_rows<kMT, kNT, false>(acc, a, 4 * a_k, b, 4 * b_k);
+            a += 8 * a_k;
+#pragma unroll
+            for (int nt = 0; nt < kNT; ++nt) b[nt] += 8 * b_k;
+          }
+        }
+      }
+    } else {
+#pragma unroll
+      for (int k0 = 0; k0 < kBT; k0 += Op::kK) {
+        if constexpr (kLdsm) {
+          const uint32_t dy_a = smem_u32(dy_s) + a_lane0 + k0 * prm.dy_pitch * int(sizeof(T));
+          const uint32_t x_k = smem_u32(x_s) + k0 * static_cast<int>(p.stride) * prm.x_pitch * int(sizeof(T));
+          uint32_t b_lane[kNT / 2];
+#pragma unroll
+          for (int q = 0; q < kNT / 2; ++q) b_lane[q] = x_k + b_lane0[q];
+          warp_mma_step_16bit_ldsm<Op, kMT, kNT>(acc, dy_a, b_lane);
+        } else if constexpr (kCompensated)
+          warp_mma_step_3xtf32_compensated<kMT, kNT>(acc, comp, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
+        else if constexpr (std::is_same_v<Op, MmaTf32>) {
+          if (prm.tf32_rn)
+            warp_mma_step_tf32_rn<kMT, kNT>(acc, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
+          else
+            warp_mma_step<Op, kMT, kNT, kAContig, false>(acc, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
+        } else
           warp_mma_step<Op, kMT, kNT, kAContig, false>(acc, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
-      } else
-        warp_mma_step<Op, kMT, kNT, kAContig, false>(acc, dy_s, a_row, a_k, x_s, b_col, b_k, k0, lane);
+      }
     }
-    if (want_bias) {
+    if (want_bias && !dy_rounded) {
 #pragma unroll
       for (int i = 0; i < kBiasRows; ++i) {
         const int m = bias_row + kBiasRowStep * i;
@@ -279,7 +547,8 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
 #pragma unroll
         for (int j = 0; j < kBT / 4; ++j) {
           const int t = bias_pos + 4 * j;
-          sum += to_acc(dy_s[ncw ? m * prm.dy_pitch + t : t * prm.dy_pitch + m]);
+          const int col = swz ? (((m >> 2) ^ swz_dy(t)) << 2) + (m & 3) : m;
+          sum += to_acc(dy_s[ncw ? m * prm.dy_pitch + t : t * prm.dy_pitch + col]);
         }
         const float y = sum - bias_comp[i];
         const float tt = bias_acc[i] + y;
@@ -290,24 +559,78 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
   };
 
   // Pipeline: nstage-1 units in flight while one is computed.
+  // dy_rounded: this thread's dy chunks of a landed stage (the same 16 bytes of channels 4*(tid % 32) .. +3 in
+  // rows warp, warp + 8, ...) rounded to TF32 in place, their raw values summed for the bias gradient (a fresh
+  // sum per unit, added with Kahan compensation). Only the thread's own cp.async data is read, which its own
+  // wait made visible, and the unit's barrier that follows publishes the rounded words to the other warps.
+  float rb_acc[4] = {0.0f, 0.0f, 0.0f, 0.0f}, rb_comp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  auto round_dy_stage = [&](int stage) {
+    if constexpr (kSwizzle) {
+      constexpr int kRowStep = kThreads / (kBM / 4);  // rows between a thread's chunks: 8
+      static_assert(kBT % kRowStep == 0, "whole rows per thread");
+      float* row = reinterpret_cast<float*>(smem + stage * stage_elems) + sw_dy.r0 * kBM + sw_dy_col / 4;
+      float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+      for (int i = 0; i < kBT / kRowStep; ++i) {
+        float4* v4 = reinterpret_cast<float4*>(row + i * kRowStep * kBM);
+        float4 v = *v4;
+        if (want_bias) sum[0] += v.x, sum[1] += v.y, sum[2] += v.z, sum[3] += v.w;
+        v.x = __uint_as_float(tf32_round_fast(v.x));
+        v.y = __uint_as_float(tf32_round_fast(v.y));
+        v.z = __uint_as_float(tf32_round_fast(v.z));
+        v.w = __uint_as_float(tf32_round_fast(v.w));
+        *v4 = v;
+      }
+      if (want_bias) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float y = sum[e] - rb_comp[e];
+          const float tt = rb_acc[e] + y;
+          rb_comp[e] = (tt - rb_acc[e]) - y;
+          rb_acc[e] = tt;
+        }
+      }
+    }
+  };
+
+  // Units are loaded and computed in order, so each side walks its own cursor.
   for (int s = 0; s < prm.nstage - 1; ++s) {
-    if (s < count) load_unit(u_begin + s, s);
+    if (s < count) load_unit(s);
     cp_async_commit();
   }
+  int load_stage = prm.nstage - 1, compute_stage = 0;
   for (int64_t i = 0; i < count; ++i) {
     cp_async_wait_pending(prm.nstage - 2);
+    if (dy_rounded) round_dy_stage(compute_stage);
     __syncthreads();  // unit i has landed, and every warp is done with the stage about to be refilled
-    const int64_t next = i + prm.nstage - 1;
-    if (next < count) load_unit(u_begin + next, static_cast<int>(next % prm.nstage));
+    if (i + prm.nstage - 1 < count) load_unit(load_stage);
     cp_async_commit();
-    compute_unit(u_begin + i, static_cast<int>(i % prm.nstage));
+    compute_unit(compute_stage);
+    load_stage = load_stage + 1 == prm.nstage ? 0 : load_stage + 1;
+    compute_stage = compute_stage + 1 == prm.nstage ? 0 : compute_stage + 1;
   }
   cp_async_wait<0>();
 
   // Epilogue: every (split, weight element) of the tile is written exactly once, zeros included.
   const int64_t w_size = p.w_size();
   float* const part = prm.partials ? prm.partials + split * prm.split_stride : nullptr;
-  if (want_bias) {
+  if (want_bias && dy_rounded) {
+    // The 8 warps' sums of each channel (warp w summed rows w, w + 8, ...), added in warp order.
+    __syncthreads();  // every warp is done with the stages; their first 4 KB become the exchange
+    float* red = reinterpret_cast<float*>(smem_raw);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) red[sw_dy.r0 * kBM + sw_dy.col_bytes / 4 + e] = rb_acc[e] - rb_comp[e];
+    __syncthreads();
+    if (tid < kBM) {
+      float v = 0.0f;
+      for (int w = 0; w < kThreads / (kBM / 4); ++w) v += red[w * kBM + tid];
+      if (part)
+        part[w_size + o_first + tid] = v;
+      else
+        db[o_first + tid] = from_acc<T>(v);
+    }
+  }
+  if (want_bias && !dy_rounded) {
 #pragma unroll
     for (int i = 0; i < kBiasRows; ++i) {
       // The four lanes of a row, added in a fixed pattern.
@@ -329,7 +652,8 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
     for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int m = wm * kMT * 16 + mt * 16 + g + 8 * (e >> 1);
+        // The swizzled dy tile assigns channels to fragment rows differently (see swz_dy).
+        const int m = swz ? wm * kMT * 16 + 2 * (8 * mt + g) + (e >> 1) : wm * kMT * 16 + mt * 16 + g + 8 * (e >> 1);
         const int n = wn * kNT * 8 + nt * 8 + 2 * tq + (e & 1);
         const int j = n / prm.bch, c = n - j * prm.bch;
         const int64_t k = k_first + j;
@@ -364,6 +688,12 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   // JAX_CONV1D_WGRAD_TF32=rna: the previous ties-away rounding (for A/B runs).
   const char* tf32 = std::getenv("JAX_CONV1D_WGRAD_TF32");
   q.tf32_rn = !(tf32 && std::string(tf32) == "rna");
+  // JAX_CONV1D_WGRAD_LOADS=window / JAX_CONV1D_WGRAD_STEPS=indexed: the previous tile copies and k-step
+  // addressing (same results bit for bit; for A/B runs).
+  const char* loads = std::getenv("JAX_CONV1D_WGRAD_LOADS");
+  q.row_copies = !(loads && std::string(loads) == "window");
+  const char* steps = std::getenv("JAX_CONV1D_WGRAD_STEPS");
+  q.ptr_steps = !(steps && std::string(steps) == "indexed");
   // The compensated float32-accurate sums keep twice the accumulators: the narrow tile keeps them in registers.
   plan->mt = (og <= 64 || std::is_same_v<Op, Mma3xTf32>) ? 2 : 4;
   const int bm = 32 * plan->mt;
@@ -394,6 +724,17 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   // the same trade). JAX_CONV1D_WGRAD_BT=32 keeps the 32-position units, for A/B runs.
   const char* bt_env = std::getenv("JAX_CONV1D_WGRAD_BT");
   const bool try_bt64 = std::is_same_v<Op, MmaTf32> && (bt_env == nullptr || std::string(bt_env) == "64");
+  // Swizzled dy tile (warp_mma_step_tf32_swz), NWC float32 TF32 on 128-row tiles whose rows are whole 16-byte
+  // chunks. Opt-in (JAX_CONV1D_WGRAD_SWIZZLE=1: dy also rounded once in shared memory, with the bias summed
+  // there; =fragments: rounded per fragment): it cuts the compute block of a unit from ~550 to ~340
+  // instructions per warp with the same dw bits, but measured no faster on an H100 (WaveNet and pointwise
+  // layers within +-5 %, docs/notes/wgrad_session4.md), so the kernel is bound elsewhere and the simpler
+  // padded tile stays the default.
+  const char* swz_env = std::getenv("JAX_CONV1D_WGRAD_SWIZZLE");
+  const bool swz_on = swz_env && (std::string(swz_env) == "1" || std::string(swz_env) == "fragments");
+  q.swizzled = std::is_same_v<Op, MmaTf32> && q.tf32_rn && q.ptr_steps && !ncw && plan->mt == 4 && og % 128 == 0 &&
+               q.vec_dy * sz == 16 && swz_on;
+  q.dy_rounded = q.swizzled && std::string(swz_env) == "1";
   for (int bt : {64, 32, 16}) {
     if (bt == 64 && !try_bt64) continue;
     if (bt % Op::kK) continue;
@@ -439,6 +780,7 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
       } else {
         q.dy_pitch = static_cast<int>(pick_pitch(bm, q.vec_dy, rows_t, sz));
       }
+      if (q.swizzled) q.dy_pitch = bm;  // unpadded rows: the swizzle spreads the banks
       q.dy_elems = bt * q.dy_pitch;
       if (sz == 2) {  // as dy, for rows `stride` apart (an even stride leaves 2-way conflicts)
         q.x_pitch = static_cast<int>(round_up(q.bch, 8));
