@@ -163,7 +163,7 @@ def sanitize_configs():
 
 
 def grouped_small_fits(cfg):
-    """Mirror of grouped_small_fits in fwd_grouped_small.cu (outside it, a pinned "grouped" runs the direct kernel)."""
+    """Mirror of grouped_small_fits in fwd_grouped_small.cu (outside it, pinned "grouped" runs the direct kernel)."""
     return cfg["o"] // cfg["groups"] <= 32 and (cfg["c"] // cfg["groups"]) * cfg["k"] <= 1024
 
 

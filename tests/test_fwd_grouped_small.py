@@ -2,8 +2,8 @@
 
 The family is pinned through JAX_CONV1D_FWD_KERNEL=grouped and also reached through the default dispatch
 ("auto") for the grouped shapes it is meant for. It takes Og <= 32 and Cg * K <= 1024 (the default dispatch
-sends it Cg * K <= 64); outside that a pinned "grouped" falls back to the direct kernel, so the shapes here stay
-inside. Skipped without a GPU and the compiled CUDA handlers.
+sends it Cg * K <= 64, and Og <= 16 in NWC); outside that a pinned "grouped" falls back to the direct kernel,
+so the shapes here stay inside. Skipped without a GPU and the compiled CUDA handlers.
 """
 
 from __future__ import annotations
@@ -85,8 +85,10 @@ def test_grouped_small_matches_float64(monkeypatch, shape, dtypes, layout):
     ref = float64_reference(x, w, b, **kw)
     tol = TOLERANCE[dtypes]
     n, c, o, k, *_, groups, _ = shape
-    # the default dispatch sends the family Cg * K <= 64; beyond, "auto" is the implicit GEMM (TF32 for float32)
-    for family in ("grouped", "auto") if (c // groups) * k <= 64 else ("grouped",):
+    # the default dispatch sends the family Cg * K <= 64 (Og <= 16 in NWC); beyond, "auto" is the implicit GEMM
+    # (TF32 for float32, outside these tolerances)
+    preferred = (c // groups) * k <= 64 and (layout == "NCW" or o // groups <= 16)
+    for family in ("grouped", "auto") if preferred else ("grouped",):
         y = _run(monkeypatch, family, x, w, b, preferred_element_type=out_dt, **kw)
         assert y.shape == ref.shape
         assert np.all(np.isfinite(y)), family

@@ -1,8 +1,8 @@
 // Forward pass: the dispatcher that picks a kernel family from the shape, and the direct kernel that is
 // always correct and catches everything the fast families decline (float64, shapes past their limits).
 //
-// Order: depthwise (groups == C) -> small groups (groups > 1, Og <= 32 and Cg * K <= 64: CUDA cores,
-// memory-bound) -> implicit GEMM on tensor cores (everything else) -> direct.
+// Order: depthwise (groups == C) -> small groups (groups > 1, Cg * K <= 64, Og <= 32 NCW / 16 NWC: CUDA
+// cores, memory-bound) -> implicit GEMM on tensor cores (everything else) -> direct.
 // JAX_CONV1D_FWD_KERNEL=direct|igemm|depthwise|grouped|auto (read per call) pins one family, for tests and
 // benchmarks; a pinned family that declines the shape still falls back to the direct kernel.
 #include <cuda.h>

@@ -266,8 +266,12 @@ bool grouped_small_fits(const Conv1dParams& p) {
   return og >= 1 && og <= 32 && cg >= 1 && cg * p.kernel_size <= kGsMaxTaps;
 }
 
+// Measured on an H100 (docs/notes/sweepfwd_session4.md): at Cg * K = 128 to 1152 the implicit GEMM was 1.1-7x
+// faster; NWC with Og 32 (sweep/011) lost 14% to it, each thread's 32 outputs leaving as 128 contiguous bytes
+// per position.
 bool grouped_small_preferred(const Conv1dParams& p) {
-  return grouped_small_fits(p) && p.groups > 1 && p.in_per_group() > 1 &&
+  const int64_t max_og = p.layout == Layout::kNWC ? 16 : 32;
+  return grouped_small_fits(p) && p.groups > 1 && p.in_per_group() > 1 && p.out_per_group() <= max_og &&
          p.in_per_group() * p.kernel_size <= kGsAutoTaps;
 }
 

@@ -25,7 +25,7 @@ bool conv1d_fwd_depthwise(const Conv1dParams& p, const T* x, const T* w, const T
 // Grouped convolutions with few channels per group, memory-bound, on CUDA cores (fwd_grouped_small.cu).
 // grouped_small_fits: the shapes the family takes at all (Og <= 32, Cg * K <= 1024; it may still decline a
 // window too large for shared memory); grouped_small_preferred: those the default dispatch sends it
-// (1 < groups, Cg >= 2, Cg * K <= 64).
+// (1 < groups, Cg >= 2, Cg * K <= 64, Og <= 16 for NWC).
 bool grouped_small_fits(const Conv1dParams& p);
 bool grouped_small_preferred(const Conv1dParams& p);
 template <typename T, typename TOut>
