@@ -157,6 +157,9 @@ def sanitize_configs():
                             layout=layout, dtypes=dt, bias=False))
             out.append(dict(n=2, c=24, o=48, k=4, length=200, stride=1, dilation=1, padding="CAUSAL", groups=24,
                             layout=layout, dtypes=dt, bias=True))
+            # small groups: odd length, 3 groups (NWC: a block of 2 and a block of 1 whose vectors end early)
+            out.append(dict(n=2, c=12, o=18, k=4, length=203, stride=2, dilation=3, padding=(5, -1), groups=3,
+                            layout=layout, dtypes=dt, bias=True))
             out.append(dict(n=1, c=32, o=32, k=3, length=130, stride=1, dilation=5, padding="SAME", groups=32,
                             layout=layout, dtypes=dt, bias=False))
     return out
