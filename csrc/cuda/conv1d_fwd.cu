@@ -1,8 +1,8 @@
 // Forward pass: the dispatcher that picks a kernel family from the shape, and the direct kernel that is
 // always correct and catches everything the fast families decline (float64, shapes past their limits).
 //
-// Order: depthwise (groups == C) -> small groups (groups > 1, Cg * K <= 64, Og <= 32 NCW / 16 NWC: CUDA
-// cores, memory-bound) -> implicit GEMM on tensor cores (everything else) -> direct.
+// Order: depthwise (groups == C) -> small groups (grouped_small_preferred: few channels and FMAs per byte,
+// CUDA cores) -> implicit GEMM on tensor cores (everything else) -> direct.
 // JAX_CONV1D_FWD_KERNEL=direct|igemm|depthwise|grouped|auto (read per call) pins one family, for tests and
 // benchmarks; a pinned family that declines the shape still falls back to the direct kernel.
 #include <cuda.h>
@@ -137,7 +137,7 @@ cudaError_t conv1d_fwd_cuda(const Conv1dParams& p, const T* x, const T* w, const
         conv1d_fwd_depthwise<T, TOut>(p, x, w, bias, y, stream, &err))
       return err;
     // Small groups would fill a tensor-core tile with padding; pinned, the family takes dense shapes too.
-    const bool small_groups = !depthwise && grouped_small_preferred(p);
+    const bool small_groups = !depthwise && grouped_small_preferred(p, sizeof(T), sizeof(TOut));
     if (((pin == FwdFamily::kAuto && small_groups) || pin == FwdFamily::kGrouped) &&
         conv1d_fwd_grouped_small<T, TOut>(p, x, w, bias, y, stream, &err))
       return err;

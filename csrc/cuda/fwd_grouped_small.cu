@@ -1,7 +1,7 @@
 // Forward pass for grouped convolutions with few channels per group (Og <= 32 outputs per group; the default
-// dispatch sends it Cg * K <= 64 taps per output). The tensor-core implicit GEMM pads such groups into 64- or
-// 128-wide tiles and wastes most of its work; here the work is a few FMAs per byte moved, so the kernel is
-// built around reading x once.
+// dispatch sends it the shapes of grouped_small_preferred below). The tensor-core implicit GEMM pads such
+// groups into 64- or 128-wide tiles and wastes most of its work; here the work is a few FMAs per byte moved,
+// so the kernel is built around reading x once.
 //
 // A block owns one batch row, `gb` consecutive groups and a tile of output positions. It copies the input
 // window of those groups' channels into shared memory (16-byte cp.async where rows are aligned, zero fill
@@ -25,7 +25,6 @@ namespace {
 
 constexpr int kGsThreads = 256;
 constexpr int kGsMaxTaps = 1024;      // Cg * K the kernel takes (weights in shared memory)
-constexpr int kGsAutoTaps = 64;       // ... and the default dispatch sends it: beyond, CUDA-core FMAs set the time
 constexpr int kGsMaxSmem = 96 * 1024;  // window + weights; larger windows (huge dilations) decline
 
 struct GsArgs {
@@ -266,13 +265,19 @@ bool grouped_small_fits(const Conv1dParams& p) {
   return og >= 1 && og <= 32 && cg >= 1 && cg * p.kernel_size <= kGsMaxTaps;
 }
 
-// Measured on an H100 (docs/notes/sweepfwd_session4.md): at Cg * K = 128 to 1152 the implicit GEMM was 1.1-7x
-// faster; NWC with Og 32 (sweep/011) lost 14% to it, each thread's 32 outputs leaving as 128 contiguous bytes
-// per position.
-bool grouped_small_preferred(const Conv1dParams& p) {
-  const int64_t max_og = p.layout == Layout::kNWC ? 16 : 32;
-  return grouped_small_fits(p) && p.groups > 1 && p.in_per_group() > 1 && p.out_per_group() <= max_og &&
-         p.in_per_group() * p.kernel_size <= kGsAutoTaps;
+// From same-process A/B timings against the implicit GEMM on an H100 (docs/notes/sweepfwd_session4.md). The
+// kernel is bound by instruction issue, not bytes, so the rule bounds the FMAs per byte moved: NCW won at every
+// measured point up to Cg * K = 128 and 10.7 FMAs per byte; NWC (whose shared-memory reads conflict when the
+// block's rows are a multiple of 128 bytes) won up to 8.0 and lost from 9.6, and lost with Og = 32 and with
+// Cg * K = 96 and 128. Outside the measured region the implicit GEMM keeps the shape.
+bool grouped_small_preferred(const Conv1dParams& p, int in_bytes, int out_bytes) {
+  if (!grouped_small_fits(p) || p.groups < 2 || p.in_per_group() < 2) return false;
+  const bool ncw = p.layout == Layout::kNCW;
+  const int64_t taps = p.in_per_group() * p.kernel_size;
+  if (taps > (ncw ? 128 : 64) || p.out_per_group() > (ncw ? 32 : 16)) return false;
+  const double fmas = double(p.y_size()) * double(taps);
+  const double bytes = double(p.x_size()) * in_bytes + double(p.y_size()) * out_bytes;
+  return fmas <= (ncw ? 11.0 : 9.0) * bytes;
 }
 
 template <typename T, typename TOut>
