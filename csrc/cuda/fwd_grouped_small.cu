@@ -231,7 +231,7 @@ int round_up(int v, int m) { return (v + m - 1) / m * m; }
 // Positions per thread for OG outputs per position: about 32 accumulators a thread.
 constexpr int positions_for(int og) { return og >= 32 ? 1 : og >= 16 ? 2 : og >= 8 ? 4 : 8; }
 
-// Sizes the window and weights for gb groups per block; false if a size leaves the kernel's 32-bit offsets.
+// Sizes the window and weights for gb groups per block; false if the window is far too large to consider.
 template <typename T>
 bool size_blocks(GsArgs& a, int gb, int positions, bool aligned, size_t* smem) {
   constexpr int V = vec_width<T>();
@@ -244,16 +244,19 @@ bool size_blocks(GsArgs& a, int gb, int positions, bool aligned, size_t* smem) {
   if (span > (1 << 20)) return false;
   a.win = int(span);
   const int cb = gb * cg;  // channels in a block's window
+  int64_t elems;
   if (p.layout == Layout::kNCW) {
     a.vec_x = aligned && p.in_length % V == 0;
     const int row = a.vec_x ? round_up(a.win + V - 1, V) : a.win;
     a.xs_c = row, a.xs_l = 1;
-    a.xs_elems = round_up(cb * row, V);
+    elems = int64_t(cb) * row;
   } else {
     a.vec_x = aligned && p.in_channels % V == 0 && cb % V == 0;
     a.xs_c = 1, a.xs_l = a.vec_x ? round_up(cb, V) : cb;
-    a.xs_elems = round_up(a.win * a.xs_l, V);
+    elems = int64_t(a.win) * a.xs_l;
   }
+  if (elems > (int64_t(1) << 24)) return false;  // far past any shared memory; keeps the int offsets exact
+  a.xs_elems = round_up(int(elems), V);
   *smem = size_t(a.xs_elems) * sizeof(T) + size_t(gb) * a.w_pitch * sizeof(float);
   return true;
 }
@@ -302,8 +305,8 @@ bool conv1d_fwd_grouped_small(const Conv1dParams& p, const T* x, const T* w, con
   int gb = p.layout == Layout::kNCW ? 1 : std::min(pow2_floor(p.groups), 32);
   size_t smem = 0;
   for (;; gb /= 2) {
-    if (!size_blocks<T>(a, gb, P, aligned, &smem)) return false;
-    if (smem <= smem_limit) break;
+    const bool sized = size_blocks<T>(a, gb, P, aligned, &smem);
+    if (sized && smem <= smem_limit) break;
     if (gb == 1) return false;
   }
 
