@@ -66,6 +66,11 @@ def random_config(rng: random.Random, big: bool, kinds=("dense", "dense", "group
         padding = (rng.randint(-3, 12), rng.randint(-3, 12))
         if length + padding[0] < 0 or length + padding[1] < 0 or length + sum(padding) < 0:
             padding = "VALID"
+    if kinds == ("grouped",) and rng.random() < 0.8:
+        # Mostly the small-group family's domain: Og <= 32, Cg * K <= 64 (Cg >= 2: Cg = 1 is depthwise).
+        groups = rng.choice((2, 3, 4, 6, 8, 16, 32))
+        cg, og = rng.choice((2, 3, 4, 8)), rng.choice((1, 2, 3, 4, 5, 8, 16, 32))
+        c, o, k = groups * cg, groups * og, rng.randint(1, 8)
     if kinds == ("depthwise",):
         # Mostly the sliding-window kernel's domain: stride 1, dilations dividing 16, K <= 8.
         stride = 1 if rng.random() < 0.75 else stride
@@ -112,6 +117,35 @@ def fixed_configs():
     return out
 
 
+def grouped_small_configs():
+    """The small-group family (fwd_grouped_small.cu): the sweep shapes it was built for (shorter), Og that is
+    not a power of two, NWC blocks whose last groups end early, unaligned rows, padding wider than a tile."""
+    out = []
+    for layout in ("NCW", "NWC"):
+        for dt in TOLERANCES:
+            out.append(dict(n=2, c=32, o=32, k=6, length=5000, stride=1, dilation=2, padding="CAUSAL", groups=8,
+                            layout=layout, dtypes=dt, bias=True))
+        out += [
+            dict(n=2, c=16, o=16, k=8, length=9000, stride=3, dilation=3, padding="VALID", groups=8, layout=layout,
+                 dtypes=("bfloat16", "bfloat16", "default"), bias=False),
+            dict(n=2, c=64, o=128, k=3, length=3000, stride=1, dilation=8, padding="VALID", groups=8, layout=layout,
+                 dtypes=("bfloat16", "bfloat16", "default"), bias=True),
+            dict(n=1, c=16, o=256, k=6, length=4001, stride=2, dilation=4, padding="VALID", groups=8, layout=layout,
+                 dtypes=("float32", "float32", "highest"), bias=False),
+            dict(n=2, c=24, o=36, k=5, length=1003, stride=2, dilation=3, padding=(7, -2), groups=6, layout=layout,
+                 dtypes=("float32", "float32", "default"), bias=True),
+            dict(n=3, c=40, o=60, k=4, length=777, stride=4, dilation=1, padding="SAME", groups=20, layout=layout,
+                 dtypes=("float16", "float16", "default"), bias=True),
+            dict(n=1, c=48, o=24, k=3, length=2500, stride=1, dilation=700, padding=(900, 5), groups=12,
+                 layout=layout, dtypes=("bfloat16", "float32", "default"), bias=False),
+            dict(n=2, c=8, o=16, k=8, length=1500, stride=1, dilation=1, padding="SAME", groups=1, layout=layout,
+                 dtypes=("float32", "float32", "default"), bias=True),
+            dict(n=2, c=6, o=3, k=1, length=5, stride=5, dilation=1, padding="VALID", groups=3, layout=layout,
+                 dtypes=("float32", "float32", "default"), bias=True),
+        ]
+    return out
+
+
 def sanitize_configs():
     out = []
     for layout in ("NCW", "NWC"):
@@ -123,14 +157,24 @@ def sanitize_configs():
                             layout=layout, dtypes=dt, bias=False))
             out.append(dict(n=2, c=24, o=48, k=4, length=200, stride=1, dilation=1, padding="CAUSAL", groups=24,
                             layout=layout, dtypes=dt, bias=True))
+            # small groups: odd length, 3 groups (NWC: a block of 2 and a block of 1 whose vectors end early)
+            out.append(dict(n=2, c=12, o=18, k=4, length=203, stride=2, dilation=3, padding=(5, -1), groups=3,
+                            layout=layout, dtypes=dt, bias=True))
             out.append(dict(n=1, c=32, o=32, k=3, length=130, stride=1, dilation=5, padding="SAME", groups=32,
                             layout=layout, dtypes=dt, bias=False))
     return out
 
 
+def grouped_small_fits(cfg):
+    """Mirror of grouped_small_fits in fwd_grouped_small.cu (outside it, pinned "grouped" runs the direct kernel)."""
+    return cfg["o"] // cfg["groups"] <= 32 and (cfg["c"] // cfg["groups"]) * cfg["k"] <= 1024
+
+
 def families(cfg):
     if cfg["groups"] == cfg["c"]:
         return ("auto", "depthwise", "igemm")
+    if grouped_small_fits(cfg):
+        return ("auto", "igemm", "grouped")
     return ("auto", "igemm")
 
 
@@ -221,6 +265,8 @@ def main():
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--platform", default="gpu", help="where the op runs (cpu checks this script itself)")
     ap.add_argument("--depthwise", action="store_true", help="random configurations are all depthwise")
+    ap.add_argument("--grouped", action="store_true",
+                    help="the small-group shapes, then random grouped configurations (mostly small groups)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     rng_np = np.random.default_rng(args.seed)
@@ -228,7 +274,10 @@ def main():
         configs = sanitize_configs()
     else:
         kinds = ("depthwise",) if args.depthwise else ("dense", "dense", "grouped", "depthwise")
-        configs = fixed_configs() + [random_config(rng, big=i % 3 == 0, kinds=kinds) for i in range(args.count)]
+        fixed = fixed_configs() + grouped_small_configs()
+        if args.grouped:
+            kinds, fixed = ("grouped",), grouped_small_configs()
+        configs = fixed + [random_config(rng, big=i % 3 == 0, kinds=kinds) for i in range(args.count)]
     global PLATFORM
     PLATFORM = args.platform
     print(f"device: {jax.devices(PLATFORM)[0].device_kind}  jax {jax.__version__}  configs: {len(configs)}")

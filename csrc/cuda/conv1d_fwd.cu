@@ -1,9 +1,10 @@
 // Forward pass: the dispatcher that picks a kernel family from the shape, and the direct kernel that is
 // always correct and catches everything the fast families decline (float64, shapes past their limits).
 //
-// Order: depthwise (groups == C) -> implicit GEMM on tensor cores (any other groups) -> direct.
-// JAX_CONV1D_FWD_KERNEL=direct|igemm|depthwise|auto (read per call) pins one family, for tests and benchmarks;
-// a pinned family that declines the shape still falls back to the direct kernel.
+// Order: depthwise (groups == C) -> small groups (grouped_small_preferred: few channels and FMAs per byte,
+// CUDA cores) -> implicit GEMM on tensor cores (everything else) -> direct.
+// JAX_CONV1D_FWD_KERNEL=direct|igemm|depthwise|grouped|auto (read per call) pins one family, for tests and
+// benchmarks; a pinned family that declines the shape still falls back to the direct kernel.
 #include <cuda.h>
 
 #include <cstdlib>
@@ -45,7 +46,7 @@ __global__ void conv1d_fwd_direct(Conv1dParams p, const T* __restrict__ x, const
   }
 }
 
-enum class FwdFamily { kAuto, kDirect, kIgemm, kDepthwise };
+enum class FwdFamily { kAuto, kDirect, kIgemm, kDepthwise, kGrouped };
 
 FwdFamily pinned_family() {
   const char* v = std::getenv("JAX_CONV1D_FWD_KERNEL");
@@ -53,6 +54,7 @@ FwdFamily pinned_family() {
   if (std::strcmp(v, "direct") == 0) return FwdFamily::kDirect;
   if (std::strcmp(v, "igemm") == 0) return FwdFamily::kIgemm;
   if (std::strcmp(v, "depthwise") == 0) return FwdFamily::kDepthwise;
+  if (std::strcmp(v, "grouped") == 0) return FwdFamily::kGrouped;
   return FwdFamily::kAuto;
 }
 
@@ -133,6 +135,11 @@ cudaError_t conv1d_fwd_cuda(const Conv1dParams& p, const T* x, const T* w, const
     const bool depthwise = p.groups == p.in_channels && p.in_per_group() == 1;
     if (depthwise && (pin == FwdFamily::kAuto || pin == FwdFamily::kDepthwise) &&
         conv1d_fwd_depthwise<T, TOut>(p, x, w, bias, y, stream, &err))
+      return err;
+    // Small groups would fill a tensor-core tile with padding; pinned, the family takes dense shapes too.
+    const bool small_groups = !depthwise && grouped_small_preferred(p, sizeof(T), sizeof(TOut));
+    if (((pin == FwdFamily::kAuto && small_groups) || pin == FwdFamily::kGrouped) &&
+        conv1d_fwd_grouped_small<T, TOut>(p, x, w, bias, y, stream, &err))
       return err;
     if ((pin == FwdFamily::kAuto && !depthwise) || pin == FwdFamily::kIgemm) {
       if (conv1d_fwd_igemm<T, TOut>(p, x, w, bias, y, stream, &err)) return err;

@@ -22,6 +22,16 @@ template <typename T, typename TOut>
 bool conv1d_fwd_depthwise(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y,
                           cudaStream_t stream, cudaError_t* err);
 
+// Grouped convolutions with few channels per group, on CUDA cores (fwd_grouped_small.cu). grouped_small_fits:
+// the shapes the family takes at all (Og <= 32, Cg * K <= 1024; it may still decline a window too large for
+// shared memory); grouped_small_preferred: those the default dispatch sends it (groups > 1, Cg >= 2; NCW:
+// Og <= 32, Cg * K <= 128, at most 11 FMAs per byte of x and y; NWC: Og <= 16, Cg * K <= 64, at most 9).
+bool grouped_small_fits(const Conv1dParams& p);
+bool grouped_small_preferred(const Conv1dParams& p, int in_bytes, int out_bytes);
+template <typename T, typename TOut>
+bool conv1d_fwd_grouped_small(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y,
+                              cudaStream_t stream, cudaError_t* err);
+
 // Properties of the current device the launchers size their grids and tiles from (cached per device).
 struct DeviceLimits {
   int sms = 0;            // multiprocessors
