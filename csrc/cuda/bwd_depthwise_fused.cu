@@ -1,8 +1,15 @@
-// Both gradients of a depthwise convolution (groups == C == O) in one pass, on CUDA cores:
+// Both gradients of a depthwise convolution (groups == C, O = m*C, channel multiplier m = 1 or 2) in one pass,
+// on CUDA cores. Output channel o reads input channel o / m; the kernel runs over the O "virtual channels"
+// (dy, w, dw and db are already in that order):
 //
-//   dx[n, c, l] = sum over (t, k) with t*s + k*d - pad = l of w[c, k] * dy[n, c, t]
-//   dw[c, k]    = sum over (n, t) of dy[n, c, t] * x[n, c, t*s + k*d - pad]
-//   db[c]       = sum over (n, t) of dy[n, c, t]
+//   dx[n, c, l] = sum over j < m, (t, k) with t*s + k*d - pad = l of w[c*m+j, k] * dy[n, c*m+j, t]
+//   dw[o, k]    = sum over (n, t) of dy[n, o, t] * x[n, o/m, t*s + k*d - pad]
+//   db[o]       = sum over (n, t) of dy[n, o, t]
+//
+// A thread owns kVec consecutive virtual channels, m dividing kVec, so the m virtual channels of each of its
+// kVec/m input channels are its own: x is staged once per input channel and widened on load, and dx sums its
+// m channels in registers in a fixed order (j = 0 .. m-1) before one kVec/m-wide store. NCW with m = 2 gives a
+// thread the two dy rows of one x channel (kVec = 2).
 //
 // Tiles are indexed by u: a tile of bt values u0 .. u0+bt-1 serves dw/db for t = u and dx for the positions
 // l = u*s + r - pad (0 <= r < s), whose taps read dy[u - e_k] with e_k = floor(k*d / s) (the stride-phase
@@ -53,9 +60,10 @@ struct FusedPlan {
   // offset slide_x[m]; slot m of the dy window holds tap kTaps-1-m, read at slide_dy[m] (see the kernel).
   int slide_x[kMaxTaps], slide_dy[kMaxTaps];
   int slide_runs;        // runs of 4 positions a + d*(4*b + j) per tile: bt / (4*d) values of b for each a < d
-  int vec;               // channels per thread (the kernel's kVec)
+  int vec;               // virtual channels per thread (the kernel's kVec)
+  int mult;              // channel multiplier m = O / C (the kernel's kMult)
   bool want_dx, want_dwdb;
-  float* partials;       // [splits][K + 1][C]
+  float* partials;       // [splits][K + 1][O]
 };
 
 // kVec elements of T at shared address `addr` (aligned to their size) widened to float. Addresses are 32-bit
@@ -92,6 +100,31 @@ __device__ __forceinline__ void lds_vec(uint32_t addr, float (&v)[kVec]) {
   }
 }
 
+// kN channels at `addr`: one vector (NWC, or a single channel), or kN rows `row_bytes` apart (NCW with
+// several channels per thread; `rows` is a compile-time false for multiplier 1, so that branch vanishes).
+template <typename T, int kN>
+__device__ __forceinline__ void lds_chan(uint32_t addr, int row_bytes, bool rows, float (&v)[kN]) {
+  if (kN == 1 || !rows) {
+    lds_vec<T, kN>(addr, v);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kN; ++i) {
+      float one[1];
+      lds_vec<T, 1>(addr + i * row_bytes, one);
+      v[i] = one[0];
+    }
+  }
+}
+
+// x for kVec virtual channels: the kVec / kMult input channels they read, each repeated kMult times.
+template <typename T, int kVec, int kMult>
+__device__ __forceinline__ void lds_x(uint32_t addr, int row_bytes, bool rows, float (&v)[kVec]) {
+  float e[kVec / kMult];
+  lds_chan<T, kVec / kMult>(addr, row_bytes, rows, e);
+#pragma unroll
+  for (int i = 0; i < kVec; ++i) v[i] = e[i / kMult];
+}
+
 template <typename T>
 __device__ __forceinline__ uint32_t storage_bits(float v) {
   if constexpr (sizeof(T) == 4)
@@ -126,7 +159,24 @@ __device__ __forceinline__ void store_vec(T* p, const float (&v)[kVec]) {
   }
 }
 
-// kTaps >= K (per-thread tap arrays in registers, loops unrolled); kVec channels per thread (1 for NCW);
+// dx of the kVec / kMult input channels behind kVec virtual channels: each sums its kMult channels in order.
+template <typename T, int kVec, int kMult>
+__device__ __forceinline__ void store_dx(T* p, const float (&a)[kVec]) {
+  if constexpr (kMult == 1) {
+    store_vec<T, kVec>(p, a);
+  } else {
+    float r[kVec / kMult];
+#pragma unroll
+    for (int i = 0; i < kVec / kMult; ++i) {
+      r[i] = a[i * kMult];
+#pragma unroll
+      for (int j = 1; j < kMult; ++j) r[i] += a[i * kMult + j];
+    }
+    store_vec<T, kVec / kMult>(p, r);
+  }
+}
+
+// kTaps >= K (per-thread tap arrays in registers, loops unrolled); kVec channels per thread (NCW: kMult);
 // How a thread walks a tile's positions.
 //  kAnyStride: position groups interleaved; dx loops over the s residues and sums the taps of each.
 //  kUnitStride: stride 1, so every tap serves the one dx phase and the per-output residue test disappears.
@@ -136,7 +186,7 @@ __device__ __forceinline__ void store_vec(T* p, const float (&v)[kVec]) {
 //   instead of K.
 enum Walk : int { kAnyStride = 0, kUnitStride = 1, kSliding = 2 };
 
-template <typename T, int kTaps, int kVec, int kWalk>
+template <typename T, int kTaps, int kVec, int kWalk, int kMult>
 __global__ void __launch_bounds__(kThreads, 2)
     bwd_depthwise_fused_kernel(const FusedPlan prm, const T* __restrict__ x, const T* __restrict__ dy,
                                const T* __restrict__ w, T* __restrict__ dx) {
@@ -147,17 +197,21 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int tid = threadIdx.x;
   const int K = static_cast<int>(p.kernel_size);
   constexpr bool kSlide = kWalk == kSliding;
+  static_assert(kVec % kMult == 0, "a thread owns whole input channels");
+  const bool rows = kMult > 1 && ncw;  // NCW with several (virtual) channel rows per thread
   const int s = kWalk == kAnyStride ? static_cast<int>(p.stride) : 1;
 
+  // Channels below are virtual (output) channels; x and dx channel o / kMult.
+  const int64_t vch = p.out_channels;
   const int64_t c_first = int64_t(blockIdx.y) * prm.cb;
-  const int c_valid = static_cast<int>(p.in_channels - c_first < prm.cb ? p.in_channels - c_first : prm.cb);
+  const int c_valid = static_cast<int>(vch - c_first < prm.cb ? vch - c_first : prm.cb);
   // NWC: cgroups threads across a row of channels, pgroups rows at a time; NCW: a warp per channel row.
   const int cgroups = prm.cb / kVec;
   const int pgroups = kThreads / cgroups;
   const int cg = ncw ? tid / pgroups : tid % cgroups;
   const int pg = ncw ? tid % pgroups : tid / cgroups;
   const int c_local = cg * kVec;
-  const bool c_ok = c_local < c_valid;  // kVec divides C: a thread's channels are all valid or all not
+  const bool c_ok = c_local < c_valid;  // kVec divides O: a thread's channels are all valid or all not
 
   const int64_t u_begin = blockIdx.x * prm.units / prm.splits;
   const int64_t u_end = (blockIdx.x + 1) * prm.units / prm.splits;
@@ -188,12 +242,12 @@ __global__ void __launch_bounds__(kThreads, 2)
     if (prm.want_dwdb) {
       const int64_t l_start = u0 * p.stride - p.pad_lo;
       TileWindow wx;
-      wx.offset = n * p.x_n + c_first * p.x_c + l_start * p.x_l;
+      wx.offset = n * p.x_n + (c_first / kMult) * p.x_c + l_start * p.x_l;
       wx.line_stride = p.x_c;
       wx.pos_stride = p.x_l;
-      wx.lines = prm.cb;
+      wx.lines = prm.cb / kMult;
       wx.positions = prm.x_rows;
-      wx.line_valid = c_valid;
+      wx.line_valid = c_valid / kMult;
       wx.pos_lo = -l_start;
       wx.pos_hi = p.in_length - l_start;
       load_window(x, wx, dy_s + prm.dy_elems, prm.x_pitch, prm.vec_x, ncw, tid, kThreads);
@@ -246,10 +300,10 @@ __global__ void __launch_bounds__(kThreads, 2)
     const int64_t t_start = u0 - prm.halo, l_start = u0 * p.stride - p.pad_lo;
     // NCW rows were copied from aligned-down starts; the loader's shift locates position 0.
     const int shift_dy = ncw ? low_bits(n * p.y_n + c_first * p.y_o + t_start, prm.vec_dy) : 0;
-    const int shift_x = ncw ? low_bits(n * p.x_n + c_first * p.x_c + l_start, prm.vec_x) : 0;
+    const int shift_x = ncw ? low_bits(n * p.x_n + (c_first / kMult) * p.x_c + l_start, prm.vec_x) : 0;
     const uint32_t dyc = dy_s + c_local * dy_c + shift_dy * sz;
     if (kSlide && prm.want_dwdb) {
-      const uint32_t xc = x_s + c_local * x_c;
+      const uint32_t xc = x_s + (c_local / kMult) * x_c;
       const uint32_t dyt = dyc + prm.halo * dy_p;
       for (GridWalk run(pg, pgroups, d); run.row < prm.slide_runs; run.next()) {
         const int t0 = run.col + 4 * d * run.row;
@@ -257,10 +311,10 @@ __global__ void __launch_bounds__(kThreads, 2)
         float win[kTaps][kVec];
 #pragma unroll
         for (int m = 0; m < kTaps - 1; ++m)
-          if (m >= kTaps - K) lds_vec<T, kVec>(xr + sx[m], win[m]);
+          if (m >= kTaps - K) lds_x<T, kVec, kMult>(xr + sx[m], x_c, rows, win[m]);
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-          lds_vec<T, kVec>(xr + sx[kTaps - 1] + j * step_x, win[kTaps - 1]);
+          lds_x<T, kVec, kMult>(xr + sx[kTaps - 1] + j * step_x, x_c, rows, win[kTaps - 1]);
           float g[kVec];
           lds_vec<T, kVec>(dr + j * step_dy, g);
 #pragma unroll
@@ -278,11 +332,11 @@ __global__ void __launch_bounds__(kThreads, 2)
         }
       }
     } else if (prm.want_dwdb) {
-      const uint32_t xc = x_s + c_local * x_c + shift_x * sz;
+      const uint32_t xc = x_s + (c_local / kMult) * x_c + shift_x * sz;
       const uint32_t dyt = dyc + prm.halo * dy_p;
       for (int t = pg; t < prm.bt; t += pgroups) {
         float g[kVec];
-        lds_vec<T, kVec>(dyt + t * dy_p, g);
+        lds_chan<T, kVec>(dyt + t * dy_p, dy_c, rows, g);
 #pragma unroll
         for (int v = 0; v < kVec; ++v) accb[v] += g[v];
         const uint32_t xt = xc + t * s * x_p;
@@ -290,7 +344,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         for (int k = 0; k < kTaps; ++k) {
           if (k < K) {
             float xv[kVec];
-            lds_vec<T, kVec>(xt + xo[k], xv);
+            lds_x<T, kVec, kMult>(xt + xo[k], x_c, rows, xv);
 #pragma unroll
             for (int v = 0; v < kVec; ++v) acc[k][v] = fmaf(g[v], xv[v], acc[k][v]);
           }
@@ -299,7 +353,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
     if (prm.want_dx && c_ok) {
       // dx positions l_start + i, i in [0, bt*s); the valid ones are [lo, hi).
-      T* const dx_tile = dx + (n * p.x_n + c_thread * p.x_c + l_start * p.x_l);
+      T* const dx_tile = dx + (n * p.x_n + (c_thread / kMult) * p.x_c + l_start * p.x_l);
       const int lo = clamp_int(-l_start), hi = clamp_int(p.in_length - l_start);
       const int xl = static_cast<int>(p.x_l);
       if constexpr (kSlide) {
@@ -324,7 +378,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
                   for (int v = 0; v < kVec; ++v) a[v] = fmaf(wv[m][v], win[m][v], a[v]);
                 }
-              store_vec<T, kVec>(dx_tile + i * xl, a);
+              store_dx<T, kVec, kMult>(dx_tile + i * xl, a);
             }
 #pragma unroll
             for (int m = 0; m < kTaps - 1; ++m)
@@ -346,12 +400,12 @@ __global__ void __launch_bounds__(kThreads, 2)
           for (int k = 0; k < kTaps; ++k) {
             if (k < K && (kWalk == kUnitStride || tr[k] == r)) {
               float g[kVec];
-              lds_vec<T, kVec>(dyq + dyo[k], g);
+              lds_chan<T, kVec>(dyq + dyo[k], dy_c, rows, g);
 #pragma unroll
               for (int v = 0; v < kVec; ++v) a[v] = fmaf(wv[k][v], g[v], a[v]);
             }
           }
-          store_vec<T, kVec>(dx_tile + i * xl, a);
+          store_dx<T, kVec, kMult>(dx_tile + i * xl, a);
         }
       }
       }
@@ -388,7 +442,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     r[K] = accb[v];
   }
   __syncthreads();
-  const int64_t C = p.in_channels;
+  const int64_t C = vch;
   float* out = prm.partials + int64_t(blockIdx.x) * kk * C + c_first;
   for (int e = tid; e < cb * kk; e += kThreads) {
     const int k = e / cb, c = e - k * cb;  // c fastest: coalesced partial rows
@@ -404,7 +458,7 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads) bwd_depthwise_sum_kernel(const float* __restrict__ partials, int splits,
                                                                      Conv1dParams p, T* __restrict__ dw,
                                                                      T* __restrict__ db) {
-  const int64_t C = p.in_channels, K = p.kernel_size, total = (K + 1) * C;
+  const int64_t C = p.out_channels, K = p.kernel_size, total = (K + 1) * C;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     double sum = 0.0;
     for (int sp = 0; sp < splits; ++sp) sum += partials[sp * total + e];
@@ -422,15 +476,22 @@ struct Variant {
   int taps, vec;
 };
 
+// The channel multiplier m = O / C the kernel covers (1 or 2), else 0.
+inline int channel_multiplier(const Conv1dParams& p) {
+  const int64_t m = depthwise_channel_multiplier(p);
+  return m == 1 || m == 2 ? static_cast<int>(m) : 0;
+}
+
 template <typename T>
-Variant pick_variant(const Conv1dParams& p) {
+Variant pick_variant(const Conv1dParams& p, int mult) {
   constexpr int full = 16 / static_cast<int>(sizeof(T));
   const int K = static_cast<int>(p.kernel_size);
   Variant v;
   v.taps = K <= 4 ? 4 : (K <= 8 ? 8 : 16);
   // Accumulators (taps x vec) plus weights (taps x vec) must stay under ~128 registers for 2 blocks per SM.
   const int vec = std::min(full, v.taps == 4 ? 8 : (v.taps == 8 ? 4 : 2));
-  v.vec = (p.layout == Layout::kNWC && p.in_channels % vec == 0) ? vec : 1;
+  // The narrow choice is one thread per input channel: m virtual channels (O is a multiple of m).
+  v.vec = (p.layout == Layout::kNWC && p.out_channels % vec == 0) ? vec : mult;
   return v;
 }
 
@@ -444,7 +505,8 @@ inline int next_pow2(int64_t v) {
 template <typename T>
 bool make_plan(const Conv1dParams& p, bool want_dx, bool want_dwdb, FusedPlan* out, size_t* smem_bytes) {
   constexpr int sz = sizeof(T);
-  if (p.groups != p.in_channels || p.groups != p.out_channels || p.in_per_group() != 1) return false;
+  const int mult = channel_multiplier(p);
+  if (mult == 0) return false;
   if (p.batch < 1 || p.in_channels < 1 || p.in_length < 1 || p.out_length < 1) return false;
   if (!want_dx && !want_dwdb) return false;
   StridePhases ph;
@@ -453,19 +515,21 @@ bool make_plan(const Conv1dParams& p, bool want_dx, bool want_dwdb, FusedPlan* o
   const int64_t s = p.stride, d = p.dilation;
   if (d < 1 || (K - 1) * d > (int64_t(1) << 20)) return false;
   const bool ncw = p.layout == Layout::kNCW;
-  const Variant var = pick_variant<T>(p);
+  const Variant var = pick_variant<T>(p, mult);
   FusedPlan& q = *out;
   q = FusedPlan{};
   q.p = p;
+  q.mult = mult;
   q.want_dx = want_dx;
   q.want_dwdb = want_dwdb;
   if (ncw) {
     q.cb = 8;
   } else {
-    q.cb = std::max<int>(var.vec, std::min<int>(128 / sz, next_pow2(p.in_channels)));
+    q.cb = std::max<int>(var.vec, std::min<int>(128 / sz, next_pow2(p.out_channels)));
   }
+  const int x_lines = q.cb / mult;  // input channels behind a block's cb virtual channels
   q.vec_dy = ncw ? widest_vec(sz, {p.out_length}) : widest_vec(sz, {p.out_channels, q.cb});
-  q.vec_x = ncw ? widest_vec(sz, {p.in_length}) : widest_vec(sz, {p.in_channels, q.cb});
+  q.vec_x = ncw ? widest_vec(sz, {p.in_length}) : widest_vec(sz, {p.in_channels, x_lines});
   q.halo = static_cast<int>((K - 1) * d / s);
   for (int k = 0; k < K; ++k) {
     q.tap_x[k] = static_cast<int>(k * d);
@@ -491,11 +555,12 @@ bool make_plan(const Conv1dParams& p, bool want_dx, bool want_dwdb, FusedPlan* o
       q.dy_pitch = static_cast<int>(round_up(q.dy_rows + q.vec_dy - 1, q.vec_dy));
       q.x_pitch = static_cast<int>(round_up(q.x_rows + q.vec_x - 1, q.vec_x));
       q.dy_elems = q.cb * q.dy_pitch;
-      q.x_elems = want_dwdb ? q.cb * q.x_pitch : 0;
+      q.x_elems = want_dwdb ? x_lines * q.x_pitch : 0;
     } else {
-      q.dy_pitch = q.x_pitch = q.cb;
+      q.dy_pitch = q.cb;
+      q.x_pitch = x_lines;
       q.dy_elems = q.dy_rows * q.cb;
-      q.x_elems = q.x_rows * q.cb;
+      q.x_elems = q.x_rows * x_lines;
     }
     q.dy_elems = static_cast<int>(round_up(q.dy_elems, 16 / sz));
     q.x_elems = static_cast<int>(round_up(q.x_elems, 16 / sz));
@@ -511,8 +576,10 @@ bool make_plan(const Conv1dParams& p, bool want_dx, bool want_dwdb, FusedPlan* o
 #ifdef JC_DW_FUSED_NO_SLIDE  // benchmark-only build of the per-tap variant, for A/B timing
   q.slide_runs = 0;
 #endif
-  // The sliding kernel holds a third register array (the window): taps x vec must stay at 16 or below.
-  q.vec = (q.slide_runs > 0 && var.vec > 1) ? std::max(1, std::min(var.vec, 16 / kt)) : var.vec;
+  // The sliding kernel holds a third register array (the window): taps x vec must stay at 16 or below, so
+  // with 16 taps it takes one channel per thread, which a multiplier (m channels per thread) rules out.
+  if (kt * mult > 16) q.slide_runs = 0;
+  q.vec = (q.slide_runs > 0 && var.vec > mult) ? std::max(mult, std::min(var.vec, 16 / kt)) : var.vec;
   const int cgroups = q.cb / q.vec, pgroups = kThreads / cgroups;
   for (int m = 0; m < kt; ++m) {
     const int kx = m - (kt - K), kdy = kt - 1 - m;  // the taps slot m holds in the x and dy windows
@@ -524,7 +591,7 @@ bool make_plan(const Conv1dParams& p, bool want_dx, bool want_dwdb, FusedPlan* o
   const size_t reduce_bytes = want_dwdb ? size_t(pgroups) * q.cb * (K + 1) * sizeof(float) : 0;
   *smem_bytes = std::max(stage_bytes * q.nstage, reduce_bytes);
   if (*smem_bytes > static_cast<size_t>(device_limits().smem_optin)) return false;
-  q.c_blocks = static_cast<int>(ceil_div(p.in_channels, q.cb));
+  q.c_blocks = static_cast<int>(ceil_div(p.out_channels, q.cb));
   if (q.c_blocks > 65535) return false;
   // u covers the t range [0, Lout) for dw/db and the q range of dx.
   int64_t u_lo = want_dwdb ? 0 : ph.q_lo, u_hi = want_dwdb ? p.out_length : ph.q_lo + ph.q_count;
@@ -553,31 +620,45 @@ inline int choose_splits(const FusedPlan& q, size_t smem, int64_t max_splits) {
   return best;
 }
 
-template <typename T, int kTaps, int kVec, int kWalk>
+template <typename T, int kTaps, int kVec, int kWalk, int kMult>
 cudaError_t launch(const FusedPlan& q, size_t smem, const T* x, const T* dy, const T* w, T* dx,
                    cudaStream_t stream) {
-  auto kernel = bwd_depthwise_fused_kernel<T, kTaps, kVec, kWalk>;
+  auto kernel = bwd_depthwise_fused_kernel<T, kTaps, kVec, kWalk, kMult>;
   if (cudaError_t err = allow_dynamic_smem(kernel, smem); err != cudaSuccess) return err;
   kernel<<<dim3(q.splits, q.c_blocks), kThreads, smem, stream>>>(q, x, dy, w, dx);
   return cudaGetLastError();
 }
 
-template <typename T, int kTaps>
+// q.vec is kMult (one input channel per thread) or the wide width make_plan chose for the walk.
+template <typename T, int kTaps, int kMult>
 cudaError_t launch_vec(const FusedPlan& q, size_t smem, const T* x, const T* dy, const T* w, T* dx,
                        cudaStream_t stream) {
   constexpr int full = 16 / static_cast<int>(sizeof(T));
   constexpr int vec_wide = std::min(full, kTaps == 4 ? 8 : (kTaps == 8 ? 4 : 2));
   constexpr int vec_slide = std::max(1, std::min(vec_wide, 16 / kTaps));
   if (q.slide_runs > 0) {
-    if (q.vec == 1) return launch<T, kTaps, 1, kSliding>(q, smem, x, dy, w, dx, stream);
-    return launch<T, kTaps, vec_slide, kSliding>(q, smem, x, dy, w, dx, stream);
+    if constexpr (kTaps * kMult <= 16) {
+      if (q.vec == kMult) return launch<T, kTaps, kMult, kSliding, kMult>(q, smem, x, dy, w, dx, stream);
+      if (q.vec == vec_slide) return launch<T, kTaps, vec_slide, kSliding, kMult>(q, smem, x, dy, w, dx, stream);
+    }
+    return cudaErrorNotSupported;
   }
   if (q.p.stride == 1) {
-    if (q.vec == 1) return launch<T, kTaps, 1, kUnitStride>(q, smem, x, dy, w, dx, stream);
-    return launch<T, kTaps, vec_wide, kUnitStride>(q, smem, x, dy, w, dx, stream);
+    if (q.vec == kMult) return launch<T, kTaps, kMult, kUnitStride, kMult>(q, smem, x, dy, w, dx, stream);
+    if (q.vec == vec_wide) return launch<T, kTaps, vec_wide, kUnitStride, kMult>(q, smem, x, dy, w, dx, stream);
+    return cudaErrorNotSupported;
   }
-  if (q.vec == 1) return launch<T, kTaps, 1, kAnyStride>(q, smem, x, dy, w, dx, stream);
-  return launch<T, kTaps, vec_wide, kAnyStride>(q, smem, x, dy, w, dx, stream);
+  if (q.vec == kMult) return launch<T, kTaps, kMult, kAnyStride, kMult>(q, smem, x, dy, w, dx, stream);
+  if (q.vec == vec_wide) return launch<T, kTaps, vec_wide, kAnyStride, kMult>(q, smem, x, dy, w, dx, stream);
+  return cudaErrorNotSupported;
+}
+
+template <typename T, int kMult>
+cudaError_t launch_taps(const FusedPlan& q, int taps, size_t smem, const T* x, const T* dy, const T* w, T* dx,
+                        cudaStream_t stream) {
+  return taps == 4   ? launch_vec<T, 4, kMult>(q, smem, x, dy, w, dx, stream)
+         : taps == 8 ? launch_vec<T, 8, kMult>(q, smem, x, dy, w, dx, stream)
+                     : launch_vec<T, 16, kMult>(q, smem, x, dy, w, dx, stream);
 }
 
 }  // namespace
@@ -589,7 +670,7 @@ cudaError_t conv1d_bwd_depthwise_cuda(const Conv1dParams& p, const T* x, const T
   FusedPlan q;
   size_t smem = 0;
   if (!make_plan<T>(p, want_dx, want_dwdb, &q, &smem)) return cudaErrorNotSupported;
-  const int64_t per_split = (p.kernel_size + 1) * p.in_channels * int64_t(sizeof(float));
+  const int64_t per_split = (p.kernel_size + 1) * p.out_channels * int64_t(sizeof(float));
   int64_t max_splits = 65535;
   if (want_dwdb) {
     max_splits = static_cast<int64_t>(std::min(scratch_bytes, kScratchCap)) / per_split;
@@ -597,12 +678,11 @@ cudaError_t conv1d_bwd_depthwise_cuda(const Conv1dParams& p, const T* x, const T
   }
   q.splits = choose_splits(q, smem, max_splits);
   q.partials = static_cast<float*>(scratch);
-  const Variant var = pick_variant<T>(p);
-  cudaError_t err = var.taps == 4    ? launch_vec<T, 4>(q, smem, x, dy, w, dx, stream)
-                    : var.taps == 8  ? launch_vec<T, 8>(q, smem, x, dy, w, dx, stream)
-                                     : launch_vec<T, 16>(q, smem, x, dy, w, dx, stream);
+  const int taps = pick_variant<T>(p, q.mult).taps;
+  cudaError_t err = q.mult == 1 ? launch_taps<T, 1>(q, taps, smem, x, dy, w, dx, stream)
+                                : launch_taps<T, 2>(q, taps, smem, x, dy, w, dx, stream);
   if (err != cudaSuccess || !want_dwdb) return err;
-  const int64_t total = (p.kernel_size + 1) * p.in_channels;
+  const int64_t total = (p.kernel_size + 1) * p.out_channels;
   const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(total, kThreads), 4096));
   bwd_depthwise_sum_kernel<T><<<blocks, kThreads, 0, stream>>>(q.partials, q.splits, p, dw, db);
   return cudaGetLastError();
@@ -613,7 +693,7 @@ size_t conv1d_bwd_depthwise_scratch_bytes(const Conv1dParams& p) {
   FusedPlan q;
   size_t smem = 0;
   if (!make_plan<T>(p, true, true, &q, &smem)) return 0;
-  const size_t per_split = size_t(p.kernel_size + 1) * p.in_channels * sizeof(float);
+  const size_t per_split = size_t(p.kernel_size + 1) * p.out_channels * sizeof(float);
   const int64_t max_splits = static_cast<int64_t>(kScratchCap / per_split);
   if (max_splits < 1) return 0;
   return size_t(choose_splits(q, smem, max_splits)) * per_split;
