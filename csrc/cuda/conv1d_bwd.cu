@@ -1,8 +1,9 @@
 // The combined backward: dx, dw and db from one call.
 //
-// Order: a depthwise convolution (channel multiplier 1 or 2) that wants dx and dw -> the fused depthwise backward
-// (one pass over dy and x for dx, dw and db) when it covers the shape; otherwise dgrad's dispatcher, then wgrad's, which sums db in its
-// own pass over dy (conv1d_wgrad.cu). A bias gradient wanted without dw runs the stand-alone bias reduction.
+// Order: a depthwise convolution (channel multiplier 1 or 2) that wants dx and dw -> the fused depthwise
+// backward (one pass over dy and x for dx, dw and db) when it covers the shape; otherwise dgrad's dispatcher,
+// then wgrad's, which sums db in its own pass over dy (conv1d_wgrad.cu). A bias gradient wanted without dw runs
+// the stand-alone bias reduction.
 #include <cstdio>
 #include <cstdlib>
 #include <type_traits>

@@ -1,9 +1,9 @@
 // Input gradient: the dispatcher and the direct kernel every shape can fall back to.
 //
 // Order: depthwise (groups == C == O) -> dgrad_depthwise; depthwise with a channel multiplier (groups == C,
-// O = m*C) -> the fused depthwise backward asked for dx alone (bwd_depthwise_fused.cu, m <= 2); dense stride-1 at default precision -> the forward
-// implicit GEMM on the turned-around weight (dgrad_as_forward.cu); everything else -> dgrad_implicit_gemm
-// (tensor cores). A kernel that does not cover the shape answers cudaErrorNotSupported and the direct kernel runs.
+// O = m*C) -> the fused depthwise backward asked for dx alone (bwd_depthwise_fused.cu, m <= 2); dense stride-1
+// at default precision -> the forward implicit GEMM on the turned-around weight (dgrad_as_forward.cu);
+// everything else -> dgrad_implicit_gemm (tensor cores). A kernel that does not cover the shape answers cudaErrorNotSupported and the direct kernel runs.
 // float64 always runs the direct kernel.
 #include <cstdio>
 #include <cstdlib>

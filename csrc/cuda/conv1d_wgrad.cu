@@ -184,7 +184,8 @@ cudaError_t conv1d_wgrad_cuda(const Conv1dParams& p, const T* x, const T* dy, T*
   if constexpr (!std::is_same_v<T, double>) {
     const bool depthwise = is_depthwise(p);
     if (!depthwise && depthwise_channel_multiplier(p) > 1) {
-      const cudaError_t err = conv1d_bwd_depthwise_cuda<T>(p, x, dy, nullptr, nullptr, dw, db, ws.ptr, ws.bytes, stream);
+      const cudaError_t err =
+          conv1d_bwd_depthwise_cuda<T>(p, x, dy, nullptr, nullptr, dw, db, ws.ptr, ws.bytes, stream);
       if (err != cudaErrorNotSupported) {  // NotSupported: nothing was launched
         if (trace_dispatch())
           std::fprintf(stderr, "jax_conv1d wgrad: depthwise multiplier (workspace %zu bytes)%s\n", ws.bytes,
