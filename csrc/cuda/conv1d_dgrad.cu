@@ -3,8 +3,8 @@
 // Order: depthwise (groups == C == O) -> dgrad_depthwise; depthwise with a channel multiplier (groups == C,
 // O = m*C) -> the fused depthwise backward asked for dx alone (bwd_depthwise_fused.cu, m <= 2); dense stride-1
 // at default precision -> the forward implicit GEMM on the turned-around weight (dgrad_as_forward.cu);
-// everything else -> dgrad_implicit_gemm (tensor cores). A kernel that does not cover the shape answers cudaErrorNotSupported and the direct kernel runs.
-// float64 always runs the direct kernel.
+// everything else -> dgrad_implicit_gemm (tensor cores). A kernel that does not cover the shape answers
+// cudaErrorNotSupported and the direct kernel runs. float64 always runs the direct kernel.
 #include <cstdio>
 #include <cstdlib>
 #include <type_traits>
