@@ -183,6 +183,7 @@ def run_sweep(quick: bool, only=frozenset()) -> bool:
                         db1, db2 = (np.asarray(a.astype(jnp.float32)) for a in (db1, db2))
                 except Exception as err:  # noqa: BLE001 - report and go on
                     rows.append((label, case, float("nan"), float("nan"), False, f"ERROR {err}"))
+                    print(f"    ERROR {err}", flush=True)
                     ok_all = False
                     continue
                 rdx, rdw = ref_grads(np.asarray(x.astype(jnp.float32)), np.asarray(w.astype(jnp.float32)),
@@ -202,6 +203,9 @@ def run_sweep(quick: bool, only=frozenset()) -> bool:
                 good = ex <= tol and ew <= tol and same
                 ok_all &= good
                 rows.append((label, case, ex, ew, same, "ok" if good else "FAIL"))
+                # also as it happens: a run stopped by a time limit keeps the verdicts it reached
+                verdict = "ok" if good else "FAIL"
+                print(f"    {verdict}  dx {ex:.1e}  dw {ew:.1e}  det {'yes' if same else 'NO'}", flush=True)
     print(f"\n{'case':<18}{'dx err':>10}{'dw err':>10}  {'det':<5} result  shape (N,C,O,L,K,s,d,pad,g)")
     for label, case, ex, ew, same, res in rows:
         print(f"{label:<18}{ex:>10.1e}{ew:>10.1e}  {'yes' if same else 'NO':<5} {res:<6} {case}")
