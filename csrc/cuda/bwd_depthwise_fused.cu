@@ -12,7 +12,7 @@ namespace jax_conv1d::cuda {
 
 namespace {
 
-using namespace dw_fused;
+using namespace JC_DW_FUSED_NS;
 
 constexpr size_t kScratchCap = size_t(64) << 20;
 

@@ -38,7 +38,13 @@
 #include "cuda_types.cuh"
 #include "smem_plan.cuh"
 
-namespace jax_conv1d::cuda::dw_fused {
+// The namespace is a macro only so that benchmarks/dw_fused_noslide.cu can build a second copy of all this
+// (without the sliding walk) beside the first in one program.
+#ifndef JC_DW_FUSED_NS
+#define JC_DW_FUSED_NS dw_fused
+#endif
+
+namespace jax_conv1d::cuda::JC_DW_FUSED_NS {
 
 constexpr int kThreads = 256;
 constexpr int kMaxTaps = 16;
@@ -519,4 +525,4 @@ template <typename T>
 cudaError_t launch_taps_mult2(const FusedPlan& q, int taps, size_t smem, const T* x, const T* dy, const T* w, T* dx,
                               cudaStream_t stream);
 
-}  // namespace jax_conv1d::cuda::dw_fused
+}  // namespace jax_conv1d::cuda::JC_DW_FUSED_NS

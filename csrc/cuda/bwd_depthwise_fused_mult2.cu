@@ -2,7 +2,7 @@
 // own translation unit so that they compile beside the multiplier-1 ones.
 #include "bwd_depthwise_fused.cuh"
 
-namespace jax_conv1d::cuda::dw_fused {
+namespace jax_conv1d::cuda::JC_DW_FUSED_NS {
 
 template <typename T>
 cudaError_t launch_taps_mult2(const FusedPlan& q, int taps, size_t smem, const T* x, const T* dy, const T* w, T* dx,
@@ -18,4 +18,4 @@ JC_INSTANTIATE(__nv_bfloat16)
 JC_INSTANTIATE(__half)
 #undef JC_INSTANTIATE
 
-}  // namespace jax_conv1d::cuda::dw_fused
+}  // namespace jax_conv1d::cuda::JC_DW_FUSED_NS
