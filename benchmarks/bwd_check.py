@@ -97,11 +97,21 @@ SWEEP = [
     (1, 7, 9, 31, 3, 1, 1, (1, 1), 1),
     (1, 16, 1030, 60, 3, 1, 1, (1, 1), 1),        # long dgrad reduction (3xTF32 accumulation error)
     (4, 8, 16, 200000, 3, 3, 4, (0, 0), 1),       # long wgrad reduction (266K terms per weight)
+    # depthwise with channel multiplier 2 (O = 2C, groups = C): the fused depthwise backward's virtual channels
+    (2, 8, 16, 400, 9, 1, 5, (20, 20), 8),        # 26: K 9 (16-tap kernel, no sliding window)
+    (2, 64, 128, 300, 7, 1, 8, (24, 24), 64),     # depthwise_tcn-like
+    (3, 40, 80, 131, 4, 1, 1, (3, 0), 40),        # causal (mamba-like)
+    (2, 16, 32, 77, 5, 3, 2, (4, -2), 16),        # strided, negative pad
+    (2, 10, 20, 400, 3, 2, 70, (0, 0), 10),       # dilation beyond the tile; 20 channels: narrow NWC vectors
+    (1, 7, 14, 123, 3, 2, 2, (1, 1), 7),          # odd channel count
+    (4, 16, 32, 20000, 8, 3, 6, (0, 0), 16),      # long reduction (sweep/034-like)
+    (2, 96, 192, 500, 1, 2, 8, (0, 0), 96),       # K 1, several channel blocks (sweep/023-like)
+    (2, 8, 24, 100, 3, 1, 1, (1, 1), 8),          # 34: multiplier 3, which the depthwise kernels decline
 ]
 # Cases also run at HIGHEST, bfloat16 and float16 (indices into SWEEP).
-SWEEP_PRECISION = [0, 1, 2, 5, 7, 13, 16, 17, 22, 24, 25]
+SWEEP_PRECISION = [0, 1, 2, 5, 7, 13, 16, 17, 22, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33]
 # Cases that also take a bias, whose gradient is checked too.
-SWEEP_BIAS = [1, 2, 5, 6, 13, 16, 17, 19, 22, 24]
+SWEEP_BIAS = [1, 2, 5, 6, 13, 16, 17, 19, 22, 24, 27, 28, 30, 31, 32, 33, 34]
 
 
 def _poison():
@@ -173,6 +183,7 @@ def run_sweep(quick: bool, only=frozenset()) -> bool:
                         db1, db2 = (np.asarray(a.astype(jnp.float32)) for a in (db1, db2))
                 except Exception as err:  # noqa: BLE001 - report and go on
                     rows.append((label, case, float("nan"), float("nan"), False, f"ERROR {err}"))
+                    print(f"    ERROR {err}", flush=True)
                     ok_all = False
                     continue
                 rdx, rdw = ref_grads(np.asarray(x.astype(jnp.float32)), np.asarray(w.astype(jnp.float32)),
@@ -192,6 +203,9 @@ def run_sweep(quick: bool, only=frozenset()) -> bool:
                 good = ex <= tol and ew <= tol and same
                 ok_all &= good
                 rows.append((label, case, ex, ew, same, "ok" if good else "FAIL"))
+                # also as it happens: a run stopped by a time limit keeps the verdicts it reached
+                verdict = "ok" if good else "FAIL"
+                print(f"    {verdict}  dx {ex:.1e}  dw {ew:.1e}  det {'yes' if same else 'NO'}", flush=True)
     print(f"\n{'case':<18}{'dx err':>10}{'dw err':>10}  {'det':<5} result  shape (N,C,O,L,K,s,d,pad,g)")
     for label, case, ex, ew, same, res in rows:
         print(f"{label:<18}{ex:>10.1e}{ew:>10.1e}  {'yes' if same else 'NO':<5} {res:<6} {case}")

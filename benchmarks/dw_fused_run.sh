@@ -7,12 +7,13 @@ B=/tmp/dwft; mkdir -p $B
 F="-std=c++17 -arch=sm_90a -O3 --expt-relaxed-constexpr -lineinfo -I csrc"
 t0=$(date +%s)
 nvcc $F -c csrc/cuda/bwd_depthwise_fused.cu -o $B/f.o & p1=$!
+nvcc $F -c csrc/cuda/bwd_depthwise_fused_mult2.cu -o $B/f2.o & p6=$!
 nvcc $F -c csrc/cuda/dgrad_depthwise.cu -o $B/d.o & p2=$!
 nvcc $F -c csrc/cuda/wgrad_depthwise.cu -o $B/w.o & p5=$!
 nvcc $F -c benchmarks/dw_fused_test.cu -o $B/t.o & p3=$!
 nvcc $F -c benchmarks/dw_fused_noslide.cu -o $B/n.o & p4=$!
-wait $p1 && wait $p2 && wait $p3 && wait $p4 && wait $p5 || { echo "build failed"; exit 1; }
-nvcc -arch=sm_90a $B/t.o $B/f.o $B/n.o $B/d.o $B/w.o -o $B/dw_fused_test || exit 1
+wait $p1 && wait $p2 && wait $p3 && wait $p4 && wait $p5 && wait $p6 || { echo "build failed"; exit 1; }
+nvcc -arch=sm_90a $B/t.o $B/f.o $B/f2.o $B/n.o $B/d.o $B/w.o -o $B/dw_fused_test || exit 1
 echo "build: $(( $(date +%s) - t0 )) s"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
 for step in "$@"; do

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import jax_conv1d
-from conv_reference import (BF16, F32, HIGHEST, assert_close, assert_run_to_run_bitwise_equal,
+from conv_reference import (BF16, F16, F32, HIGHEST, assert_close, assert_run_to_run_bitwise_equal,
                             float64_reference, float64_vjp_reference, lax_conv1d, random_array, random_inputs,
                             sweep_cases, tolerance)
 from jax_conv1d import dilated_conv1d
@@ -89,6 +89,47 @@ def test_gpu_large_tensor(layout, dtype, gpu):
     lax_grads = jax.jit(lambda *a: _vjp(lax_conv1d, *a, precision=HIGHEST, **kw))(x, w, b, ct)
     for name, g, g_lax in zip(("dx", "dw", "dbias"), grads, lax_grads):
         assert_close(g, g_lax, tol, name)
+
+
+# ---- depthwise with a channel multiplier --------------------------------------------------------------------
+
+# (batch, C, length, K, stride, dilation, padding): O = 2C, groups = C. Sizes span several channel blocks and
+# reduction splits; 44 channels is no multiple of the widest NWC vectors, 7 is odd (the narrow paths).
+MULTIPLIER_SHAPES = [
+    (3, 64, 1500, 3, 2, 1, "CAUSAL"),
+    (2, 44, 2000, 6, 1, 8, "SAME"),
+    (2, 7, 777, 9, 3, 5, (4, -2)),
+    (4, 16, 3000, 2, 1, 5, "VALID"),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [F32, BF16, F16], ids=str)
+@pytest.mark.parametrize("layout", ["NCW", "NWC"])
+@pytest.mark.parametrize("shape", MULTIPLIER_SHAPES, ids=lambda s: f"n{s[0]}c{s[1]}l{s[2]}k{s[3]}s{s[4]}d{s[5]}")
+def test_gpu_depthwise_multiplier_2_backward(shape, layout, dtype, gpu):
+    """dx, dw and db of a depthwise layer with O = 2C (the fused depthwise backward over virtual channels),
+    together and each alone, against float64; the combined call twice gives the same bits."""
+    n, c, length, k, stride, dilation, padding = shape
+    rng = np.random.default_rng(c + k)
+    x, w, b = _on(gpu, *random_inputs(rng, layout=layout, dtype=dtype, batch=n, in_ch=c, length=length,
+                                      out_ch=2 * c, groups=c, ksize=k, bias=True))
+    kw = dict(stride=stride, dilation=dilation, padding=padding, groups=c, layout=layout)
+    out = jax.eval_shape(lambda: dilated_conv1d(x, w, b, **kw))
+    (ct,) = _on(gpu, random_array(rng, out.shape, dtype))
+    grads = jax.jit(lambda *a: _vjp(dilated_conv1d, *a, **kw))
+    ours = grads(x, w, b, ct)
+    again = grads(x, w, b, ct)
+    exact = float64_vjp_reference(x, w, b, ct, **kw)
+    tol = tolerance(dtype, "highest", platform="gpu")
+    for name, g, g2, g64, arg in zip(("dx", "dw", "dbias"), ours, again, exact, (x, w, b)):
+        assert g.shape == arg.shape and g.dtype == arg.dtype, name
+        assert_close(g, g64, tol, f"{name} vs float64 lax on the CPU")
+        np.testing.assert_array_equal(np.asarray(g2), np.asarray(g), err_msg=f"{name} differs between two runs")
+    dx_only = jax.jit(lambda x, w, ct: jax.vjp(lambda x: dilated_conv1d(x, w, **kw), x)[1](ct)[0])(x, w, ct)
+    dw_only = jax.jit(lambda x, w, ct: jax.vjp(lambda w: dilated_conv1d(x, w, **kw), w)[1](ct)[0])(x, w, ct)
+    assert_close(dx_only, exact[0], tol, "dx alone")
+    assert_close(dw_only, exact[1], tol, "dw alone")
 
 
 # ---- more than 2**31 elements -----------------------------------------------------------------------------

@@ -1,410 +1,27 @@
-// Both gradients of a depthwise convolution (groups == C == O) in one pass, on CUDA cores:
-//
-//   dx[n, c, l] = sum over (t, k) with t*s + k*d - pad = l of w[c, k] * dy[n, c, t]
-//   dw[c, k]    = sum over (n, t) of dy[n, c, t] * x[n, c, t*s + k*d - pad]
-//   db[c]       = sum over (n, t) of dy[n, c, t]
-//
-// Tiles are indexed by u: a tile of bt values u0 .. u0+bt-1 serves dw/db for t = u and dx for the positions
-// l = u*s + r - pad (0 <= r < s), whose taps read dy[u - e_k] with e_k = floor(k*d / s) (the stride-phase
-// decomposition of dgrad_phases.cuh). So one tile needs dy over [u0 - H, u0 + bt) with H = max e_k, and x over
-// [u0*s - pad, u0*s - pad + (bt-1)*s + (K-1)*d + 1): both are staged once (cp.async, zeros outside the tensors,
-// so no tap needs a bounds check), dx is written straight from registers and dw/db accumulate in registers.
-// u runs over the union of the t range [0, Lout) and the q range of dx, so every dx element is written exactly
-// once and every (n, t) term counted once.
-//
-// Grid: (splits, channel blocks). A block walks a contiguous range of (n, tile) units through a 2-3 stage
-// pipeline; at the end its threads' partials are summed in a fixed order and written to scratch as
-// [split][k][c] (k == K: db), and a second kernel adds the splits in order (float64). NWC: each thread owns
-// kVec consecutive channels (16-byte shared and global accesses), threads of a row span 128 bytes of channels;
-// NCW: one warp per channel row, lanes along positions. All index math inside a tile is 32-bit.
+// Both gradients of a depthwise convolution (groups == C, O = m*C, m = 1 or 2) in one pass: the plan (tile
+// length, pipeline depth, channel blocks, splits), the entry points and the second kernel that adds the
+// splits. The kernel and how it works: bwd_depthwise_fused.cuh.
 #include <algorithm>
 #include <cstdint>
 
 #include "bwd_depthwise.h"
-#include "cp_async_tiles.cuh"
-#include "cuda_types.cuh"
+#include "bwd_depthwise_fused.cuh"
 #include "dgrad_phases.cuh"
-#include "smem_plan.cuh"
 
 namespace jax_conv1d::cuda {
 
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kMaxTaps = 16;
+using namespace JC_DW_FUSED_NS;
+
 constexpr size_t kScratchCap = size_t(64) << 20;
-
-struct FusedPlan {
-  Conv1dParams p;
-  int cb;            // channels per block
-  int bt;            // u values per tile
-  int halo;          // H: dy positions before the tile that its dx taps read
-  int64_t u_lo;      // u of the first tile
-  int t_units;       // tiles per batch row
-  int64_t units;     // batch * t_units
-  int splits, c_blocks, nstage;
-  int dy_rows, x_rows;  // window lengths in positions
-  int vec_dy, vec_x;    // global copy widths in elements
-  int dy_pitch, x_pitch, dy_elems, x_elems;
-  int tap_x[kMaxTaps];   // x window position read by tap k at u = u0: k*d
-  int tap_dy[kMaxTaps];  // dy window position read by tap k for dx at q = u0: H - e_k
-  int tap_r[kMaxTaps];   // residue k*d mod s: the dx phase tap k serves
-  // Sliding windows (kSlide): register slot m of the x window holds tap m - (kTaps - K), read at position
-  // offset slide_x[m]; slot m of the dy window holds tap kTaps-1-m, read at slide_dy[m] (see the kernel).
-  int slide_x[kMaxTaps], slide_dy[kMaxTaps];
-  int slide_runs;        // runs of 4 positions a + d*(4*b + j) per tile: bt / (4*d) values of b for each a < d
-  int vec;               // channels per thread (the kernel's kVec)
-  bool want_dx, want_dwdb;
-  float* partials;       // [splits][K + 1][C]
-};
-
-// kVec elements of T at shared address `addr` (aligned to their size) widened to float. Addresses are 32-bit
-// shared-window byte offsets so that each tap costs one add and one LDS (generic pointers made the compiler
-// rebuild the shared window base around every load).
-template <typename T, int kVec>
-__device__ __forceinline__ void lds_vec(uint32_t addr, float (&v)[kVec]) {
-  constexpr int kBytes = kVec * static_cast<int>(sizeof(T));
-  uint32_t w[kBytes < 4 ? 1 : kBytes / 4];
-  if constexpr (kBytes == 16) {
-    asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(w[0]), "=r"(w[1]), "=r"(w[2]), "=r"(w[3])
-                 : "r"(addr));
-  } else if constexpr (kBytes == 8) {
-    asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(w[0]), "=r"(w[1]) : "r"(addr));
-  } else if constexpr (kBytes == 4) {
-    asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(w[0]) : "r"(addr));
-  } else {
-    unsigned short h;
-    asm volatile("ld.shared.b16 %0, [%1];\n" : "=h"(h) : "r"(addr));
-    w[0] = h;
-  }
-#pragma unroll
-  for (int i = 0; i < kVec; ++i) {
-    if constexpr (sizeof(T) == 4) {
-      v[i] = __uint_as_float(w[i]);
-    } else {
-      const uint32_t bits = (w[i / 2] >> (16 * (i % 2))) & 0xffffu;
-      if constexpr (std::is_same_v<T, __nv_bfloat16>)
-        v[i] = __uint_as_float(bits << 16);
-      else
-        v[i] = __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
-    }
-  }
-}
-
-template <typename T>
-__device__ __forceinline__ uint32_t storage_bits(float v) {
-  if constexpr (sizeof(T) == 4)
-    return __float_as_uint(v);
-  else if constexpr (std::is_same_v<T, __nv_bfloat16>)
-    return __bfloat16_as_ushort(__float2bfloat16_rn(v));
-  else
-    return __half_as_ushort(__float2half_rn(v));
-}
-
-// kVec floats rounded to T and stored at p with one access.
-template <typename T, int kVec>
-__device__ __forceinline__ void store_vec(T* p, const float (&v)[kVec]) {
-  constexpr int kBytes = kVec * static_cast<int>(sizeof(T));
-  if constexpr (kBytes < 4) {
-    *p = from_acc<T>(v[0]);
-  } else {
-    uint32_t w[kBytes / 4];
-#pragma unroll
-    for (int i = 0; i < kBytes / 4; ++i) {
-      if constexpr (sizeof(T) == 4)
-        w[i] = storage_bits<T>(v[i]);
-      else
-        w[i] = storage_bits<T>(v[2 * i]) | (storage_bits<T>(v[2 * i + 1]) << 16);
-    }
-    if constexpr (kBytes == 16)
-      *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
-    else if constexpr (kBytes == 8)
-      *reinterpret_cast<uint2*>(p) = make_uint2(w[0], w[1]);
-    else
-      *reinterpret_cast<uint32_t*>(p) = w[0];
-  }
-}
-
-// kTaps >= K (per-thread tap arrays in registers, loops unrolled); kVec channels per thread (1 for NCW);
-// How a thread walks a tile's positions.
-//  kAnyStride: position groups interleaved; dx loops over the s residues and sums the taps of each.
-//  kUnitStride: stride 1, so every tap serves the one dx phase and the per-output residue test disappears.
-//  kSliding (NWC, stride 1, 4*d divides bt): each thread takes runs of 4 positions d apart; position t + d reads
-//   through tap k what position t read through tap k + 1 (x) or k - 1 (dy), so the taps live in a register
-//   window that shifts by one slot per position and each position costs one new shared load per tensor
-//   instead of K.
-enum Walk : int { kAnyStride = 0, kUnitStride = 1, kSliding = 2 };
-
-template <typename T, int kTaps, int kVec, int kWalk>
-__global__ void __launch_bounds__(kThreads, 2)
-    bwd_depthwise_fused_kernel(const FusedPlan prm, const T* __restrict__ x, const T* __restrict__ dy,
-                               const T* __restrict__ w, T* __restrict__ dx) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  T* const smem = reinterpret_cast<T*>(smem_raw);
-  const Conv1dParams& p = prm.p;
-  const bool ncw = p.layout == Layout::kNCW;
-  const int tid = threadIdx.x;
-  const int K = static_cast<int>(p.kernel_size);
-  constexpr bool kSlide = kWalk == kSliding;
-  const int s = kWalk == kAnyStride ? static_cast<int>(p.stride) : 1;
-
-  const int64_t c_first = int64_t(blockIdx.y) * prm.cb;
-  const int c_valid = static_cast<int>(p.in_channels - c_first < prm.cb ? p.in_channels - c_first : prm.cb);
-  // NWC: cgroups threads across a row of channels, pgroups rows at a time; NCW: a warp per channel row.
-  const int cgroups = prm.cb / kVec;
-  const int pgroups = kThreads / cgroups;
-  const int cg = ncw ? tid / pgroups : tid % cgroups;
-  const int pg = ncw ? tid % pgroups : tid / cgroups;
-  const int c_local = cg * kVec;
-  const bool c_ok = c_local < c_valid;  // kVec divides C: a thread's channels are all valid or all not
-
-  const int64_t u_begin = blockIdx.x * prm.units / prm.splits;
-  const int64_t u_end = (blockIdx.x + 1) * prm.units / prm.splits;
-  const int64_t count = u_end - u_begin;
-  const int stage_elems = prm.dy_elems + prm.x_elems;
-
-  auto unit_origin = [&](int64_t u, int64_t* n, int64_t* u0) {
-    const uint32_t nn = static_cast<uint32_t>(u) / static_cast<uint32_t>(prm.t_units);  // units < 2^31
-    *n = nn;
-    *u0 = prm.u_lo + int64_t(static_cast<uint32_t>(u) - nn * static_cast<uint32_t>(prm.t_units)) * prm.bt;
-  };
-
-  auto load_unit = [&](int64_t u, int stage) {
-    int64_t n, u0;
-    unit_origin(u, &n, &u0);
-    T* dy_s = smem + stage * stage_elems;
-    const int64_t t_start = u0 - prm.halo;
-    TileWindow wd;
-    wd.offset = n * p.y_n + c_first * p.y_o + t_start * p.y_t;
-    wd.line_stride = p.y_o;
-    wd.pos_stride = p.y_t;
-    wd.lines = prm.cb;
-    wd.positions = prm.dy_rows;
-    wd.line_valid = c_valid;
-    wd.pos_lo = -t_start;
-    wd.pos_hi = p.out_length - t_start;
-    load_window(dy, wd, dy_s, prm.dy_pitch, prm.vec_dy, ncw, tid, kThreads);
-    if (prm.want_dwdb) {
-      const int64_t l_start = u0 * p.stride - p.pad_lo;
-      TileWindow wx;
-      wx.offset = n * p.x_n + c_first * p.x_c + l_start * p.x_l;
-      wx.line_stride = p.x_c;
-      wx.pos_stride = p.x_l;
-      wx.lines = prm.cb;
-      wx.positions = prm.x_rows;
-      wx.line_valid = c_valid;
-      wx.pos_lo = -l_start;
-      wx.pos_hi = p.in_length - l_start;
-      load_window(x, wx, dy_s + prm.dy_elems, prm.x_pitch, prm.vec_x, ncw, tid, kThreads);
-    }
-  };
-
-  // Byte strides inside the tiles: NCW rows are channels, NWC rows are positions.
-  constexpr int sz = sizeof(T);
-  const int dy_c = (ncw ? prm.dy_pitch : 1) * sz, dy_p = (ncw ? 1 : prm.dy_pitch) * sz;
-  const int x_c = (ncw ? prm.x_pitch : 1) * sz, x_p = (ncw ? 1 : prm.x_pitch) * sz;
-  int xo[kTaps], dyo[kTaps], tr[kTaps];
-  float wv[kTaps][kVec];
-  const int64_t c_thread = c_first + (c_ok ? c_local : 0);
-#pragma unroll
-  for (int k = 0; k < kTaps; ++k) {
-    xo[k] = k < K ? prm.tap_x[k] * x_p : 0;
-    dyo[k] = k < K ? prm.tap_dy[k] * dy_p : 0;
-    tr[k] = k < K ? prm.tap_r[k] : -1;
-#pragma unroll
-    for (int v = 0; v < kVec; ++v)
-      {
-      // Sliding: weight slot k holds tap kTaps-1-k (the dy window's order).
-      const int tap = kSlide ? kTaps - 1 - k : k;
-      wv[k][v] = (tap >= 0 && tap < K && prm.want_dx) ? to_acc(w[(c_thread + v) * p.w_o + tap * p.w_k]) : 0.0f;
-    }
-  }
-  int sx[kTaps], sdy[kTaps];
-#pragma unroll
-  for (int m = 0; m < kTaps; ++m) {
-    sx[m] = kSlide ? prm.slide_x[m] * x_p : 0;
-    sdy[m] = kSlide ? prm.slide_dy[m] * dy_p : 0;
-  }
-  const int d = static_cast<int>(p.dilation);
-  const int step_x = d * x_p, step_dy = d * dy_p;
-
-  float acc[kTaps][kVec], accb[kVec];
-#pragma unroll
-  for (int v = 0; v < kVec; ++v) {
-    accb[v] = 0.0f;
-#pragma unroll
-    for (int k = 0; k < kTaps; ++k) acc[k][v] = 0.0f;
-  }
-  const uint32_t smem_base = smem_u32(smem_raw);
-
-  auto compute_unit = [&](int64_t u, int stage) {
-    int64_t n, u0;
-    unit_origin(u, &n, &u0);
-    const uint32_t dy_s = smem_base + stage * stage_elems * sz;
-    const uint32_t x_s = dy_s + prm.dy_elems * sz;
-    const int64_t t_start = u0 - prm.halo, l_start = u0 * p.stride - p.pad_lo;
-    // NCW rows were copied from aligned-down starts; the loader's shift locates position 0.
-    const int shift_dy = ncw ? low_bits(n * p.y_n + c_first * p.y_o + t_start, prm.vec_dy) : 0;
-    const int shift_x = ncw ? low_bits(n * p.x_n + c_first * p.x_c + l_start, prm.vec_x) : 0;
-    const uint32_t dyc = dy_s + c_local * dy_c + shift_dy * sz;
-    if (kSlide && prm.want_dwdb) {
-      const uint32_t xc = x_s + c_local * x_c;
-      const uint32_t dyt = dyc + prm.halo * dy_p;
-      for (GridWalk run(pg, pgroups, d); run.row < prm.slide_runs; run.next()) {
-        const int t0 = run.col + 4 * d * run.row;
-        const uint32_t xr = xc + t0 * x_p, dr = dyt + t0 * dy_p;
-        float win[kTaps][kVec];
-#pragma unroll
-        for (int m = 0; m < kTaps - 1; ++m)
-          if (m >= kTaps - K) lds_vec<T, kVec>(xr + sx[m], win[m]);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          lds_vec<T, kVec>(xr + sx[kTaps - 1] + j * step_x, win[kTaps - 1]);
-          float g[kVec];
-          lds_vec<T, kVec>(dr + j * step_dy, g);
-#pragma unroll
-          for (int v = 0; v < kVec; ++v) accb[v] += g[v];
-#pragma unroll
-          for (int m = 0; m < kTaps; ++m)
-            if (m >= kTaps - K) {
-#pragma unroll
-              for (int v = 0; v < kVec; ++v) acc[m][v] = fmaf(g[v], win[m][v], acc[m][v]);
-            }
-#pragma unroll
-          for (int m = 0; m < kTaps - 1; ++m)
-#pragma unroll
-            for (int v = 0; v < kVec; ++v) win[m][v] = win[m + 1][v];
-        }
-      }
-    } else if (prm.want_dwdb) {
-      const uint32_t xc = x_s + c_local * x_c + shift_x * sz;
-      const uint32_t dyt = dyc + prm.halo * dy_p;
-      for (int t = pg; t < prm.bt; t += pgroups) {
-        float g[kVec];
-        lds_vec<T, kVec>(dyt + t * dy_p, g);
-#pragma unroll
-        for (int v = 0; v < kVec; ++v) accb[v] += g[v];
-        const uint32_t xt = xc + t * s * x_p;
-#pragma unroll
-        for (int k = 0; k < kTaps; ++k) {
-          if (k < K) {
-            float xv[kVec];
-            lds_vec<T, kVec>(xt + xo[k], xv);
-#pragma unroll
-            for (int v = 0; v < kVec; ++v) acc[k][v] = fmaf(g[v], xv[v], acc[k][v]);
-          }
-        }
-      }
-    }
-    if (prm.want_dx && c_ok) {
-      // dx positions l_start + i, i in [0, bt*s); the valid ones are [lo, hi).
-      T* const dx_tile = dx + (n * p.x_n + c_thread * p.x_c + l_start * p.x_l);
-      const int lo = clamp_int(-l_start), hi = clamp_int(p.in_length - l_start);
-      const int xl = static_cast<int>(p.x_l);
-      if constexpr (kSlide) {
-        for (GridWalk run(pg, pgroups, d); run.row < prm.slide_runs; run.next()) {
-          const int q0 = run.col + 4 * d * run.row;
-          const uint32_t dq = dyc + q0 * dy_p;
-          float win[kTaps][kVec];
-#pragma unroll
-          for (int m = 0; m < kTaps - 1; ++m)
-            if (m >= kTaps - K) lds_vec<T, kVec>(dq + sdy[m], win[m]);
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            lds_vec<T, kVec>(dq + sdy[kTaps - 1] + j * step_dy, win[kTaps - 1]);
-            const int i = q0 + j * d;
-            if (i >= lo && i < hi) {
-              float a[kVec];
-#pragma unroll
-              for (int v = 0; v < kVec; ++v) a[v] = 0.0f;
-#pragma unroll
-              for (int m = 0; m < kTaps; ++m)
-                if (m >= kTaps - K) {
-#pragma unroll
-                  for (int v = 0; v < kVec; ++v) a[v] = fmaf(wv[m][v], win[m][v], a[v]);
-                }
-              store_vec<T, kVec>(dx_tile + i * xl, a);
-            }
-#pragma unroll
-            for (int m = 0; m < kTaps - 1; ++m)
-#pragma unroll
-              for (int v = 0; v < kVec; ++v) win[m][v] = win[m + 1][v];
-          }
-        }
-      } else {
-      for (int q = pg; q < prm.bt; q += pgroups) {
-        const uint32_t dyq = dyc + q * dy_p;
-#pragma unroll 1
-        for (int r = 0; r < s; ++r) {
-          const int i = q * s + r;
-          if (i < lo || i >= hi) continue;
-          float a[kVec];
-#pragma unroll
-          for (int v = 0; v < kVec; ++v) a[v] = 0.0f;
-#pragma unroll
-          for (int k = 0; k < kTaps; ++k) {
-            if (k < K && (kWalk == kUnitStride || tr[k] == r)) {
-              float g[kVec];
-              lds_vec<T, kVec>(dyq + dyo[k], g);
-#pragma unroll
-              for (int v = 0; v < kVec; ++v) a[v] = fmaf(wv[k][v], g[v], a[v]);
-            }
-          }
-          store_vec<T, kVec>(dx_tile + i * xl, a);
-        }
-      }
-      }
-    }
-  };
-
-  for (int st = 0; st < prm.nstage - 1; ++st) {
-    if (st < count) load_unit(u_begin + st, st);
-    cp_async_commit();
-  }
-  for (int64_t i = 0; i < count; ++i) {
-    cp_async_wait_pending(prm.nstage - 2);
-    __syncthreads();
-    const int64_t next = i + prm.nstage - 1;
-    if (next < count) load_unit(u_begin + next, static_cast<int>(next % prm.nstage));
-    cp_async_commit();
-    compute_unit(u_begin + i, static_cast<int>(i % prm.nstage));
-  }
-  if (!prm.want_dwdb) return;
-  cp_async_wait<0>();
-  __syncthreads();  // the pipeline's shared memory is reused below
-
-  // Sum the position groups of each channel in order: red[pg][c][k], k == K holding db.
-  float* red = reinterpret_cast<float*>(smem_raw);
-  const int cb = prm.cb, kk = K + 1;
-#pragma unroll
-  for (int v = 0; v < kVec; ++v) {
-    float* r = red + (pg * cb + c_local + v) * kk;
-#pragma unroll
-    for (int m = 0; m < kTaps; ++m) {
-      const int k = kSlide ? m - (kTaps - K) : m;  // sliding accumulators are indexed by window slot
-      if (k >= 0 && k < K) r[k] = acc[m][v];
-    }
-    r[K] = accb[v];
-  }
-  __syncthreads();
-  const int64_t C = p.in_channels;
-  float* out = prm.partials + int64_t(blockIdx.x) * kk * C + c_first;
-  for (int e = tid; e < cb * kk; e += kThreads) {
-    const int k = e / cb, c = e - k * cb;  // c fastest: coalesced partial rows
-    if (c >= c_valid) continue;
-    float sum = 0.0f;
-    for (int g = 0; g < pgroups; ++g) sum += red[(g * cb + c) * kk + k];
-    out[k * C + c] = sum;
-  }
-}
 
 // One thread per (k, c): adds the splits in order in float64, then rounds once.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) bwd_depthwise_sum_kernel(const float* __restrict__ partials, int splits,
                                                                      Conv1dParams p, T* __restrict__ dw,
                                                                      T* __restrict__ db) {
-  const int64_t C = p.in_channels, K = p.kernel_size, total = (K + 1) * C;
+  const int64_t C = p.out_channels, K = p.kernel_size, total = (K + 1) * C;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     double sum = 0.0;
     for (int sp = 0; sp < splits; ++sp) sum += partials[sp * total + e];
@@ -418,20 +35,10 @@ __global__ void __launch_bounds__(kThreads) bwd_depthwise_sum_kernel(const float
   }
 }
 
-struct Variant {
-  int taps, vec;
-};
-
-template <typename T>
-Variant pick_variant(const Conv1dParams& p) {
-  constexpr int full = 16 / static_cast<int>(sizeof(T));
-  const int K = static_cast<int>(p.kernel_size);
-  Variant v;
-  v.taps = K <= 4 ? 4 : (K <= 8 ? 8 : 16);
-  // Accumulators (taps x vec) plus weights (taps x vec) must stay under ~128 registers for 2 blocks per SM.
-  const int vec = std::min(full, v.taps == 4 ? 8 : (v.taps == 8 ? 4 : 2));
-  v.vec = (p.layout == Layout::kNWC && p.in_channels % vec == 0) ? vec : 1;
-  return v;
+// The channel multiplier m = O / C the kernel covers (1 or 2), else 0.
+inline int channel_multiplier(const Conv1dParams& p) {
+  const int64_t m = depthwise_channel_multiplier(p);
+  return m == 1 || m == 2 ? static_cast<int>(m) : 0;
 }
 
 inline int next_pow2(int64_t v) {
@@ -444,7 +51,8 @@ inline int next_pow2(int64_t v) {
 template <typename T>
 bool make_plan(const Conv1dParams& p, bool want_dx, bool want_dwdb, FusedPlan* out, size_t* smem_bytes) {
   constexpr int sz = sizeof(T);
-  if (p.groups != p.in_channels || p.groups != p.out_channels || p.in_per_group() != 1) return false;
+  const int mult = channel_multiplier(p);
+  if (mult == 0) return false;
   if (p.batch < 1 || p.in_channels < 1 || p.in_length < 1 || p.out_length < 1) return false;
   if (!want_dx && !want_dwdb) return false;
   StridePhases ph;
@@ -453,19 +61,21 @@ bool make_plan(const Conv1dParams& p, bool want_dx, bool want_dwdb, FusedPlan* o
   const int64_t s = p.stride, d = p.dilation;
   if (d < 1 || (K - 1) * d > (int64_t(1) << 20)) return false;
   const bool ncw = p.layout == Layout::kNCW;
-  const Variant var = pick_variant<T>(p);
+  const Variant var = pick_variant<T>(p, mult);
   FusedPlan& q = *out;
   q = FusedPlan{};
   q.p = p;
+  q.mult = mult;
   q.want_dx = want_dx;
   q.want_dwdb = want_dwdb;
   if (ncw) {
     q.cb = 8;
   } else {
-    q.cb = std::max<int>(var.vec, std::min<int>(128 / sz, next_pow2(p.in_channels)));
+    q.cb = std::max<int>(var.vec, std::min<int>(128 / sz, next_pow2(p.out_channels)));
   }
+  const int x_lines = q.cb / mult;  // input channels behind a block's cb virtual channels
   q.vec_dy = ncw ? widest_vec(sz, {p.out_length}) : widest_vec(sz, {p.out_channels, q.cb});
-  q.vec_x = ncw ? widest_vec(sz, {p.in_length}) : widest_vec(sz, {p.in_channels, q.cb});
+  q.vec_x = ncw ? widest_vec(sz, {p.in_length}) : widest_vec(sz, {p.in_channels, x_lines});
   q.halo = static_cast<int>((K - 1) * d / s);
   for (int k = 0; k < K; ++k) {
     q.tap_x[k] = static_cast<int>(k * d);
@@ -491,11 +101,12 @@ bool make_plan(const Conv1dParams& p, bool want_dx, bool want_dwdb, FusedPlan* o
       q.dy_pitch = static_cast<int>(round_up(q.dy_rows + q.vec_dy - 1, q.vec_dy));
       q.x_pitch = static_cast<int>(round_up(q.x_rows + q.vec_x - 1, q.vec_x));
       q.dy_elems = q.cb * q.dy_pitch;
-      q.x_elems = want_dwdb ? q.cb * q.x_pitch : 0;
+      q.x_elems = want_dwdb ? x_lines * q.x_pitch : 0;
     } else {
-      q.dy_pitch = q.x_pitch = q.cb;
+      q.dy_pitch = q.cb;
+      q.x_pitch = x_lines;
       q.dy_elems = q.dy_rows * q.cb;
-      q.x_elems = q.x_rows * q.cb;
+      q.x_elems = q.x_rows * x_lines;
     }
     q.dy_elems = static_cast<int>(round_up(q.dy_elems, 16 / sz));
     q.x_elems = static_cast<int>(round_up(q.x_elems, 16 / sz));
@@ -511,8 +122,10 @@ bool make_plan(const Conv1dParams& p, bool want_dx, bool want_dwdb, FusedPlan* o
 #ifdef JC_DW_FUSED_NO_SLIDE  // benchmark-only build of the per-tap variant, for A/B timing
   q.slide_runs = 0;
 #endif
-  // The sliding kernel holds a third register array (the window): taps x vec must stay at 16 or below.
-  q.vec = (q.slide_runs > 0 && var.vec > 1) ? std::max(1, std::min(var.vec, 16 / kt)) : var.vec;
+  // The sliding kernel holds a third register array (the window): taps x vec must stay at 16 or below, so
+  // with 16 taps it takes one channel per thread, which a multiplier (m channels per thread) rules out.
+  if (kt * mult > 16) q.slide_runs = 0;
+  q.vec = (q.slide_runs > 0 && var.vec > mult) ? std::max(mult, std::min(var.vec, 16 / kt)) : var.vec;
   const int cgroups = q.cb / q.vec, pgroups = kThreads / cgroups;
   for (int m = 0; m < kt; ++m) {
     const int kx = m - (kt - K), kdy = kt - 1 - m;  // the taps slot m holds in the x and dy windows
@@ -524,7 +137,7 @@ bool make_plan(const Conv1dParams& p, bool want_dx, bool want_dwdb, FusedPlan* o
   const size_t reduce_bytes = want_dwdb ? size_t(pgroups) * q.cb * (K + 1) * sizeof(float) : 0;
   *smem_bytes = std::max(stage_bytes * q.nstage, reduce_bytes);
   if (*smem_bytes > static_cast<size_t>(device_limits().smem_optin)) return false;
-  q.c_blocks = static_cast<int>(ceil_div(p.in_channels, q.cb));
+  q.c_blocks = static_cast<int>(ceil_div(p.out_channels, q.cb));
   if (q.c_blocks > 65535) return false;
   // u covers the t range [0, Lout) for dw/db and the q range of dx.
   int64_t u_lo = want_dwdb ? 0 : ph.q_lo, u_hi = want_dwdb ? p.out_length : ph.q_lo + ph.q_count;
@@ -553,33 +166,6 @@ inline int choose_splits(const FusedPlan& q, size_t smem, int64_t max_splits) {
   return best;
 }
 
-template <typename T, int kTaps, int kVec, int kWalk>
-cudaError_t launch(const FusedPlan& q, size_t smem, const T* x, const T* dy, const T* w, T* dx,
-                   cudaStream_t stream) {
-  auto kernel = bwd_depthwise_fused_kernel<T, kTaps, kVec, kWalk>;
-  if (cudaError_t err = allow_dynamic_smem(kernel, smem); err != cudaSuccess) return err;
-  kernel<<<dim3(q.splits, q.c_blocks), kThreads, smem, stream>>>(q, x, dy, w, dx);
-  return cudaGetLastError();
-}
-
-template <typename T, int kTaps>
-cudaError_t launch_vec(const FusedPlan& q, size_t smem, const T* x, const T* dy, const T* w, T* dx,
-                       cudaStream_t stream) {
-  constexpr int full = 16 / static_cast<int>(sizeof(T));
-  constexpr int vec_wide = std::min(full, kTaps == 4 ? 8 : (kTaps == 8 ? 4 : 2));
-  constexpr int vec_slide = std::max(1, std::min(vec_wide, 16 / kTaps));
-  if (q.slide_runs > 0) {
-    if (q.vec == 1) return launch<T, kTaps, 1, kSliding>(q, smem, x, dy, w, dx, stream);
-    return launch<T, kTaps, vec_slide, kSliding>(q, smem, x, dy, w, dx, stream);
-  }
-  if (q.p.stride == 1) {
-    if (q.vec == 1) return launch<T, kTaps, 1, kUnitStride>(q, smem, x, dy, w, dx, stream);
-    return launch<T, kTaps, vec_wide, kUnitStride>(q, smem, x, dy, w, dx, stream);
-  }
-  if (q.vec == 1) return launch<T, kTaps, 1, kAnyStride>(q, smem, x, dy, w, dx, stream);
-  return launch<T, kTaps, vec_wide, kAnyStride>(q, smem, x, dy, w, dx, stream);
-}
-
 }  // namespace
 
 template <typename T>
@@ -589,7 +175,7 @@ cudaError_t conv1d_bwd_depthwise_cuda(const Conv1dParams& p, const T* x, const T
   FusedPlan q;
   size_t smem = 0;
   if (!make_plan<T>(p, want_dx, want_dwdb, &q, &smem)) return cudaErrorNotSupported;
-  const int64_t per_split = (p.kernel_size + 1) * p.in_channels * int64_t(sizeof(float));
+  const int64_t per_split = (p.kernel_size + 1) * p.out_channels * int64_t(sizeof(float));
   int64_t max_splits = 65535;
   if (want_dwdb) {
     max_splits = static_cast<int64_t>(std::min(scratch_bytes, kScratchCap)) / per_split;
@@ -597,12 +183,11 @@ cudaError_t conv1d_bwd_depthwise_cuda(const Conv1dParams& p, const T* x, const T
   }
   q.splits = choose_splits(q, smem, max_splits);
   q.partials = static_cast<float*>(scratch);
-  const Variant var = pick_variant<T>(p);
-  cudaError_t err = var.taps == 4    ? launch_vec<T, 4>(q, smem, x, dy, w, dx, stream)
-                    : var.taps == 8  ? launch_vec<T, 8>(q, smem, x, dy, w, dx, stream)
-                                     : launch_vec<T, 16>(q, smem, x, dy, w, dx, stream);
+  const int taps = pick_variant<T>(p, q.mult).taps;
+  cudaError_t err = q.mult == 1 ? launch_taps<T, 1>(q, taps, smem, x, dy, w, dx, stream)
+                                : launch_taps_mult2<T>(q, taps, smem, x, dy, w, dx, stream);
   if (err != cudaSuccess || !want_dwdb) return err;
-  const int64_t total = (p.kernel_size + 1) * p.in_channels;
+  const int64_t total = (p.kernel_size + 1) * p.out_channels;
   const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(total, kThreads), 4096));
   bwd_depthwise_sum_kernel<T><<<blocks, kThreads, 0, stream>>>(q.partials, q.splits, p, dw, db);
   return cudaGetLastError();
@@ -613,7 +198,7 @@ size_t conv1d_bwd_depthwise_scratch_bytes(const Conv1dParams& p) {
   FusedPlan q;
   size_t smem = 0;
   if (!make_plan<T>(p, true, true, &q, &smem)) return 0;
-  const size_t per_split = size_t(p.kernel_size + 1) * p.in_channels * sizeof(float);
+  const size_t per_split = size_t(p.kernel_size + 1) * p.out_channels * sizeof(float);
   const int64_t max_splits = static_cast<int64_t>(kScratchCap / per_split);
   if (max_splits < 1) return 0;
   return size_t(choose_splits(q, smem, max_splits)) * per_split;

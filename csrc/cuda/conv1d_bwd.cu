@@ -1,8 +1,9 @@
 // The combined backward: dx, dw and db from one call.
 //
-// Order: a depthwise convolution that wants dx and dw -> the fused depthwise backward (one pass over dy and x
-// for dx, dw and db) when it covers the shape; otherwise dgrad's dispatcher, then wgrad's, which sums db in its
-// own pass over dy (conv1d_wgrad.cu). A bias gradient wanted without dw runs the stand-alone bias reduction.
+// Order: a depthwise convolution (channel multiplier 1 or 2) that wants dx and dw -> the fused depthwise
+// backward (one pass over dy and x for dx, dw and db) when it covers the shape; otherwise dgrad's dispatcher,
+// then wgrad's, which sums db in its own pass over dy (conv1d_wgrad.cu). A bias gradient wanted without dw runs
+// the stand-alone bias reduction.
 #include <cstdio>
 #include <cstdlib>
 #include <type_traits>
@@ -16,7 +17,7 @@ namespace jax_conv1d::cuda {
 
 namespace {
 
-bool is_depthwise(const Conv1dParams& p) { return p.groups == p.in_channels && p.groups == p.out_channels; }
+bool is_depthwise(const Conv1dParams& p) { return depthwise_channel_multiplier(p) > 0; }
 
 bool trace_dispatch() {
   static const bool on = std::getenv("JAX_CONV1D_TRACE_BWD") != nullptr;

@@ -1,13 +1,15 @@
 // Input gradient: the dispatcher and the direct kernel every shape can fall back to.
 //
-// Order: depthwise (groups == C == O) -> dgrad_depthwise; dense stride-1 at default precision -> the forward
-// implicit GEMM on the turned-around weight (dgrad_as_forward.cu); everything else -> dgrad_implicit_gemm
-// (tensor cores). A kernel that does not cover the shape answers cudaErrorNotSupported and the direct kernel runs.
-// float64 always runs the direct kernel.
+// Order: depthwise (groups == C == O) -> dgrad_depthwise; depthwise with a channel multiplier (groups == C,
+// O = m*C) -> the fused depthwise backward asked for dx alone (bwd_depthwise_fused.cu, m <= 2); dense stride-1
+// at default precision -> the forward implicit GEMM on the turned-around weight (dgrad_as_forward.cu);
+// everything else -> dgrad_implicit_gemm (tensor cores). A kernel that does not cover the shape answers
+// cudaErrorNotSupported and the direct kernel runs. float64 always runs the direct kernel.
 #include <cstdio>
 #include <cstdlib>
 #include <type_traits>
 
+#include "bwd_depthwise.h"
 #include "conv1d_cuda.h"
 #include "cuda_types.cuh"
 #include "dgrad_kernels.cuh"
@@ -68,6 +70,14 @@ cudaError_t conv1d_dgrad_cuda(const Conv1dParams& p, const T* dy, const T* w, T*
   if (p.out_length == 0 || p.out_channels == 0) return cudaMemsetAsync(dx, 0, p.x_size() * sizeof(T), stream);
   if constexpr (!std::is_same_v<T, double>) {
     const bool depthwise = p.groups == p.in_channels && p.groups == p.out_channels;
+    if (!depthwise && depthwise_channel_multiplier(p) > 1) {
+      const cudaError_t err =
+          conv1d_bwd_depthwise_cuda<T>(p, nullptr, dy, w, dx, nullptr, nullptr, nullptr, 0, stream);
+      if (err != cudaErrorNotSupported) {  // NotSupported: nothing was launched
+        if (trace_dispatch()) std::fprintf(stderr, "jax_conv1d dgrad: depthwise multiplier\n");
+        return err;
+      }
+    }
     if (!depthwise) {
       const cudaError_t err = dgrad_as_forward<T>(p, dy, w, dx, stream);
       if (err != cudaErrorNotSupported) {  // NotSupported: nothing was launched

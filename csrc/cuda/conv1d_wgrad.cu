@@ -1,14 +1,18 @@
 // Weight gradient: the dispatcher, the split-sum second stage, and the direct kernel every shape can fall
 // back to.
 //
-// Order: depthwise (groups == C == O) -> wgrad_depthwise; everything else -> wgrad_implicit_gemm (tensor
+// Order: depthwise (groups == C == O) -> wgrad_depthwise; depthwise with a channel multiplier (groups == C,
+// O = m*C) -> the fused depthwise backward asked for dw (and db) alone (bwd_depthwise_fused.cu, m <= 2);
+// everything else -> wgrad_implicit_gemm (tensor
 // cores). A kernel that does not cover the shape answers cudaErrorNotSupported and the direct kernel runs.
 // float64 always runs the direct kernel. The bias gradient (db not null) is fused into the implicit GEMM and
 // a separate deterministic reduction (bias_grad) elsewhere.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <type_traits>
 
+#include "bwd_depthwise.h"
 #include "conv1d_cuda.h"
 #include "cuda_types.cuh"
 #include "wgrad_kernels.cuh"
@@ -160,7 +164,11 @@ size_t conv1d_wgrad_workspace_bytes(const Conv1dParams& p) {
     return 0;
   } else {
     if (p.w_size() == 0 || p.batch == 0 || p.out_length == 0) return 0;
-    return is_depthwise(p) ? wgrad_depthwise_workspace<T>(p) : wgrad_implicit_gemm_workspace<T>(p);
+    if (is_depthwise(p)) return wgrad_depthwise_workspace<T>(p);
+    // With a multiplier the implicit GEMM is the fallback when the fused pass is granted too little scratch.
+    if (depthwise_channel_multiplier(p) > 1)
+      return std::max(conv1d_bwd_depthwise_scratch_bytes<T>(p), wgrad_implicit_gemm_workspace<T>(p));
+    return wgrad_implicit_gemm_workspace<T>(p);
   }
 }
 
@@ -175,6 +183,16 @@ cudaError_t conv1d_wgrad_cuda(const Conv1dParams& p, const T* x, const T* dy, T*
   }
   if constexpr (!std::is_same_v<T, double>) {
     const bool depthwise = is_depthwise(p);
+    if (!depthwise && depthwise_channel_multiplier(p) > 1) {
+      const cudaError_t err =
+          conv1d_bwd_depthwise_cuda<T>(p, x, dy, nullptr, nullptr, dw, db, ws.ptr, ws.bytes, stream);
+      if (err != cudaErrorNotSupported) {  // NotSupported: nothing was launched
+        if (trace_dispatch())
+          std::fprintf(stderr, "jax_conv1d wgrad: depthwise multiplier (workspace %zu bytes)%s\n", ws.bytes,
+                       db ? " + fused bias" : "");
+        return err;
+      }
+    }
     // The dense kernel fuses the bias gradient; depthwise does not (yet), so a separate reduction follows it.
     const cudaError_t err = depthwise ? wgrad_depthwise<T>(p, x, dy, dw, ws, stream)
                                       : wgrad_implicit_gemm<T>(p, x, dy, dw, db, ws, stream);
