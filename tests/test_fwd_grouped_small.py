@@ -54,7 +54,7 @@ SHAPES = [
     (3, 40, 60, 4, 777, 4, 1, "SAME", 20, True),  # Og 3, 20 groups, stride 4
     (1, 48, 24, 3, 2500, 1, 700, (900, 5), 12, False),  # dilation wider than a tile, padding wider still
     (2, 6, 3, 1, 5, 5, 1, "VALID", 3, True),  # tiny: one output position per row
-    (2, 256, 32, 4, 700, 4, 6, "CAUSAL", 8, False),  # Cg * K = 128: only when pinned
+    (2, 256, 32, 4, 700, 4, 6, "CAUSAL", 8, False),  # Cg * K = 128; its NCW window (stride 4) is too big: declined
 ]
 
 
@@ -102,9 +102,12 @@ def test_grouped_small_matches_float64(monkeypatch, shape, dtypes, layout):
         y = _run(monkeypatch, family, x, w, b, preferred_element_type=out_dt, **kw)
         assert y.shape == ref.shape
         assert np.all(np.isfinite(y)), family
+        # The family declines windows over 96 KB (large strides and dilations), and "auto" then runs the
+        # implicit GEMM: TF32 for float32 inputs, so "auto" gets the default-precision bound for float32.
+        bound = max(tol, 1.5e-3) if family == "auto" and in_dt == "float32" else tol
         err = np.linalg.norm(y - ref) / np.linalg.norm(ref)
-        assert err < tol, (family, err)
-        assert np.max(np.abs(y - ref)) < 8 * tol * np.max(np.abs(ref)), family
+        assert err < bound, (family, err)
+        assert np.max(np.abs(y - ref)) < 8 * bound * np.max(np.abs(ref)), family
 
 
 @pytest.mark.parametrize("layout", ["NCW", "NWC"])

@@ -41,7 +41,12 @@ def test_predicate_takes_only_dense_channels_last_unit_stride_unpadded_default_p
 @pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("bfloat16", 1e-2)])
 @pytest.mark.parametrize("bias", [False, True])
 def test_gemm_passes_match_float64(rng, dtype, tol, bias):
-    """The GEMM passes themselves, on the CPU (float32 there is exact enough for 1e-5)."""
+    """The GEMM passes themselves, on the CPU (float32 there is exact enough for 1e-5; a GPU would use TF32)."""
+    with jax.default_device(jax.devices("cpu")[0]):
+        _check_gemm_passes(rng, dtype, tol, bias)
+
+
+def _check_gemm_passes(rng, dtype, tol, bias):
     n, c, o, length = 3, 24, 40, 57
     x, w, b = random_inputs(rng, layout="NWC", dtype=dtype, batch=n, in_ch=c, length=length, out_ch=o, groups=1,
                             ksize=1, bias=bias)
