@@ -12,26 +12,13 @@ import zlib
 import numpy as np
 import pytest
 
-import jax
 import jax.numpy as jnp
 
-import jax_conv1d
 from jax_conv1d import dilated_conv1d
 from jax_conv1d._shapes import resolve_padding
 
 
-def _gpu():
-    try:
-        return jax.devices("gpu")[0]
-    except RuntimeError:
-        return None
-
-
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(_gpu() is None or not jax_conv1d.has_cuda_handlers(),
-                       reason="needs a CUDA GPU and the compiled CUDA handlers"),
-]
+pytestmark = pytest.mark.gpu  # conftest skips these without a GPU and the CUDA handlers
 
 # (input dtype, output dtype, precision) -> bound on ||y - ref|| / ||ref||
 TOLERANCE = {
