@@ -3,7 +3,7 @@
     python benchmarks/wgrad_ab.py [--cases wavenet_d1,pointwise,...] [--reps 20] [--xla]
 
 For each case it times dw(+db) alone (jax.vjp with respect to w and b only, so no dgrad runs) and the whole
-backward dx+dw(+db) under each variant of JAX_CONV1D_WGRAD_LOADS / _STEPS / _SWIZZLE (read by the planner at
+backward dx+dw(+db) under each variant of JAX_CONV1D_WGRAD_LOADS / _STEPS / _SWIZZLE / _WAVES (read by the planner at
 every call), checks each variant's bits against the first and run to run, and prints floor / time for the
 memory floor of dw ((x + dy) bytes / 3.02 TB/s). --xla adds lax's dw(+db) in the same process and every variant's
 error against lax's dw at HIGHEST (and db against a float32 sum of dy).
@@ -32,18 +32,24 @@ CASES = {
     "headline_nwc": (64, 64, 128, 524280, 3, 3, 4, "VALID", "NWC", False),
     "headline_ncw": (64, 64, 128, 524280, 3, 3, 4, "VALID", "NCW", False),
 }
-_OFF = {"JAX_CONV1D_WGRAD_LOADS": None, "JAX_CONV1D_WGRAD_STEPS": None, "JAX_CONV1D_WGRAD_SWIZZLE": None}
+_OFF = {"JAX_CONV1D_WGRAD_LOADS": None, "JAX_CONV1D_WGRAD_STEPS": None, "JAX_CONV1D_WGRAD_SWIZZLE": None,
+        "JAX_CONV1D_WGRAD_WAVES": None}
 VARIANTS = {
     # the session-3 kernel: padded tiles, load_window_fast copies, indexed 32-bit fragment loads
     "old": {**_OFF, "JAX_CONV1D_WGRAD_LOADS": "window", "JAX_CONV1D_WGRAD_STEPS": "indexed"},
-    # the default: padded tiles with per-thread row copies and pointer-stepped fragments (same bits as old)
+    # session 4's default: padded tiles with per-thread row copies and pointer-stepped fragments (same bits)
+    "rows": {**_OFF, "JAX_CONV1D_WGRAD_LOADS": "rows"},
+    # the default (session 5): interior NWC rows copied by the copy engine (warp 0, mbarrier per stage)
     "new": dict(_OFF),
+    # the default with 2 / 1 waves of splits instead of 4 (longer accumulation chains: other dw bits)
+    "w2": {**_OFF, "JAX_CONV1D_WGRAD_WAVES": "2"},
+    "w1": {**_OFF, "JAX_CONV1D_WGRAD_WAVES": "1"},
     # opt-in: swizzled unpadded dy tile, 64-bit A fragment loads, rounding per fragment (same dw bits)
     "frag": {**_OFF, "JAX_CONV1D_WGRAD_SWIZZLE": "fragments"},
     # opt-in: swizzled dy rounded to TF32 once in shared memory by its loading thread, which sums db
     "swz": {**_OFF, "JAX_CONV1D_WGRAD_SWIZZLE": "1"},
 }
-OTHER_BITS = {"frag", "swz"}
+OTHER_BITS = {"frag", "swz", "w2", "w1"}
 FLOOR_BW = 3.02e12
 
 
