@@ -88,5 +88,17 @@ __device__ __forceinline__ void copy_rows(int lane, const char* src, int64_t src
 #endif
 }
 
+// One box of a 3-D tensor map (coordinates innermost first, in elements; out-of-range elements arrive as zeros).
+__device__ __forceinline__ void tma_load_3d(void* dst, const void* tensor_map, int c0, int c1, int c2,
+                                            uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], "
+      "[%5];\n" ::"r"(smem_addr(dst)),
+      "l"(tensor_map), "r"(c0), "r"(c1), "r"(c2), "r"(smem_addr(bar))
+      : "memory");
+#endif
+}
+
 }  // namespace wgrad_bulk
 }  // namespace jax_conv1d::cuda

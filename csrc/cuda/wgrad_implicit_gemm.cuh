@@ -71,7 +71,11 @@ struct Params {
   bool tf32_rn;     // TF32 operands rounded ties-to-even (one instruction) rather than ties-away (two)
   bool row_copies;  // NWC interior windows through per-thread precomputed row copies (RowCopy)
   bool bulk;        // with row_copies, on sm_90+: those windows' rows as copy-engine bulk copies issued by warp 0,
-                    // completing on one mbarrier per stage (placed after the stages in shared memory)
+                    // completing on one mbarrier per stage (placed after the stages in shared memory). Opt-in
+                    // (JAX_CONV1D_WGRAD_LOADS=bulkrows): measured 2x slower than per-thread copies (one copy-engine
+                    // operation per 128-512 byte row), kept for A/B runs.
+  bool tma;         // NWC float32 TF32: wgrad_tma_kernel (tensor-map boxes) where make_tma_plan accepts the shape
+  int tma_rows;     // wgrad_tma_kernel: rows of an x box (the longest segment, rounded up to 8)
   bool ptr_steps;   // NWC float32 TF32 k-steps through advancing fragment pointers (warp_mma_step_tf32_rows)
   bool swizzled;    // NWC float32 TF32 128 x 128 tiles stored unpadded with XOR-swizzled 16-byte chunks and
                     // read by 64-bit A fragment loads (warp_mma_step_tf32_swz, swz_dy)
@@ -732,7 +736,7 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   q.tf32_rn = !(tf32 && std::string(tf32) == "rna");
   // JAX_CONV1D_WGRAD_LOADS=window / =rows / JAX_CONV1D_WGRAD_STEPS=indexed: the session-3 tile copies, the
   // session-4 per-thread row copies, the indexed k-step addressing (same results bit for bit; for A/B runs).
-  // The default copies interior NWC rows with the copy engine (Params::bulk).
+  // The default loads NWC float32 tiles through tensor maps (wgrad_tma.cuh) where the shape allows.
   const char* loads = std::getenv("JAX_CONV1D_WGRAD_LOADS");
   const std::string loads_s = loads ? loads : "";
   q.row_copies = loads_s != "window";
@@ -779,7 +783,8 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   q.swizzled = std::is_same_v<Op, MmaTf32> && q.tf32_rn && q.ptr_steps && !ncw && plan->mt == 4 && og % 128 == 0 &&
                q.vec_dy * sz == 16 && swz_on;
   q.dy_rounded = q.swizzled && std::string(swz_env) == "1";
-  q.bulk = q.row_copies && loads_s != "rows" && !ncw && !q.swizzled;
+  q.bulk = loads_s == "bulkrows" && !ncw && !q.swizzled;
+  q.tma = loads_s.empty() && !ncw && !q.swizzled && std::is_same_v<Op, MmaTf32>;
   const size_t bar_bytes = q.bulk ? 4 * sizeof(uint64_t) : 0;  // one mbarrier per stage (at most 4)
   for (int bt : {64, 32, 16}) {
     if (bt == 64 && !try_bt64) continue;
@@ -887,6 +892,14 @@ size_t workspace_bytes(const Conv1dParams& p) {
   return splits > 1 ? size_t(splits) * plan.prm.split_stride * sizeof(float) : 0;
 }
 
+}  // namespace wgrad_gemm
+}  // namespace jax_conv1d::cuda
+
+#include "wgrad_tma.cuh"  // the tensor-map kernel, on the Params and Plan above
+
+namespace jax_conv1d::cuda {
+namespace wgrad_gemm {
+
 template <class Op, int kMT, int kNT, int kWarpsM, bool kAContig, bool kNCW, int kBT>
 cudaError_t launch(const Plan& plan, const typename Op::T* x, const typename Op::T* dy, typename Op::T* dw,
                    typename Op::T* db, cudaStream_t stream) {
@@ -940,12 +953,17 @@ cudaError_t run(const Conv1dParams& p, const typename Op::T* x, const typename O
   q.partials = q.splits > 1 ? static_cast<float*>(ws.ptr) : nullptr;
   plan.grid.y = q.splits;
   // 16-bit A pairs load as words when dy's positions are contiguous (NCW); float never needs it.
-  cudaError_t err;
-  if constexpr (sizeof(T) == 2) {
-    err = p.layout == Layout::kNCW ? launch_shape<Op, true>(plan, x, dy, dw, db, stream)
-                                   : launch_shape<Op, false>(plan, x, dy, dw, db, stream);
-  } else {
-    err = launch_shape<Op, false>(plan, x, dy, dw, db, stream);
+  cudaError_t err = cudaErrorNotSupported;
+  if constexpr (std::is_same_v<Op, MmaTf32>) {
+    if (q.tma) err = try_launch_tma(plan, x, dy, dw, db, stream);
+  }
+  if (err == cudaErrorNotSupported) {  // not the TMA kernel's shape: the padded cp.async kernel
+    if constexpr (sizeof(T) == 2) {
+      err = p.layout == Layout::kNCW ? launch_shape<Op, true>(plan, x, dy, dw, db, stream)
+                                     : launch_shape<Op, false>(plan, x, dy, dw, db, stream);
+    } else {
+      err = launch_shape<Op, false>(plan, x, dy, dw, db, stream);
+    }
   }
   if (err != cudaSuccess || q.splits == 1) return err;
   err = wgrad_sum_splits_strided<T>(q.partials, q.splits, q.split_stride, p.w_size(), dw, stream);
