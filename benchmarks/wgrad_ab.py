@@ -41,8 +41,6 @@ VARIANTS = {
     "rows": {**_OFF, "JAX_CONV1D_WGRAD_LOADS": "rows"},
     # the default (session 5): NWC float32 tiles as tensor-map boxes (wgrad_tma_kernel; same bits as rows)
     "new": dict(_OFF),
-    # opt-in: interior NWC rows as one copy-engine bulk copy each, issued by warp 0 (same bits; slower)
-    "bulkrows": {**_OFF, "JAX_CONV1D_WGRAD_LOADS": "bulkrows"},
     # the default with 2 / 1 waves of splits instead of 4 (longer accumulation chains: other dw bits)
     "w2": {**_OFF, "JAX_CONV1D_WGRAD_WAVES": "2"},
     "w1": {**_OFF, "JAX_CONV1D_WGRAD_WAVES": "1"},

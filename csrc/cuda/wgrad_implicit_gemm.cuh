@@ -36,7 +36,6 @@
 #include "cuda_types.cuh"
 #include "mma_sync_fragments.cuh"
 #include "smem_plan.cuh"
-#include "wgrad_bulk_rows.cuh"
 #include "wgrad_kernels.cuh"
 
 namespace jax_conv1d::cuda {
@@ -70,10 +69,6 @@ struct Params {
   float* partials;  // [splits][split_stride] (dw, then db), or null when splits == 1
   bool tf32_rn;     // TF32 operands rounded ties-to-even (one instruction) rather than ties-away (two)
   bool row_copies;  // NWC interior windows through per-thread precomputed row copies (RowCopy)
-  bool bulk;        // with row_copies, on sm_90+: those windows' rows as copy-engine bulk copies issued by warp 0,
-                    // completing on one mbarrier per stage (placed after the stages in shared memory). Opt-in
-                    // (JAX_CONV1D_WGRAD_LOADS=bulkrows): measured 2x slower than per-thread copies (one copy-engine
-                    // operation per 128-512 byte row), kept for A/B runs.
   bool tma;         // NWC float32 TF32: wgrad_tma_kernel (tensor-map boxes) where make_tma_plan accepts the shape
   int tma_rows;     // wgrad_tma_kernel: rows of an x box (the longest segment, rounded up to 8)
   bool ptr_steps;   // NWC float32 TF32 k-steps through advancing fragment pointers (warp_mma_step_tf32_rows)
@@ -380,45 +375,18 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
   const int sw_dy_col = ((sw_dy.col_bytes / 16) ^ swz_dy(sw_dy.r0)) * 16;
   const bool dy_rounded = swz && prm.dy_rounded;
 
-  // Copy-engine rows (Params::bulk): the interior windows that copy_rows16 would copy, issued by warp 0.
-  const bool bulk = wgrad_bulk::kAvailable && prm.bulk && !swz;
-  uint64_t* const bars = reinterpret_cast<uint64_t*>(smem_raw + size_t(prm.nstage) * stage_elems * sz);
-  if (bulk) {
-    if (tid < prm.nstage) wgrad_bulk::mbar_init(&bars[tid], 1);
-    __syncthreads();
-  }
-
   auto load_unit = [&](int stage) {
     const int64_t n = load_at.n, t0 = load_at.t0;
     load_at.advance(t_end, kBT);
     T* dy_s = smem + stage * stage_elems;
     T* x_s = dy_s + prm.dy_elems;
     const int64_t l_base = t0 * p.stride + int64_t(k_first) * p.dilation - p.pad_lo;
-    const bool dy_interior = dy_rows && t0 + kBT <= p.out_length;
-    auto x_interior = [&](int j) {
-      const int64_t ls = l_base + prm.seg_src[j];
-      return x_rows && ls >= 0 && ls + prm.seg_len[j] <= p.in_length;
-    };
-    uint64_t* const bar = &bars[stage];
-    if (bulk && warp == 0) {
-      // Every loaded unit arrives once on its stage's barrier, announcing the bytes of its bulk rows first.
-      uint32_t bytes = dy_interior ? uint32_t(kBT) * kBM * sz : 0;
-      for (int j = 0; j < prm.nseg; ++j)
-        if (x_interior(j)) bytes += uint32_t(prm.seg_len[j]) * prm.bch * sz;
-      if (lane == 0) wgrad_bulk::mbar_arrive_expect_tx(bar, bytes);
-      __syncwarp();
-    }
     if (swz) {  // rows past the end of dy land as zeros; their source pointers are never read
       copy_rows16_checked(sw_dy, sw_dy_col, reinterpret_cast<const char*>(dy + (n * p.y_n + o_first * p.y_o + t0 * p.y_t)),
                           p.y_t * sz, smem_u32(dy_s), kBM * sz, kBT, 0,
                           static_cast<int>(std::min<int64_t>(kBT, p.out_length - t0)));
-    } else if (dy_interior) {
-      if (bulk) {
-        if (warp == 0)
-          wgrad_bulk::copy_rows(lane, reinterpret_cast<const char*>(dy + (n * p.y_n + o_first * p.y_o + t0 * p.y_t)),
-                                p.y_t * sz, smem_u32(dy_s), prm.dy_pitch * sz, kBT, kBM * sz, bar);
-      } else
-        copy_rows16(dy_copy, reinterpret_cast<const char*>(dy + (n * p.y_n + o_first * p.y_o + t0 * p.y_t)),
+    } else if (dy_rows && t0 + kBT <= p.out_length) {
+      copy_rows16(dy_copy, reinterpret_cast<const char*>(dy + (n * p.y_n + o_first * p.y_o + t0 * p.y_t)),
                   p.y_t * sz, smem_u32(dy_s), prm.dy_pitch * sz, kBT);
     } else {
       TileWindow wd;
@@ -434,14 +402,7 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
     }
     for (int j = 0; j < prm.nseg; ++j) {
       const int64_t ls = l_base + prm.seg_src[j];
-      if (x_interior(j)) {
-        if (bulk) {
-          if (warp == 0)
-            wgrad_bulk::copy_rows(lane, reinterpret_cast<const char*>(x + (n * p.x_n + c_first * p.x_c + ls * p.x_l)),
-                                  p.x_l * sz, smem_u32(x_s + prm.seg_base[j]), prm.x_pitch * sz, prm.seg_len[j],
-                                  prm.bch * sz, bar);
-          continue;
-        }
+      if (x_rows && ls >= 0 && ls + prm.seg_len[j] <= p.in_length) {
         copy_rows16(x_copy, reinterpret_cast<const char*>(x + (n * p.x_n + c_first * p.x_c + ls * p.x_l)),
                     p.x_l * sz, smem_u32(x_s + prm.seg_base[j]), prm.x_pitch * sz, prm.seg_len[j]);
         continue;
@@ -640,20 +601,15 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
     cp_async_commit();
   }
   int load_stage = prm.nstage - 1, compute_stage = 0;
-  uint32_t phase = 0;  // parity of the compute stage's barrier phase: flips each time the stages wrap
   for (int64_t i = 0; i < count; ++i) {
     cp_async_wait_pending(prm.nstage - 2);
-    if (bulk) {
-      wgrad_bulk::mbar_wait(&bars[compute_stage], phase);
-      wgrad_bulk::fence_proxy_async();
-    }
     if (dy_rounded) round_dy_stage(compute_stage);
     __syncthreads();  // unit i has landed, and every warp is done with the stage about to be refilled
     if (i + prm.nstage - 1 < count) load_unit(load_stage);
     cp_async_commit();
     compute_unit(compute_stage);
     load_stage = load_stage + 1 == prm.nstage ? 0 : load_stage + 1;
-    if (++compute_stage == prm.nstage) compute_stage = 0, phase ^= 1;
+    compute_stage = compute_stage + 1 == prm.nstage ? 0 : compute_stage + 1;
   }
   cp_async_wait<0>();
 
@@ -783,9 +739,7 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   q.swizzled = std::is_same_v<Op, MmaTf32> && q.tf32_rn && q.ptr_steps && !ncw && plan->mt == 4 && og % 128 == 0 &&
                q.vec_dy * sz == 16 && swz_on;
   q.dy_rounded = q.swizzled && std::string(swz_env) == "1";
-  q.bulk = loads_s == "bulkrows" && !ncw && !q.swizzled;
   q.tma = loads_s.empty() && !ncw && !q.swizzled && std::is_same_v<Op, MmaTf32>;
-  const size_t bar_bytes = q.bulk ? 4 * sizeof(uint64_t) : 0;  // one mbarrier per stage (at most 4)
   for (int bt : {64, 32, 16}) {
     if (bt == 64 && !try_bt64) continue;
     if (bt % Op::kK) continue;
@@ -851,9 +805,9 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
     q.x_elems = static_cast<int>(round_up(q.x_elems, align));
     const size_t stage_bytes = size_t(q.dy_elems + q.x_elems) * sz;
     const size_t budget = std::min<size_t>(device_limits().smem_optin, kMaxSmem);
-    q.nstage = static_cast<int>(std::min<size_t>(4, (budget - bar_bytes) / stage_bytes));
+    q.nstage = static_cast<int>(std::min<size_t>(4, budget / stage_bytes));
     if (q.nstage >= 2) {
-      plan->smem = stage_bytes * q.nstage + bar_bytes;
+      plan->smem = stage_bytes * q.nstage;
       break;
     }
   }
@@ -955,7 +909,7 @@ cudaError_t run(const Conv1dParams& p, const typename Op::T* x, const typename O
   // 16-bit A pairs load as words when dy's positions are contiguous (NCW); float never needs it.
   cudaError_t err = cudaErrorNotSupported;
   if constexpr (std::is_same_v<Op, MmaTf32>) {
-    if (q.tma) err = try_launch_tma(plan, x, dy, dw, db, stream);
+    if (q.tma) err = try_launch_tma<Op>(plan, x, dy, dw, db, stream);
   }
   if (err == cudaErrorNotSupported) {  // not the TMA kernel's shape: the padded cp.async kernel
     if constexpr (sizeof(T) == 2) {

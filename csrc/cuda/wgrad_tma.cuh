@@ -5,9 +5,9 @@
 // 32 channels x rows (128-byte rows, 128-byte swizzle: 16-byte chunk q of row r lands at q ^ (r & 7)),
 // completion counted on one mbarrier per stage. Out-of-range positions and channels (padding, ragged units,
 // the last channel block) arrive as zeros from the copy engine, so there is no edge path, and the other
-// threads issue no load instructions at all. Session 5 measured per-row bulk copies (`cp.async.bulk`, 128-512
-// bytes each) at half the speed of per-thread cp.async: the copy engine's cost is per operation, so the boxes
-// must be large.
+// threads issue no load instructions at all. Session 5 measured per-row bulk copies (`cp.async.bulk`, one per
+// 256-512 byte row, issued by one warp into the padded tiles) at half the speed of per-thread cp.async: the
+// copy engine's cost is per operation, so the boxes must be large.
 //
 // Fragment mapping: the M rows of an MMA tile and the N columns of an n-tile may be any channels, as long as
 // the epilogue writes each accumulator to the channel it summed. Lane (g, tq) reads channel chunk (v + 4*(g>>2))
@@ -27,6 +27,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+
+#include "wgrad_tma_copy.cuh"
 
 namespace jax_conv1d::cuda {
 namespace wgrad_gemm {
@@ -323,9 +325,12 @@ cudaError_t launch_tma(const Plan& plan, const CUtensorMap& x_map, const CUtenso
 }
 
 // The TMA kernel when the shape, the pointers and the device allow it; cudaErrorNotSupported otherwise (the
-// caller then launches wgrad_gemm_kernel on the padded plan).
-inline cudaError_t try_launch_tma(const Plan& padded, const float* x, const float* dy, float* dw, float* db,
+// caller then launches wgrad_gemm_kernel on the padded plan). A template so that only the float32 TF32
+// translation unit compiles the kernels.
+template <class Op>
+cudaError_t try_launch_tma(const Plan& padded, const float* x, const float* dy, float* dw, float* db,
                                   cudaStream_t stream) {
+  static_assert(std::is_same_v<Op, MmaTf32>, "the TMA kernel is float32 TF32");
   Plan plan;
   if (!make_tma_plan(padded, &plan)) return cudaErrorNotSupported;
   if ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(dy)) % 16 != 0) return cudaErrorNotSupported;

@@ -1,22 +1,12 @@
-// Copy-engine row copies for the dense weight gradient (sm_90+): the rows of a tile window (16-byte multiples,
-// 16-byte aligned at both ends) are `cp.async.bulk` copies issued by the lanes of one warp, completing on an
-// mbarrier per pipeline stage. The other warps issue no load instructions for such windows, and the bytes in
-// flight are bounded by the stages, not by the per-thread cp.async queue.
-//
-// Own names (namespace wgrad_bulk): async_copy.cuh defines the same primitives for the forward, but its
-// cp.async helpers clash with cp_async_tiles.cuh, which the wgrad kernel uses.
+// Copy-engine primitives of the dense weight gradient's TMA kernel (wgrad_tma.cuh), sm_90+: mbarriers, the
+// async-proxy fence and 3-D tensor-map box loads. Own names (namespace wgrad_bulk): async_copy.cuh has the same
+// primitives for the forward, but its cp.async helpers clash with cp_async_tiles.cuh, which the wgrad kernels use.
 #pragma once
 
 #include <cstdint>
 
 namespace jax_conv1d::cuda {
 namespace wgrad_bulk {
-
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-constexpr bool kAvailable = true;
-#else
-constexpr bool kAvailable = false;  // the kernel then keeps its per-thread copies whatever the plan says
-#endif
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -61,30 +51,11 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
   }
 }
 
-// Orders this thread's earlier ordinary shared-memory accesses (cp.async tiles of edge units, fragment reads)
-// before later copy-engine writes to the same bytes; a block barrier after it carries the order to the warp
-// that issues the copies.
+// Orders this thread's earlier ordinary shared-memory accesses (fragment reads of a stage) before later
+// copy-engine writes to the same bytes; the block barrier after it carries the order to the issuing thread.
 __device__ __forceinline__ void fence_proxy_async() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-#endif
-}
-
-// Rows [0, rows) of `row_bytes` each, row r from src + r*src_row to dst + r*dst_row (all 16-byte multiples),
-// spread over the 32 lanes of the calling warp; completion is counted on `bar`.
-__device__ __forceinline__ void copy_rows(int lane, const char* src, int64_t src_row, uint32_t dst, int dst_row,
-                                          int rows, uint32_t row_bytes, uint64_t* bar) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const uint32_t b = smem_addr(bar);
-  src += lane * src_row;
-  dst += lane * dst_row;
-  for (int r = lane; r < rows; r += 32) {
-    asm volatile(
-        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
-        "l"(src), "r"(row_bytes), "r"(b)
-        : "memory");
-    src += 32 * src_row, dst += 32 * dst_row;
-  }
 #endif
 }
 
