@@ -13,10 +13,11 @@
 // two stages fit); fragments load by ldmatrix (A always; B where dy's channels are contiguous, NWC) in
 // unrolled 16-channel blocks. TF32 operands are rounded once in shared memory, not at every use. Copies of
 // windows inside the tensor (and whole streamed weight chunks) skip the range checks. After the last chunk the
-// warps park their accumulators in a float32 staging tile at their interleaved positions (q*s + r), and the
-// block writes the whole dx tile once, coalesced, zeros where no tap lands; at stride 1 (one phase, no
-// interleaving, no empty residues) each warp stores its fragments straight to dx instead, and the shared memory
-// the staging tile took goes to the pipeline (WaveNet: 32-channel streamed chunks in three stages).
+// warps either park their accumulators in a float32 staging tile at their interleaved positions (q*s + r) and
+// the block writes the whole dx tile once, coalesced, zeros where no tap lands; or each warp stores its
+// fragments straight to dx and the units of phase group 0 write the zeros of the residues no tap reaches (no
+// staging tile, its shared memory goes to the pipeline). Stride 1 always stores straight; stride > 1 only where
+// the staging tile would shrink the plan (make_plan says why).
 //
 // For stride 3, dilation 4, K 3 (the headline), every phase has exactly one tap, so each dx element costs one
 // o-reduction and dy is read once per tile with a halo of two positions.
@@ -621,7 +622,7 @@ struct Plan {
 //      a phase has the warps for it (bc = 128), weights resident in shared memory, else streamed per chunk;
 //   2. smaller channel blocks with resident weights (each block re-reads dy).
 template <class Op>
-bool make_plan(const Conv1dParams& p, Plan* plan) {
+bool make_plan_with_stores(const Conv1dParams& p, bool direct, Plan* plan) {
   using T = typename Op::T;
   constexpr int sz = sizeof(T);
   StridePhases ph;
@@ -657,12 +658,6 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   // A (and NWC B) whose pitch is an odd multiple of 16 bytes modulo 128 also keep ldmatrix conflict-free.
   auto a_frag = [&](int gg, int tt, int64_t P) { return gg * P + kpair * tt; };
 
-  // Fragments go straight to dx where whole sectors result: NWC at any stride (8 consecutive channels per
-  // position), NCW at stride 1. NCW at stride > 1 keeps the staging tile, whose 16-byte stores run along the
-  // positions the phases interleave. JAX_CONV1D_DGRAD_STORES=staged / direct forces either (for A/B runs).
-  const char* stores = std::getenv("JAX_CONV1D_DGRAD_STORES");
-  const std::string stores_mode = stores ? stores : "";
-  const bool direct = stores_mode == "staged" ? false : (stores_mode == "direct" || s == 1 || !ncw);
   base.n_empty = 0;
   for (int r = 0; r < s; ++r)
     if (ph.phase_of_residue[r] < 0) base.empty_r[base.n_empty++] = r;
@@ -803,6 +798,33 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
       std::min<int64_t>({std::max<int64_t>(1, device_limits().sms * plan->blocks_per_sm / slices),
                          q.units_per_slice, 65535});
   plan->grid = dim3(static_cast<unsigned>(slices), static_cast<unsigned>(per_slice), 1);
+  return true;
+}
+
+// Where dx comes from. Stride 1: the fragments, straight (one phase, no interleaving). Stride > 1: the staging
+// tile, whose coalesced stores of whole tile rows were faster wherever the tile did not cost the plan its shape
+// (headline NWC f32 dx 7.87 ms staged against 10.77 ms direct, NCW 10.32 against 21.04, on an H100); the
+// fragments straight where the tile's shared memory would shrink the block's channels or chunks (sweep/015,
+// K 1 stride 4 NCW: 1.36 -> 0.37 ms; sweep/022: 0.21 -> 0.09 ms; sweep/039: 0.23 -> 0.17 ms). Positions no
+// tap reaches are then zeroed by the units of phase group 0. JAX_CONV1D_DGRAD_STORES=staged / direct forces
+// either (for A/B runs).
+template <class Op>
+bool make_plan(const Conv1dParams& p, Plan* plan) {
+  const char* stores = std::getenv("JAX_CONV1D_DGRAD_STORES");
+  const std::string mode = stores ? stores : "";
+  if (mode == "staged") return make_plan_with_stores<Op>(p, false, plan);
+  if (mode == "direct" || p.stride == 1) return make_plan_with_stores<Op>(p, true, plan);
+  Plan staged, direct;
+  const bool have_staged = make_plan_with_stores<Op>(p, false, &staged);
+  if (!make_plan_with_stores<Op>(p, true, &direct)) {
+    if (have_staged) *plan = staged;
+    return have_staged;
+  }
+  const Params &a = staged.prm, &b = direct.prm;
+  const bool same_tile = have_staged && staged.mt == direct.mt && staged.stream_w == direct.stream_w &&
+                         staged.blocks_per_sm == direct.blocks_per_sm && a.warps_m == b.warps_m && a.bc == b.bc &&
+                         a.bq == b.bq && a.bo == b.bo;
+  *plan = same_tile ? staged : direct;
   return true;
 }
 
