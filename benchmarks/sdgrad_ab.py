@@ -4,8 +4,9 @@
 
 Variants are environment settings the C++ planner reads at every call:
   old      JAX_CONV1D_DGRAD_STORES=staged: the float32 staging tile at every stride > 1 (the kernel before);
-  default  fragments straight to dx for NWC at any stride and NCW at stride 1 (staging tile otherwise);
-  direct   JAX_CONV1D_DGRAD_STORES=direct: straight stores for NCW at stride > 1 too;
+  default  the planner's choice (at the two device calls of session 5: straight stores for NWC at any stride;
+           since then: the staging tile unless it would shrink the plan);
+  direct   JAX_CONV1D_DGRAD_STORES=direct: fragments straight to dx at every stride;
   sm2      JAX_CONV1D_DGRAD_SM_BLOCKS=2: 32 channels per block, two blocks per SM (default stores);
   sm2d     both of the last two.
 1. Small shapes (strides 2-12, empty residues, several phase groups, ragged channels, negative pads, both
