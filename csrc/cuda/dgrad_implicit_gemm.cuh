@@ -465,8 +465,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   auto finish_unit = [&](const Unit& un) {
     if (prm.direct_stores) {
       // Each warp writes its own fragments at their interleaved positions l = q*s + r - pad. NWC: a store
-      // instruction covers 8 consecutive channels at 4 positions, whole 32-byte sectors at any stride. NCW
-      // (stride 1 by default): 8 positions of 8 channels, pairs of positions per lane.
+      // instruction covers 8 consecutive channels at 4 positions, whole 32-byte sectors at any stride. NCW:
+      // 8 channel rows at 4 positions s apart (whole sectors only at stride 1, with the pairs of positions per
+      // lane); the staging tile's coalesced rows are why stride > 1 prefers it where the plan allows.
       const int phase = un.pg * prm.slots + slot;
       if (slot < prm.slots && phase < prm.nphase) {
         const int r = prm.phase_r[phase];
