@@ -61,3 +61,48 @@ def test_stride1_dense_dx_matches_float64(monkeypatch, shape, layout, dtype, pat
     ref = float64_vjp_reference(x, w, None, ct, **kw)[0]
     assert_close(dx, ref, TOLERANCE[dtype], f"dx ({path})")
     np.testing.assert_array_equal(np.asarray(dx), np.asarray(_dx(x, w, ct, **kw)))  # run to run
+
+
+# Stride > 1: n, c, o, k, length, stride, dilation, padding
+STRIDED_SHAPES = [
+    (2, 64, 128, 3, 1001, 3, 4, "VALID"),  # headline geometry: one tap per phase
+    (2, 256, 128, 1, 517, 4, 2, "SAME"),  # K 1 (sweep/015): three of four residues get no tap
+    (2, 30, 40, 2, 301, 3, 3, (2, -1)),  # ragged channels, an empty residue, a cropping pad
+    (2, 48, 64, 12, 700, 12, 1, (5, 6)),  # twelve phases: two phase groups of a unit
+    (2, 32, 128, 7, 2001, 3, 4, "CAUSAL"),  # several taps per phase (sweep/039)
+]
+
+
+def _poison(gpu):
+    # Freed NaNs: an output element the kernel forgets to write fails the comparison instead of reading zero.
+    jax.block_until_ready(jax.device_put(jnp.full((16 << 20,), jnp.nan, jnp.float32), gpu))
+
+
+@pytest.mark.parametrize("path", ["auto", "staged", "direct", "two_per_sm"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("layout", ["NCW", "NWC"])
+@pytest.mark.parametrize("shape", STRIDED_SHAPES, ids=lambda s: f"N{s[0]}C{s[1]}O{s[2]}K{s[3]}L{s[4]}s{s[5]}d{s[6]}")
+def test_strided_dense_dx_matches_float64(monkeypatch, shape, layout, dtype, path, gpu):
+    """Both store paths of the phase kernel (staging tile / fragments straight to dx with zeros where no tap
+    lands) and the two-blocks-per-SM plan, forced through the switches the planner reads on every call."""
+    n, c, o, k, length, stride, dilation, padding = shape
+    monkeypatch.delenv("JAX_CONV1D_DGRAD_STORES", raising=False)
+    monkeypatch.delenv("JAX_CONV1D_DGRAD_SM_BLOCKS", raising=False)
+    if path in ("staged", "direct"):
+        monkeypatch.setenv("JAX_CONV1D_DGRAD_STORES", path)
+    if path == "two_per_sm":
+        monkeypatch.setenv("JAX_CONV1D_DGRAD_SM_BLOCKS", "2")
+    rng = np.random.default_rng(zlib.crc32(repr((shape, layout, dtype)).encode()))
+    x, w, _ = random_inputs(rng, layout=layout, dtype=dtype, batch=n, in_ch=c, length=length, out_ch=o, groups=1,
+                            ksize=k, bias=False)
+    x, w = jax.device_put(x, gpu), jax.device_put(w, gpu)
+    kw = dict(stride=stride, dilation=dilation, padding=padding, layout=layout)
+    y = jax.eval_shape(lambda: dilated_conv1d(x, w, None, **kw))
+    ct = jax.device_put(jnp.asarray(rng.standard_normal(y.shape).astype(np.float32), dtype), gpu)
+    _poison(gpu)
+    dx = _dx(x, w, ct, **kw)
+    assert dx.shape == x.shape and dx.dtype == x.dtype
+    ref = float64_vjp_reference(x, w, None, ct, **kw)[0]
+    assert_close(dx, ref, TOLERANCE[dtype], f"dx ({path})")
+    _poison(gpu)
+    np.testing.assert_array_equal(np.asarray(dx), np.asarray(_dx(x, w, ct, **kw)))  # run to run

@@ -13,10 +13,11 @@
 // two stages fit); fragments load by ldmatrix (A always; B where dy's channels are contiguous, NWC) in
 // unrolled 16-channel blocks. TF32 operands are rounded once in shared memory, not at every use. Copies of
 // windows inside the tensor (and whole streamed weight chunks) skip the range checks. After the last chunk the
-// warps park their accumulators in a float32 staging tile at their interleaved positions (q*s + r), and the
-// block writes the whole dx tile once, coalesced, zeros where no tap lands; at stride 1 (one phase, no
-// interleaving, no empty residues) each warp stores its fragments straight to dx instead, and the shared memory
-// the staging tile took goes to the pipeline (WaveNet: 32-channel streamed chunks in three stages).
+// warps either park their accumulators in a float32 staging tile at their interleaved positions (q*s + r) and
+// the block writes the whole dx tile once, coalesced, zeros where no tap lands; or each warp stores its
+// fragments straight to dx and the units of phase group 0 write the zeros of the residues no tap reaches (no
+// staging tile, its shared memory goes to the pipeline). Stride 1 always stores straight; stride > 1 only where
+// the staging tile would shrink the plan (make_plan says why).
 //
 // For stride 3, dilation 4, K 3 (the headline), every phase has exactly one tap, so each dx element costs one
 // o-reduction and dy is read once per tile with a halo of two positions.
@@ -26,6 +27,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
 #include "conv1d_cuda.h"
 #include "cp_async_tiles.cuh"
@@ -70,6 +72,8 @@ struct Params {
   int seg_start[kMaxTaps], seg_len[kMaxTaps], seg_base[kMaxTaps];  // dy windows relative to q0
   int seg_chunks[kMaxTaps];             // copies per row of segment j (fixed, so walks are computed once)
   int residue_group[kMaxStride];        // the phase group that stores residue r (0 where no tap lands)
+  int n_empty;                          // residues no tap reaches (direct stores zero them)
+  int empty_r[kMaxStride];
   int64_t q_lo, q_tiles, units_per_slice;
   int c_blocks, o_chunks;
   int vec_dy, dy_pitch, dy_elems, nstage;
@@ -79,7 +83,7 @@ struct Params {
   int st_pitch, st_elems;               // float staging
   int stages_offset, staging_offset;    // byte offsets in shared memory
   bool fast_copies;                     // interior dy windows and whole weight chunks copy unchecked
-  bool direct_stores;                   // stride 1: fragments go straight to dx (no staging tile, no barrier)
+  bool direct_stores;                   // fragments go straight to dx (no staging tile, no barrier)
   bool w_rows_uniform;                  // weight row (k, c) of the slice sits at (k*bc + c) * w_c (w_k == bc*w_c)
 };
 
@@ -233,8 +237,9 @@ __device__ __forceinline__ bool load_window_walk_unchecked(const T* __restrict__
 // kMT: m16 tiles per warp (warp tile kMT*16 channels x 32 q). kNWC: dy rows are positions with the output
 // channels contiguous, so B fragments load by ldmatrix; NCW gathers them along the channel rows.
 // kStreamW: the weight chunk travels with each dy chunk instead of the whole slice staying resident.
-template <class Op, int kMT, bool kNWC, bool kStreamW>
-__global__ void __launch_bounds__(kThreads, 1)
+// kMinBlocks 2: plans that keep two blocks per SM (half the channels each) cap the registers at 128.
+template <class Op, int kMT, bool kNWC, bool kStreamW, int kMinBlocks>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
     dgrad_gemm_kernel(const Params prm, const typename Op::T* __restrict__ dy, const typename Op::T* __restrict__ w,
                       typename Op::T* __restrict__ dx) {
   using T = typename Op::T;
@@ -319,6 +324,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   const GridWalk store_walk4(tid, kThreads, store_cols >> 2 > 0 ? store_cols >> 2 : 1);
   const GridWalk store_walk1(tid, kThreads, store_cols);
   const GridWalk w_walk(tid, kThreads, kStreamW ? prm.bo / prm.vec_w : 1);  // that of load_weight_chunk_as
+  // Zeros of the residues without taps (direct stores): NWC rows are positions, 4 channels per store where
+  // the channels allow it; NCW rows are channels, one position per store.
+  const bool zero_vec4 = kNWC && (c_valid & 3) == 0 && (p.x_l & 3) == 0 &&
+                         low_bits((grp * cg + c_in_group) * p.x_c, 4) == 0 && low_bits(p.x_n, 4) == 0;
+  const GridWalk zero_walk(tid, kThreads,
+                           kNWC ? (zero_vec4 ? c_valid >> 2 : (c_valid > 0 ? c_valid : 1))
+                                : (prm.n_empty > 0 ? prm.n_empty * prm.bq : 1));
 
   auto load_chunk = [&](const Cursor& cur, int stage) {
     const Unit& un = cur.un;
@@ -452,22 +464,55 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   auto finish_unit = [&](const Unit& un) {
     if (prm.direct_stores) {
-      // Stride 1: one phase, residue 0, every position has its taps, so each warp writes its own fragments.
-      // A store instruction covers 8 consecutive channels at 4 positions (NWC) or 8 positions of 8 channels
-      // (NCW; pairs of positions per lane): whole 32-byte sectors either way.
-      const int64_t l0 = un.q0 - p.pad_lo + q_off;
-      T* const dx_n = dx + un.n * p.x_n + (grp * cg + c_in_group) * p.x_c;
+      // Each warp writes its own fragments at their interleaved positions l = q*s + r - pad. NWC: a store
+      // instruction covers 8 consecutive channels at 4 positions, whole 32-byte sectors at any stride. NCW:
+      // 8 channel rows at 4 positions s apart (whole sectors only at stride 1, with the pairs of positions per
+      // lane); the staging tile's coalesced rows are why stride > 1 prefers it where the plan allows.
+      const int phase = un.pg * prm.slots + slot;
+      if (slot < prm.slots && phase < prm.nphase) {
+        const int r = prm.phase_r[phase];
+        const int64_t l0 = (un.q0 + q_off) * s + r - p.pad_lo;
+        T* const dx_n = dx + un.n * p.x_n + (grp * cg + c_in_group) * p.x_c;
 #pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
+        for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-        for (int nt = 0; nt < kNT; ++nt)
+          for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int c = c_off + mt * 16 + g + 8 * (e >> 1);
-            const int64_t l = l0 + nt * 8 + 2 * tq + (e & 1);
-            if (c < c_valid && l >= 0 && l < p.in_length) dx_n[c * p.x_c + l * p.x_l] = from_acc<T>(acc[mt][nt][e]);
-            acc[mt][nt][e] = 0.0f;
+            for (int e = 0; e < 4; ++e) {
+              const int c = c_off + mt * 16 + g + 8 * (e >> 1);
+              const int64_t l = l0 + int64_t(nt * 8 + 2 * tq + (e & 1)) * s;
+              if (c < c_valid && l >= 0 && l < p.in_length) dx_n[c * p.x_c + l * p.x_l] = from_acc<T>(acc[mt][nt][e]);
+              acc[mt][nt][e] = 0.0f;
+            }
+      }
+      // Residues no tap reaches: zeros, written by the units of phase group 0 (no warp owns them).
+      if (prm.n_empty > 0 && un.pg == 0) {
+        const int64_t base = un.q0 * s - p.pad_lo;
+        T* const dx_n = dx + un.n * p.x_n + (grp * cg + c_in_group) * p.x_c;
+        const int positions = prm.n_empty * prm.bq;
+        auto l_of = [&](int j) {
+          const int qi = j / prm.n_empty;
+          return base + int64_t(qi) * s + prm.empty_r[j - qi * prm.n_empty];
+        };
+        if constexpr (kNWC) {
+          if (zero_vec4) {
+            for (GridWalk it = zero_walk; it.row < positions; it.next()) {
+              const int64_t l = l_of(it.row);
+              if (l >= 0 && l < p.in_length) store4(dx_n + l * p.x_l + it.col * 4, make_float4(0.f, 0.f, 0.f, 0.f));
+            }
+          } else {
+            for (GridWalk it = zero_walk; it.row < positions; it.next()) {
+              const int64_t l = l_of(it.row);
+              if (l >= 0 && l < p.in_length) dx_n[l * p.x_l + it.col] = from_acc<T>(0.0f);
+            }
           }
+        } else {
+          for (GridWalk it = zero_walk; it.row < c_valid; it.next()) {
+            const int64_t l = l_of(it.col);
+            if (l >= 0 && l < p.in_length) dx_n[it.row * p.x_c + l] = from_acc<T>(0.0f);
+          }
+        }
+      }
       return;
     }
     const int phase = un.pg * prm.slots + slot;
@@ -567,6 +612,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 struct Plan {
   Params prm;
   int mt = 4;
+  int blocks_per_sm = 1;
   bool stream_w = false;
   size_t smem = 0;
   dim3 grid;
@@ -577,7 +623,7 @@ struct Plan {
 //      a phase has the warps for it (bc = 128), weights resident in shared memory, else streamed per chunk;
 //   2. smaller channel blocks with resident weights (each block re-reads dy).
 template <class Op>
-bool make_plan(const Conv1dParams& p, Plan* plan) {
+bool make_plan_with_stores(const Conv1dParams& p, bool direct, Plan* plan) {
   using T = typename Op::T;
   constexpr int sz = sizeof(T);
   StridePhases ph;
@@ -613,10 +659,10 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   // A (and NWC B) whose pitch is an odd multiple of 16 bytes modulo 128 also keep ldmatrix conflict-free.
   auto a_frag = [&](int gg, int tt, int64_t P) { return gg * P + kpair * tt; };
 
-  // Stride 1 writes dx from the fragments (JAX_CONV1D_DGRAD_STORES=staged keeps the staging tile, for A/B).
-  const char* stores = std::getenv("JAX_CONV1D_DGRAD_STORES");
-  const bool direct = s == 1 && ph.nphase == 1 && !(stores && std::string(stores) == "staged");
-  auto try_shape = [&](int warps_m, int mt, bool stream, int bo, int nstage) {
+  base.n_empty = 0;
+  for (int r = 0; r < s; ++r)
+    if (ph.phase_of_residue[r] < 0) base.empty_r[base.n_empty++] = r;
+  auto try_shape = [&](int warps_m, int mt, bool stream, int bo, int nstage, size_t cap) {
     Params t = base;
     t.warps_m = warps_m;
     t.bq = 32 * t.warps_per_phase / warps_m;
@@ -680,7 +726,7 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
     t.stages_offset = static_cast<int>(round_up(int64_t(t.w_elems) * sz, 16));
     t.staging_offset = static_cast<int>(t.stages_offset + int64_t(t.stage_elems) * sz * nstage);
     const int64_t total = t.staging_offset + int64_t(t.st_elems) * 4;
-    if (total > static_cast<int64_t>(budget)) return false;
+    if (total > static_cast<int64_t>(cap)) return false;
     plan->prm = t;
     plan->mt = mt;
     plan->stream_w = stream;
@@ -701,15 +747,37 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   auto try_depths = [&](int warps_m, int mt, bool stream) {
     if (!stream && wide_ok && bo_all > 32 && bo_all <= 256)
       for (int nstage : {3, 2})
-        if (try_shape(warps_m, mt, stream, bo_all, nstage)) return true;
-    if (stream && stream_wide && try_shape(warps_m, mt, stream, 32, 3)) return true;
+        if (try_shape(warps_m, mt, stream, bo_all, nstage, budget)) return true;
+    if (stream && stream_wide && try_shape(warps_m, mt, stream, 32, 3, budget)) return true;
     for (int nstage : {4, 3, 2})
       for (int bo : {32, 16})
-        if (try_shape(warps_m, mt, stream, bo, nstage)) return true;
+        if (try_shape(warps_m, mt, stream, bo, nstage, budget)) return true;
     return false;
   };
   bool ok = false;
-  if (cg > 64 && base.warps_per_phase >= 2) ok = try_depths(2, 4, false) || try_depths(2, 4, true);
+  // Two blocks per SM, 32 channels each, weights resident: twice the warps to hide latency, at the price of
+  // reading each dy tile once per 32 channels (the two blocks of a slice pair walk the same units, so the
+  // second read is mostly an L2 hit). JAX_CONV1D_DGRAD_SM_BLOCKS=2 asks for it (for A/B runs).
+  const char* sm_blocks = std::getenv("JAX_CONV1D_DGRAD_SM_BLOCKS");
+  const bool two_per_sm = sm_blocks && std::string(sm_blocks) == "2";
+  const size_t cap2 = device_limits().smem_per_sm > 0
+                          ? std::min<size_t>(budget, device_limits().smem_per_sm / 2 - 1024) : 0;
+  if (two_per_sm && cg > 32 && !std::is_same_v<Op, Mma3xTf32>) {
+    auto try_two = [&]() {
+      if (wide_ok && bo_all > 32 && bo_all <= 256)
+        for (int nstage : {3, 2})
+          if (try_shape(1, 2, false, bo_all, nstage, cap2)) return true;
+      for (int bo : {64, 32})
+        for (int nstage : {4, 3, 2})
+          if (bo < bo_all && try_shape(1, 2, false, bo, nstage, cap2)) return true;
+      return false;
+    };
+    if (try_two()) {
+      ok = true;
+      plan->blocks_per_sm = 2;
+    }
+  }
+  if (!ok && cg > 64 && base.warps_per_phase >= 2) ok = try_depths(2, 4, false) || try_depths(2, 4, true);
   const int mt_max = cg > 32 ? 4 : (cg > 16 ? 2 : 1);
   if (!ok) ok = try_depths(1, mt_max, false) || (mt_max == 4 && try_depths(1, 4, true));
   for (int mt = mt_max / 2; mt >= 1 && !ok; mt /= 2) ok = try_depths(1, mt, false);
@@ -728,16 +796,51 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
   const int64_t slices = p.groups * q.c_blocks;
   if (slices > 0x7fffffff) return false;
   const int64_t per_slice =
-      std::min<int64_t>({std::max<int64_t>(1, device_limits().sms / slices), q.units_per_slice, 65535});
+      std::min<int64_t>({std::max<int64_t>(1, device_limits().sms * plan->blocks_per_sm / slices),
+                         q.units_per_slice, 65535});
   plan->grid = dim3(static_cast<unsigned>(slices), static_cast<unsigned>(per_slice), 1);
   return true;
 }
 
-template <class Op, int kMT, bool kNWC, bool kStreamW>
+// Where dx comes from. Stride 1: the fragments, straight (one phase, no interleaving). Stride > 1: the staging
+// tile, whose coalesced stores of whole tile rows were faster wherever the tile did not cost the plan its shape
+// (headline NWC f32 dx 7.87 ms staged against 10.77 ms direct, NCW 10.32 against 21.04, on an H100); the
+// fragments straight where the tile's shared memory would shrink the block's channels or chunks (sweep/015,
+// K 1 stride 4 NCW: 1.36 -> 0.37 ms; sweep/022: 0.21 -> 0.09 ms; sweep/039: 0.23 -> 0.17 ms). Positions no
+// tap reaches are then zeroed by the units of phase group 0. JAX_CONV1D_DGRAD_STORES=staged / direct forces
+// either (for A/B runs).
+template <class Op>
+bool make_plan(const Conv1dParams& p, Plan* plan) {
+  const char* stores = std::getenv("JAX_CONV1D_DGRAD_STORES");
+  const std::string mode = stores ? stores : "";
+  if (mode == "staged") return make_plan_with_stores<Op>(p, false, plan);
+  if (mode == "direct" || p.stride == 1) return make_plan_with_stores<Op>(p, true, plan);
+  Plan staged, direct;
+  const bool have_staged = make_plan_with_stores<Op>(p, false, &staged);
+  if (!make_plan_with_stores<Op>(p, true, &direct)) {
+    if (have_staged) *plan = staged;
+    return have_staged;
+  }
+  const Params &a = staged.prm, &b = direct.prm;
+  const bool same_tile = have_staged && staged.mt == direct.mt && staged.stream_w == direct.stream_w &&
+                         staged.blocks_per_sm == direct.blocks_per_sm && a.warps_m == b.warps_m && a.bc == b.bc &&
+                         a.bq == b.bq && a.bo == b.bo;
+  *plan = same_tile ? staged : direct;
+  return true;
+}
+
+template <class Op, int kMT, bool kNWC, bool kStreamW, int kMinBlocks = 1>
 cudaError_t launch(const Plan& plan, const typename Op::T* dy, const typename Op::T* w, typename Op::T* dx,
                    cudaStream_t stream) {
-  auto kernel = dgrad_gemm_kernel<Op, kMT, kNWC, kStreamW>;
+  auto kernel = dgrad_gemm_kernel<Op, kMT, kNWC, kStreamW, kMinBlocks>;
   if (cudaError_t err = allow_dynamic_smem(kernel, plan.smem); err != cudaSuccess) return err;
+  if constexpr (kMinBlocks > 1) {
+    // Two blocks' shared memory only fits with the whole carveout given to shared memory.
+    if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                               cudaSharedmemCarveoutMaxShared);
+        err != cudaSuccess)
+      return err;
+  }
   kernel<<<plan.grid, kThreads, plan.smem, stream>>>(plan.prm, dy, w, dx);
   return cudaGetLastError();
 }
@@ -747,6 +850,9 @@ cudaError_t launch_shape(const Plan& plan, const typename Op::T* dy, const typen
                          cudaStream_t stream) {
   if (plan.stream_w) return launch<Op, 4, kNWC, true>(plan, dy, w, dx, stream);
   if (plan.mt == 4) return launch<Op, 4, kNWC, false>(plan, dy, w, dx, stream);
+  if constexpr (!std::is_same_v<Op, Mma3xTf32>) {
+    if (plan.blocks_per_sm == 2) return launch<Op, 2, kNWC, false, 2>(plan, dy, w, dx, stream);
+  }
   if (plan.mt == 2) return launch<Op, 2, kNWC, false>(plan, dy, w, dx, stream);
   return launch<Op, 1, kNWC, false>(plan, dy, w, dx, stream);
 }

@@ -13,6 +13,7 @@ namespace jax_conv1d::cuda {
 struct DeviceLimits {
   int sms = 132;
   int smem_optin = 48 * 1024;  // the most dynamic shared memory one block may ask for
+  int smem_per_sm = 0;         // shared memory of one SM, for plans of two resident blocks (0: unknown)
 };
 
 inline const DeviceLimits& device_limits() {
@@ -23,6 +24,7 @@ inline const DeviceLimits& device_limits() {
   if (device != cached_device) {
     cudaDeviceGetAttribute(&cached.sms, cudaDevAttrMultiProcessorCount, device);
     cudaDeviceGetAttribute(&cached.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    cudaDeviceGetAttribute(&cached.smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
     cached_device = device;
   }
   return cached;
