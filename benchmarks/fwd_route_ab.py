@@ -22,7 +22,7 @@ from jax_conv1d._shapes import PRECISION_DEFAULT, ConvConfig
 from jax_conv1d._timing import relative_error
 from jax_conv1d.bench import make_inputs, ours_forward, sweep_cases, time_call, xla_forward
 
-TILES = ("128x128", "64x256", "64x128", "32x256", "32x128", "16x256")
+TILES = ("128x128", "64x256", "32x256", "16x256")
 KNOBS = {
     "2 chunks/step": {"JAX_CONV1D_IGEMM_STEP_CHUNKS": "2"},
     "1 chunk/step": {"JAX_CONV1D_IGEMM_STEP_CHUNKS": "1"},
@@ -30,6 +30,7 @@ KNOBS = {
     "unstaged stores": {"JAX_CONV1D_IGEMM_STAGED_STORES": "0"},
     "evict normal": {"JAX_CONV1D_IGEMM_STORE_EVICT": "normal"},
     "no bulk": {"JAX_CONV1D_FWD_BULK": "0"},
+    "bulk always": {"JAX_CONV1D_FWD_BULK": "always"},
     "diag 7 (no mma/copy/store)": {"JAX_CONV1D_IGEMM_DIAG": "7"},
 }
 DEFAULT_CASES = ["sweep/007", "sweep/033", "sweep/027", "sweep/030", "sweep/015", "sweep/018", "sweep/036",
@@ -40,9 +41,10 @@ EXTRA = {
     "sweep/007": list(TILES) + ["2 chunks/step"],
     "sweep/033": list(TILES) + ["2 chunks/step", "3 stages", "unstaged stores", "evict normal"],
     "sweep/027": list(TILES) + ["1 chunk/step", "3 stages", "unstaged stores", "evict normal"],
-    "sweep/030": list(TILES) + ["diag 7 (no mma/copy/store)", "no bulk"],
+    "sweep/030": list(TILES) + ["diag 7 (no mma/copy/store)", "no bulk", "bulk always"],
     "sweep/015": ["32x256", "16x256", "32x128"],
-    "sweep/031": ["64x256", "64x128"],
+    "sweep/031": ["64x256"],
+    "sweep/001": ["bulk always", "no bulk"],
 }
 
 

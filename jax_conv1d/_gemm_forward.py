@@ -14,8 +14,10 @@ through XLA's dot than through our implicit-GEMM kernel:
 
 Only the forward pass is routed: the backward passes keep our kernels. Accurate precision (3xTF32) stays on
 our kernels, where the accuracy contract is ours; default precision here is XLA's (TF32 for float32, as
-ours). Products accumulate in float32 and the bias is added before the one rounding to the output type, as
-our kernels do.
+ours). Products accumulate in float32 (cuBLAS's compute type for 16-bit GEMMs) and are rounded once to the
+output type by the GEMM; the bias is added after that, in the output type, as an XLA convolution followed by a
+bias add would: a 16-bit result with a bias is rounded twice here (our kernels add the bias before their one
+rounding). A float32 product written out and converted measured slower (sweep/033: 0.707 against 0.438 ms).
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ _GEMM_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.f
 
 
 def enabled() -> bool:
-    return os.environ.get("JAX_CONV1D_FWD_GEMM", "1") != "0"
+    """JAX_CONV1D_FWD_GEMM=0 keeps every forward on our kernels, and so does a pinned kernel family
+    (JAX_CONV1D_FWD_KERNEL, which the kernel checks set); both are read when a function is lowered."""
+    pinned = os.environ.get("JAX_CONV1D_FWD_KERNEL", "auto") not in ("", "auto")
+    return os.environ.get("JAX_CONV1D_FWD_GEMM", "1") != "0" and not pinned
 
 
 def _pad_length(x, axis, lo, hi):
@@ -69,7 +74,7 @@ def forward(x, w, bias, *, cfg, out_dtype):
         cols = columns(x, cfg, k, t)
         w2 = w.reshape(k * c, o)
         y = lax.dot_general(cols, w2, (((2,), (0,)), ((), ())), precision=lax.Precision.DEFAULT,
-                            preferred_element_type=jnp.float32)
+                            preferred_element_type=out_dtype)
         bias_shape = (1, 1, o)
     else:
         o, c, k = w.shape
@@ -79,17 +84,42 @@ def forward(x, w, bias, *, cfg, out_dtype):
         # (O, N, T) from the product, then N to the front: a copy of y, small beside the columns for the shapes
         # routed here.
         y = lax.dot_general(w2, cols, (((1,), (1,)), ((), ())), precision=lax.Precision.DEFAULT,
-                            preferred_element_type=jnp.float32)
+                            preferred_element_type=out_dtype)
         y = jnp.transpose(y, (1, 0, 2))
         bias_shape = (1, o, 1)
     if bias.size:
-        y = y + bias.astype(jnp.float32).reshape(bias_shape)
-    return y.astype(out_dtype)
+        y = y + bias.astype(out_dtype).reshape(bias_shape)
+    return y
+
+
+# The im2col product's region, from same-process A/B runs on an H100 (docs/notes/fwdsweep5_session5.md):
+# 16-bit dense shapes won at 17 GFLOP and up (sweep/018, 036, 007, 033; 34-155 GFLOP, 62-1312 FLOPs per byte
+# of x and y) and lost or tied below 2.1 GFLOP (004, 030, 042); float32 (TF32 GEMMs at half the rate) lost
+# on every compute-heavy shape measured (027, 012, 035, 039, 040, 005). The byte bound keeps the memory-bound
+# headline (8 FLOPs per byte, 13 GB of columns) on our kernel.
+_IM2COL_MIN_FLOPS = 8e9
+_IM2COL_MIN_FLOPS_PER_BYTE = 48
+_IM2COL_MAX_COLUMN_BYTES = 1 << 30
 
 
 def applies(cfg: ConvConfig, x_shape, w_shape, dtype) -> bool:
     """True for the shapes the GEMM route takes (see the module docstring)."""
-    if not (cfg.groups == 1 and cfg.precision == PRECISION_DEFAULT and jnp.dtype(dtype) in _GEMM_DTYPES
-            and enabled()):
+    dtype = jnp.dtype(dtype)
+    if not (cfg.groups == 1 and cfg.precision == PRECISION_DEFAULT and dtype in _GEMM_DTYPES and enabled()):
         return False
-    return False
+    n, c, length = (x_shape[a] for a in cfg.x_axes)
+    o, _, k = (w_shape[a] for a in cfg.w_axes)
+    out_length = (length + sum(cfg.padding) - (k - 1) * cfg.dilation - 1) // cfg.stride + 1
+    if out_length < 1:
+        return False
+    if k == 1:
+        # Strided 1x1 (sweep/015: 0.097 against our 0.231 ms; 014: 0.044 against 0.074); at stride 1 our
+        # kernel won (026, channels-first: 0.320 against 0.387).
+        return cfg.stride > 1
+    if dtype.itemsize != 2:
+        return False
+    flops = 2.0 * n * o * out_length * c * k
+    io_bytes = (n * c * length + n * o * out_length) * dtype.itemsize
+    column_bytes = n * out_length * c * k * dtype.itemsize
+    return (flops >= _IM2COL_MIN_FLOPS and flops >= _IM2COL_MIN_FLOPS_PER_BYTE * io_bytes
+            and column_bytes <= _IM2COL_MAX_COLUMN_BYTES)

@@ -70,9 +70,6 @@ using IgemmTile128 = IgemmTile<128, 128, 2, 4>;  // warp tile 64 x 32
 using IgemmTile64 = IgemmTile<64, 256, 1, 8>;    // warp tile 64 x 32
 using IgemmTile32 = IgemmTile<32, 256, 1, 8>;    // warp tile 32 x 32
 using IgemmTile16 = IgemmTile<16, 256, 1, 8>;    // warp tile 16 x 32
-// 128-wide twins of the 64- and 32-row tiles (igemm_launch says when they run).
-using IgemmTile64N128 = IgemmTile<64, 128, 2, 4>;  // warp tile 32 x 32
-using IgemmTile32N128 = IgemmTile<32, 128, 2, 4>;  // warp tile 16 x 32
 
 // Everything the kernel needs beyond the template, computed once on the host.
 struct IgemmArgs {
@@ -879,14 +876,20 @@ template <typename T, typename TOut, Layout kLayout, FwdMath kMath, class Tile>
 bool igemm_try_tile(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y, cudaStream_t stream,
                     cudaError_t* err) {
   const DeviceLimits dev = device_limits();
-  if (dev.cc_major >= 9 && bulk_copies_enabled() &&
+  // Channels-first grids with fewer tiles than multiprocessors fill their stages by per-thread cp.async:
+  // sweep/030 (44 tiles of 32 x 256 on 132 SMs, bf16, Cg * K = 1792) ran 0.055 ms that way against 0.105 ms
+  // through the copy engine, where one warp per block issues every row's copy (H100, one process).
+  const int64_t grid_tiles =
+      p.groups * ceil_div(p.out_per_group(), int64_t(Tile::BM)) * p.batch * ceil_div(p.out_length, int64_t(Tile::BN));
+  const bool underfilled_ncw = kLayout == Layout::kNCW && grid_tiles < dev.sms && !bulk_copies_forced();
+  if (dev.cc_major >= 9 && bulk_copies_enabled() && !underfilled_ncw &&
       igemm_launch_variant<T, TOut, kLayout, kMath, Tile, true>(p, x, w, bias, y, stream, err, dev))
     return true;
   return igemm_launch_variant<T, TOut, kLayout, kMath, Tile, false>(p, x, w, bias, y, stream, err, dev);
 }
 
-// JAX_CONV1D_IGEMM_TILE=BMxBN pins one tile (128x128, 64x256, 64x128, 32x256, 32x128, 16x256), for
-// comparisons; read per call. A pinned tile that does not fit the shape declines it (the direct kernel runs).
+// JAX_CONV1D_IGEMM_TILE=BMxBN pins one tile (128x128, 64x256, 32x256, 16x256), for comparisons; read per
+// call. A pinned tile that does not fit the shape declines it (the direct kernel runs).
 inline bool igemm_pinned_tile(int& bm, int& bn) {
   const char* v = std::getenv("JAX_CONV1D_IGEMM_TILE");
   bm = bn = 0;
@@ -897,16 +900,8 @@ inline bool igemm_pinned_tile(int& bm, int& bn) {
   return true;
 }
 
-// Output tiles in the whole grid for a BM x BN tile: (group, o-tile) pairs times samples times position tiles.
-inline int64_t igemm_grid_tiles(const Conv1dParams& p, int bm, int bn) {
-  return p.groups * ceil_div(p.out_per_group(), int64_t(bm)) * p.batch * ceil_div(p.out_length, int64_t(bn));
-}
-
-// The tile: the smallest BM covering a group's output channels (little wasted MMA work on padding rows), with
-// smaller tiles when the resident weights or the window do not fit shared memory. A 64- or 32-row tile runs
-// 128 positions wide instead of 256 when the 256-wide grid has fewer tiles than there are multiprocessors
-// (sweep/030: 44 tiles on 132 SMs), and before dropping to fewer rows when the 256-wide window leaves no room
-// for two stages beside the weights (sweep/007: Cg * K = 2304 keeps only 32 rows of weights resident).
+// Smallest tile covering a group's output channels first (little wasted MMA work on padding rows), then
+// smaller tiles when the resident weights or the window do not fit shared memory.
 template <typename T, typename TOut, Layout kLayout, FwdMath kMath>
 bool igemm_launch(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y, cudaStream_t stream,
                   cudaError_t* err) {
@@ -914,9 +909,7 @@ bool igemm_launch(const Conv1dParams& p, const T* x, const T* w, const T* bias, 
   if (igemm_pinned_tile(pin_bm, pin_bn)) {
     if (pin_bm == 128 && pin_bn == 128) return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile128>(p, x, w, bias, y, stream, err);
     if (pin_bm == 64 && pin_bn == 256) return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile64>(p, x, w, bias, y, stream, err);
-    if (pin_bm == 64 && pin_bn == 128) return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile64N128>(p, x, w, bias, y, stream, err);
     if (pin_bm == 32 && pin_bn == 256) return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile32>(p, x, w, bias, y, stream, err);
-    if (pin_bm == 32 && pin_bn == 128) return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile32N128>(p, x, w, bias, y, stream, err);
     if (pin_bm == 16 && pin_bn == 256) return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile16>(p, x, w, bias, y, stream, err);
     return false;
   }
@@ -924,20 +917,9 @@ bool igemm_launch(const Conv1dParams& p, const T* x, const T* w, const T* bias, 
   // JAX_CONV1D_IGEMM_MAX_BM=64|32|16 skips the larger tiles (read per call, for comparisons: the 64-row tiles
   // are 256 positions wide).
   const int max_bm = igemm_env_int("JAX_CONV1D_IGEMM_MAX_BM", 128);
-  const int64_t sms = device_limits().sms;
   if (og > 64 && max_bm >= 128 && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile128>(p, x, w, bias, y, stream, err)) return true;
-  if (og > 32 && max_bm >= 64) {
-    const bool narrow_first = igemm_grid_tiles(p, 64, 256) < sms;
-    if (narrow_first && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile64N128>(p, x, w, bias, y, stream, err)) return true;
-    if (igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile64>(p, x, w, bias, y, stream, err)) return true;
-    if (!narrow_first && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile64N128>(p, x, w, bias, y, stream, err)) return true;
-  }
-  if (og > 16 && max_bm >= 32) {
-    const bool narrow_first = igemm_grid_tiles(p, 32, 256) < sms;
-    if (narrow_first && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile32N128>(p, x, w, bias, y, stream, err)) return true;
-    if (igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile32>(p, x, w, bias, y, stream, err)) return true;
-    if (!narrow_first && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile32N128>(p, x, w, bias, y, stream, err)) return true;
-  }
+  if (og > 32 && max_bm >= 64 && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile64>(p, x, w, bias, y, stream, err)) return true;
+  if (og > 16 && max_bm >= 32 && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile32>(p, x, w, bias, y, stream, err)) return true;
   return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile16>(p, x, w, bias, y, stream, err);
 }
 
