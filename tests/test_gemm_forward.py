@@ -125,5 +125,6 @@ def test_gpu_lowers_to_gemm_and_matches_float64(monkeypatch, rng, gpu, layout, k
 
     targets = _custom_call_targets(jax.grad(loss, argnums=(0, 1)), x, w, b)
     assert "jax_conv1d_fwd" not in targets and targets, targets
+    # The switch is read when a function is lowered: a fresh function, since jax caches the trace of `fwd`.
     monkeypatch.setenv("JAX_CONV1D_FWD_GEMM", "0")
-    assert _custom_call_targets(fwd, x, w, b) == {"jax_conv1d_fwd"}
+    assert _custom_call_targets(lambda x, w, b: dilated_conv1d(x, w, b, **kw), x, w, b) == {"jax_conv1d_fwd"}
