@@ -7,7 +7,7 @@ Lowering goes in two levels so that sharded operands are convolved where they li
 a custom_partitioning call (_sharding.py decides, per sharding, what each shard runs); that call's per-shard
 body binds an inner primitive of the same signature, and only the inner primitive lowers to the FFI target
 for the platform (or to lax where no native handler exists; on CUDA, channels-last 1x1 convolutions lower to
-XLA's GEMM instead, see _pointwise.py).
+XLA's GEMM instead, see _pointwise.py, and so do the forward passes of _gemm_forward.py's shapes).
 
 Batching never loops: a batch of inputs folds into N, and a batch of weights becomes extra groups of one
 grouped convolution (the batch index becomes the outer part of the group index), so one launch covers it.
@@ -27,7 +27,7 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
 
-from . import _ffi, _lax_impl, _pointwise, _sharding
+from . import _ffi, _gemm_forward, _lax_impl, _pointwise, _sharding
 from ._shapes import ConvConfig, output_length
 
 conv1d_fwd_p = Primitive("jax_conv1d_fwd")
@@ -152,9 +152,11 @@ def _bwd_lax(x, dy, w, *, cfg, want_dx, want_dw, want_db):
 
 
 def _cuda_rule(target, gemm_fn, weight_arg, multiple_results=False):
-    """Our kernels, except for the channels-last 1x1 shapes that _pointwise sends to XLA's GEMM."""
+    """Our kernels, except for the channels-last 1x1 shapes that _pointwise sends to XLA's GEMM (every pass) and
+    the forward shapes _gemm_forward sends there."""
     ffi = _ffi_rule(target)
     gemm = mlir.lower_fun(gemm_fn, multiple_results=multiple_results)
+    fwd_gemm = mlir.lower_fun(_gemm_forward.forward, multiple_results=False)
 
     def rule(ctx, *args, cfg, **params):
         if weight_arg is None:
@@ -163,6 +165,9 @@ def _cuda_rule(target, gemm_fn, weight_arg, multiple_results=False):
             kernel_size = ctx.avals_in[weight_arg].shape[cfg.w_axes[2]]
         if _pointwise.applies(cfg, kernel_size, ctx.avals_in[0].dtype):
             return gemm(ctx, *args, cfg=cfg, **params)
+        if target == "jax_conv1d_fwd" and _gemm_forward.applies(cfg, ctx.avals_in[0].shape, ctx.avals_in[1].shape,
+                                                                ctx.avals_in[0].dtype):
+            return fwd_gemm(ctx, *args, cfg=cfg, **params)
         return ffi(ctx, *args, cfg=cfg, **params)
 
     return rule
@@ -205,14 +210,14 @@ for _outer, _local, _pass, _target, _lax_fn, _gemm_fn, _weight_arg in (
 
 
 @functools.lru_cache(maxsize=None)
-def _jitted(prim, params, pointwise_gemm):
-    del pointwise_gemm  # only a cache key: the lowering reads the switch, so a change needs a new compile
+def _jitted(prim, params, gemm_switches):
+    del gemm_switches  # only a cache key: the lowering reads the switch, so a change needs a new compile
     return jax.jit(functools.partial(prim.bind, **dict(params)))
 
 
 def _impl(prim):
     def impl(*args, **params):
-        return _jitted(prim, tuple(sorted(params.items())), _pointwise.enabled())(*args)
+        return _jitted(prim, tuple(sorted(params.items())), (_pointwise.enabled(), _gemm_forward.enabled()))(*args)
 
     return impl
 

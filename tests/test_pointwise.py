@@ -101,11 +101,13 @@ def test_gpu_lowers_pointwise_to_gemm_and_matches_float64(monkeypatch, rng, gpu,
     # The switch keeps the shape on our kernels (a fresh function, so the lowering runs again).
     monkeypatch.setenv("JAX_CONV1D_POINTWISE_GEMM", "0")
     assert _custom_call_targets(jax.grad(loss, argnums=(0, 1, 2)), x, w, b)
-    # Channels-first and strided 1x1 convolutions always stay on our kernels.
+    # Channels-first stride-1 1x1 convolutions stay on our kernels; strided ones run only their forward pass as
+    # a GEMM (_gemm_forward.py), and with that route switched off stay on our kernels too.
     xt = jnp.transpose(x, (0, 2, 1))
     wt = jnp.transpose(w, (2, 1, 0))
     monkeypatch.setenv("JAX_CONV1D_POINTWISE_GEMM", "1")
     assert _custom_call_targets(lambda x, w: dilated_conv1d(x, w, layout="NCW"), xt, wt) == {"jax_conv1d_fwd"}
+    monkeypatch.setenv("JAX_CONV1D_FWD_GEMM", "0")
     assert _custom_call_targets(lambda x, w: dilated_conv1d(x, w, stride=2, layout="NWC"), x, w) == {
         "jax_conv1d_fwd"}
 

@@ -82,6 +82,11 @@ bool bulk_copies_enabled() {
   return v == nullptr || std::strcmp(v, "0") != 0;
 }
 
+bool bulk_copies_forced() {
+  const char* v = std::getenv("JAX_CONV1D_FWD_BULK");
+  return v != nullptr && std::strcmp(v, "always") == 0;
+}
+
 bool encode_nwc_window_map(void* map, const void* x, int elem_bytes, int64_t n, int64_t length, int64_t channels,
                            int box_channels, int box_rows, bool swizzle64) {
   using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,

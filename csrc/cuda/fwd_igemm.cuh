@@ -876,10 +876,28 @@ template <typename T, typename TOut, Layout kLayout, FwdMath kMath, class Tile>
 bool igemm_try_tile(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y, cudaStream_t stream,
                     cudaError_t* err) {
   const DeviceLimits dev = device_limits();
-  if (dev.cc_major >= 9 && bulk_copies_enabled() &&
+  // Channels-first grids with fewer tiles than multiprocessors fill their stages by per-thread cp.async:
+  // sweep/030 (44 tiles of 32 x 256 on 132 SMs, bf16, Cg * K = 1792) ran 0.055 ms that way against 0.105 ms
+  // through the copy engine, where one warp per block issues every row's copy (H100, one process).
+  const int64_t grid_tiles =
+      p.groups * ceil_div(p.out_per_group(), int64_t(Tile::BM)) * p.batch * ceil_div(p.out_length, int64_t(Tile::BN));
+  const bool underfilled_ncw = kLayout == Layout::kNCW && grid_tiles < dev.sms && !bulk_copies_forced();
+  if (dev.cc_major >= 9 && bulk_copies_enabled() && !underfilled_ncw &&
       igemm_launch_variant<T, TOut, kLayout, kMath, Tile, true>(p, x, w, bias, y, stream, err, dev))
     return true;
   return igemm_launch_variant<T, TOut, kLayout, kMath, Tile, false>(p, x, w, bias, y, stream, err, dev);
+}
+
+// JAX_CONV1D_IGEMM_TILE=BMxBN pins one tile (128x128, 64x256, 32x256, 16x256), for comparisons; read per
+// call. A pinned tile that does not fit the shape declines it (the direct kernel runs).
+inline bool igemm_pinned_tile(int& bm, int& bn) {
+  const char* v = std::getenv("JAX_CONV1D_IGEMM_TILE");
+  bm = bn = 0;
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "auto") == 0) return false;
+  char* end = nullptr;
+  bm = int(std::strtol(v, &end, 10));
+  if (end != nullptr && *end == 'x') bn = int(std::strtol(end + 1, nullptr, 10));
+  return true;
 }
 
 // Smallest tile covering a group's output channels first (little wasted MMA work on padding rows), then
@@ -887,6 +905,14 @@ bool igemm_try_tile(const Conv1dParams& p, const T* x, const T* w, const T* bias
 template <typename T, typename TOut, Layout kLayout, FwdMath kMath>
 bool igemm_launch(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y, cudaStream_t stream,
                   cudaError_t* err) {
+  int pin_bm = 0, pin_bn = 0;
+  if (igemm_pinned_tile(pin_bm, pin_bn)) {
+    if (pin_bm == 128 && pin_bn == 128) return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile128>(p, x, w, bias, y, stream, err);
+    if (pin_bm == 64 && pin_bn == 256) return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile64>(p, x, w, bias, y, stream, err);
+    if (pin_bm == 32 && pin_bn == 256) return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile32>(p, x, w, bias, y, stream, err);
+    if (pin_bm == 16 && pin_bn == 256) return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile16>(p, x, w, bias, y, stream, err);
+    return false;
+  }
   const int64_t og = p.out_per_group();
   // JAX_CONV1D_IGEMM_MAX_BM=64|32|16 skips the larger tiles (read per call, for comparisons: the 64-row tiles
   // are 256 positions wide).

@@ -45,8 +45,11 @@ DeviceLimits device_limits();
 // giving the shortest schedule (the fewest such blocks on ties).
 int64_t blocks_per_combo(int64_t combos, int64_t tiles, int64_t capacity);
 
-// Bulk copies (TMA) are used on sm_90+ unless JAX_CONV1D_FWD_BULK=0 (read per call, for comparisons).
+// Bulk copies (TMA) are used on sm_90+ unless JAX_CONV1D_FWD_BULK=0 (read per call, for comparisons);
+// JAX_CONV1D_FWD_BULK=always also where a family would pick per-thread copies for speed (the implicit GEMM's
+// under-filled channels-first grids), so tests of small shapes can reach the bulk path.
 bool bulk_copies_enabled();
+bool bulk_copies_forced();
 
 // Encodes the 3-D tensor map (C, L, N) of a channels-last input (16-byte aligned, C * elem_bytes a multiple
 // of 16) with boxes of box_channels x box_rows x 1, zero fill out of range, optionally the 64-byte swizzle.
