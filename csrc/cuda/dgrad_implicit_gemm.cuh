@@ -803,18 +803,19 @@ bool make_plan_with_stores(const Conv1dParams& p, bool direct, Plan* plan) {
 }
 
 // Where dx comes from. Stride 1: the fragments, straight (one phase, no interleaving). Stride > 1: the staging
-// tile, whose coalesced stores of whole tile rows were faster wherever the tile did not cost the plan its shape
-// (headline NWC f32 dx 7.87 ms staged against 10.77 ms direct, NCW 10.32 against 21.04, on an H100); the
-// fragments straight where the tile's shared memory would shrink the block's channels or chunks (sweep/015,
-// K 1 stride 4 NCW: 1.36 -> 0.37 ms; sweep/022: 0.21 -> 0.09 ms; sweep/039: 0.23 -> 0.17 ms). Positions no
-// tap reaches are then zeroed by the units of phase group 0. JAX_CONV1D_DGRAD_STORES=staged / direct forces
+// tile, whose coalesced stores of whole tile rows were faster on the headline (NWC f32 dx 7.87 ms staged against
+// 10.77 ms direct, NCW 10.32 against 21.04, on an H100). JAX_CONV1D_DGRAD_STORES=auto stores straight where the
+// tile's shared memory would shrink the block's channels or chunks: dx alone measured faster there (sweep/015,
+// K 1 stride 4 NCW: 1.36 -> 0.37 ms; sweep/022: 0.21 -> 0.09 ms), but in the combined backward call of the
+// session-5 bench sweep/018 took 1.3-1.7 ms against 0.53 staged, so it is not the default. Positions no tap
+// reaches are zeroed by the units of phase group 0 when the fragments go straight. =staged / =direct force
 // either (for A/B runs).
 template <class Op>
 bool make_plan(const Conv1dParams& p, Plan* plan) {
   const char* stores = std::getenv("JAX_CONV1D_DGRAD_STORES");
   const std::string mode = stores ? stores : "";
-  if (mode == "staged") return make_plan_with_stores<Op>(p, false, plan);
   if (mode == "direct" || p.stride == 1) return make_plan_with_stores<Op>(p, true, plan);
+  if (mode != "auto") return make_plan_with_stores<Op>(p, false, plan);
   Plan staged, direct;
   const bool have_staged = make_plan_with_stores<Op>(p, false, &staged);
   if (!make_plan_with_stores<Op>(p, true, &direct)) {
