@@ -60,23 +60,6 @@ FwdFamily pinned_family() {
 
 }  // namespace
 
-DeviceLimits device_limits() {
-  constexpr int kMaxDevices = 64;
-  static DeviceLimits cache[kMaxDevices];
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device < 0) device = 0;
-  DeviceLimits& d = cache[device < kMaxDevices ? device : 0];
-  if (d.sms == 0) {  // benign race: every thread computes the same values
-    DeviceLimits v;
-    if (cudaDeviceGetAttribute(&v.sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) v.sms = 1;
-    if (cudaDeviceGetAttribute(&v.max_smem_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess)
-      v.max_smem_block = 48 * 1024;
-    if (cudaDeviceGetAttribute(&v.cc_major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) v.cc_major = 0;
-    d = v;
-  }
-  return d;
-}
-
 bool bulk_copies_enabled() {
   const char* v = std::getenv("JAX_CONV1D_FWD_BULK");
   return v == nullptr || std::strcmp(v, "0") != 0;

@@ -510,7 +510,7 @@ bool pick_stages(DwArgs& a, size_t elem_bytes, const DeviceLimits& dev, int& sme
   const int64_t stage_bytes = ceil_div(int64_t(a.stage_elems) * elem_bytes, 1024) * 1024;
   a.stage_elems = int(stage_bytes / elem_bytes);
   for (int b = std::max(blocks, 1); b >= 1; --b) {
-    const int64_t per_block = (int64_t(dev.max_smem_block) + 1024) / b - 1024;
+    const int64_t per_block = (int64_t(dev.smem_optin) + 1024) / b - 1024;
     const int64_t budget = per_block - 1024 - 64 - extra_bytes;  // alignment slack, barriers
     for (int st = std::clamp(max_stages, 2, 4); st >= 2; --st) {
       if (st * stage_bytes <= budget) {

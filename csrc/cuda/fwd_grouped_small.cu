@@ -301,7 +301,7 @@ bool conv1d_fwd_grouped_small(const Conv1dParams& p, const T* x, const T* w, con
   if ((a.w_pitch / unit) % 2 == 0) a.w_pitch += unit;
   // NCW: one group per block. NWC: as many groups as fit, at most one per warp lane; the more groups, the
   // wider the window rows and the warp's output rows.
-  const size_t smem_limit = std::min<size_t>(kGsMaxSmem, size_t(device_limits().max_smem_block));
+  const size_t smem_limit = std::min<size_t>(kGsMaxSmem, size_t(device_limits().smem_optin));
   int gb = p.layout == Layout::kNCW ? 1 : std::min(pow2_floor(p.groups), 32);
   size_t smem = 0;
   for (;; gb /= 2) {

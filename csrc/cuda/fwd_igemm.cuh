@@ -723,7 +723,7 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, bool bulk, Igemm
   if (win > 16384) return false;
   const int64_t chunks = ceil_div(cg, BC);
   const int64_t w_words = chunks * p.kernel_size * QS * (Tile::BM / 16) * 128;
-  if (w_words * 4 > dev.max_smem_block) return false;
+  if (w_words * 4 > dev.smem_optin) return false;
 
   a.win = int(win);
   a.chunks = int(chunks);
@@ -770,7 +770,7 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, bool bulk, Igemm
   // JAX_CONV1D_IGEMM_STEP_CHUNKS=1|2 overrides.
   const int64_t sub_bytes = ceil_div(int64_t(a.stage_elems) * sizeof(T), 1024) * 1024;
   a.sub_elems = int(sub_bytes / sizeof(T));
-  const int64_t budget = dev.max_smem_block - 1024 - int64_t(sizeof(uint64_t)) * 4;  // alignment slack, barriers
+  const int64_t budget = dev.smem_optin - 1024 - int64_t(sizeof(uint64_t)) * 4;  // alignment slack, barriers
   a.step_chunks = 1;
   if (bulk && chunks >= 2 && a.w_bytes_padded + 4 * sub_bytes <= budget) {
     const bool measured = p.layout == Layout::kNCW || p.kernel_size <= 2 ||

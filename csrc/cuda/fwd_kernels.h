@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include "../conv1d_params.h"
+#include "device_limits.h"
 
 namespace jax_conv1d::cuda {
 
@@ -32,13 +33,6 @@ template <typename T, typename TOut>
 bool conv1d_fwd_grouped_small(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y,
                               cudaStream_t stream, cudaError_t* err);
 
-// Properties of the current device the launchers size their grids and tiles from (cached per device).
-struct DeviceLimits {
-  int sms = 0;            // multiprocessors
-  int max_smem_block = 0;  // dynamic shared memory one block may opt into, bytes
-  int cc_major = 0;        // compute capability; 9+ has the bulk-copy engine (TMA)
-};
-DeviceLimits device_limits();
 
 // Work split for persistent kernels: `combos` independent groups of `tiles` equal tiles each, every group's
 // tiles dealt in turn to that group's blocks, `capacity` blocks resident at once. Returns the blocks per group

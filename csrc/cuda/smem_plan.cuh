@@ -1,5 +1,5 @@
-// Host-side planning shared by the backward kernels: device limits, and row pitches for shared-memory tiles
-// chosen so that a warp's fragment loads hit distinct banks.
+// Host-side planning shared by the backward kernels: device limits (device_limits.h), and row pitches for
+// shared-memory tiles chosen so that a warp's fragment loads hit distinct banks.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -8,27 +8,9 @@
 #include <cstdint>
 #include <functional>
 
+#include "device_limits.h"
+
 namespace jax_conv1d::cuda {
-
-struct DeviceLimits {
-  int sms = 132;
-  int smem_optin = 48 * 1024;  // the most dynamic shared memory one block may ask for
-  int smem_per_sm = 0;         // shared memory of one SM, for plans of two resident blocks (0: unknown)
-};
-
-inline const DeviceLimits& device_limits() {
-  static thread_local int cached_device = -1;
-  static thread_local DeviceLimits cached;
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return cached;
-  if (device != cached_device) {
-    cudaDeviceGetAttribute(&cached.sms, cudaDevAttrMultiProcessorCount, device);
-    cudaDeviceGetAttribute(&cached.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-    cudaDeviceGetAttribute(&cached.smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
-    cached_device = device;
-  }
-  return cached;
-}
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
