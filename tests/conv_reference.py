@@ -111,6 +111,12 @@ def float64_vjp_reference(x, w, bias, cotangent, **conv_kwargs):
 # ---- error measure and tolerances -------------------------------------------------------------------------
 
 
+def custom_call_targets(fn, *args) -> set[str]:
+    """Which of the package's FFI targets the jitted fn lowers to (on the default device)."""
+    text = jax.jit(fn).lower(*args).as_text()
+    return {t for t in ("jax_conv1d_fwd", "jax_conv1d_dgrad", "jax_conv1d_wgrad", "jax_conv1d_bwd") if t in text}
+
+
 def rel_err(out, ref) -> float:
     """||out - ref|| / ||ref||, in float64; shapes must agree. An all-zero or empty reference asks for zeros."""
     a = np.asarray(out).astype(np.float64)

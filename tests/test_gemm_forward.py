@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conv_reference import assert_close, float64_reference, random_inputs
+from conv_reference import assert_close, custom_call_targets, float64_reference, random_inputs
 from jax_conv1d import _gemm_forward, dilated_conv1d
 from jax_conv1d._shapes import PRECISION_ACCURATE, PRECISION_DEFAULT, ConvConfig, output_length
 
@@ -80,11 +80,6 @@ def test_predicate(monkeypatch):
     assert not _gemm_forward.applies(heavy, heavy_x, heavy_w, jnp.bfloat16)
 
 
-def _custom_call_targets(fn, *args):
-    text = jax.jit(fn).lower(*args).as_text()
-    return {t for t in ("jax_conv1d_fwd", "jax_conv1d_dgrad", "jax_conv1d_wgrad", "jax_conv1d_bwd") if t in text}
-
-
 def test_cpu_keeps_the_native_handler(rng):
     """The route is CUDA-only: on the CPU the FFI handler runs, so the CPU tests keep covering it."""
     x, w, _ = random_inputs(rng, layout="NCW", dtype="float32", batch=4, in_ch=64, length=256, out_ch=32, groups=1,
@@ -92,7 +87,7 @@ def test_cpu_keeps_the_native_handler(rng):
     cpu = jax.devices("cpu")[0]
     x, w = jax.device_put(x, cpu), jax.device_put(w, cpu)
     with jax.default_device(cpu):
-        assert _custom_call_targets(lambda x, w: dilated_conv1d(x, w, stride=4, layout="NCW"), x, w) == {
+        assert custom_call_targets(lambda x, w: dilated_conv1d(x, w, stride=4, layout="NCW"), x, w) == {
             "jax_conv1d_fwd"}
 
 
@@ -113,7 +108,7 @@ def test_gpu_lowers_to_gemm_and_matches_float64(monkeypatch, rng, gpu, layout, k
     x, w, b = (jax.device_put(a, gpu) for a in (x, w, b))
     kw = dict(stride=stride, dilation=dilation, padding="SAME", layout=layout)
     fwd = lambda x, w, b: dilated_conv1d(x, w, b, **kw)  # noqa: E731
-    assert _custom_call_targets(fwd, x, w, b) == set()
+    assert custom_call_targets(fwd, x, w, b) == set()
     y = jax.jit(fwd)(x, w, b)
     ref = float64_reference(x, w, b, stride=stride, dilation=dilation, padding="SAME", layout=layout)
     assert y.shape == ref.shape and y.dtype == x.dtype
@@ -123,8 +118,8 @@ def test_gpu_lowers_to_gemm_and_matches_float64(monkeypatch, rng, gpu, layout, k
     def loss(x, w, b):
         return jnp.sum(fwd(x, w, b).astype(jnp.float32) ** 2)
 
-    targets = _custom_call_targets(jax.grad(loss, argnums=(0, 1)), x, w, b)
+    targets = custom_call_targets(jax.grad(loss, argnums=(0, 1)), x, w, b)
     assert "jax_conv1d_fwd" not in targets and targets, targets
     # The switch is read when a function is lowered: a fresh function, since jax caches the trace of `fwd`.
     monkeypatch.setenv("JAX_CONV1D_FWD_GEMM", "0")
-    assert _custom_call_targets(lambda x, w, b: dilated_conv1d(x, w, b, **kw), x, w, b) == {"jax_conv1d_fwd"}
+    assert custom_call_targets(lambda x, w, b: dilated_conv1d(x, w, b, **kw), x, w, b) == {"jax_conv1d_fwd"}

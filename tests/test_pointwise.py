@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conv_reference import assert_close, float64_reference, float64_vjp_reference, random_inputs
+from conv_reference import assert_close, custom_call_targets, float64_reference, float64_vjp_reference, random_inputs
 from jax_conv1d import _pointwise, dilated_conv1d
 from jax_conv1d._shapes import PRECISION_ACCURATE, PRECISION_DEFAULT, ConvConfig
 
@@ -73,11 +73,6 @@ def _check_gemm_passes(rng, dtype, tol, bias):
     np.testing.assert_array_equal(np.asarray(only_dw[1]), np.asarray(dw))
 
 
-def _custom_call_targets(fn, *args):
-    text = jax.jit(fn).lower(*args).as_text()
-    return {t for t in ("jax_conv1d_fwd", "jax_conv1d_dgrad", "jax_conv1d_wgrad", "jax_conv1d_bwd") if t in text}
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype,tol", [("float32", 1.5e-3), ("bfloat16", 1e-2)])
 def test_gpu_lowers_pointwise_to_gemm_and_matches_float64(monkeypatch, rng, gpu, dtype, tol):
@@ -91,7 +86,7 @@ def test_gpu_lowers_pointwise_to_gemm_and_matches_float64(monkeypatch, rng, gpu,
         return jnp.sum(dilated_conv1d(x, w, b, layout="NWC").astype(jnp.float32) * ct.astype(jnp.float32))
 
     grad = jax.grad(loss, argnums=(0, 1, 2))
-    assert _custom_call_targets(grad, x, w, b) == set()
+    assert custom_call_targets(grad, x, w, b) == set()
     dx, dw, db = jax.jit(grad)(x, w, b)
     dx_ref, dw_ref, db_ref = float64_vjp_reference(x, w, b, ct, layout="NWC")
     assert_close(dx, dx_ref, tol, "dx")
@@ -100,15 +95,15 @@ def test_gpu_lowers_pointwise_to_gemm_and_matches_float64(monkeypatch, rng, gpu,
 
     # The switch keeps the shape on our kernels (a fresh function, so the lowering runs again).
     monkeypatch.setenv("JAX_CONV1D_POINTWISE_GEMM", "0")
-    assert _custom_call_targets(jax.grad(loss, argnums=(0, 1, 2)), x, w, b)
+    assert custom_call_targets(jax.grad(loss, argnums=(0, 1, 2)), x, w, b)
     # Channels-first stride-1 1x1 convolutions stay on our kernels; strided ones run only their forward pass as
     # a GEMM (_gemm_forward.py), and with that route switched off stay on our kernels too.
     xt = jnp.transpose(x, (0, 2, 1))
     wt = jnp.transpose(w, (2, 1, 0))
     monkeypatch.setenv("JAX_CONV1D_POINTWISE_GEMM", "1")
-    assert _custom_call_targets(lambda x, w: dilated_conv1d(x, w, layout="NCW"), xt, wt) == {"jax_conv1d_fwd"}
+    assert custom_call_targets(lambda x, w: dilated_conv1d(x, w, layout="NCW"), xt, wt) == {"jax_conv1d_fwd"}
     monkeypatch.setenv("JAX_CONV1D_FWD_GEMM", "0")
-    assert _custom_call_targets(lambda x, w: dilated_conv1d(x, w, stride=2, layout="NWC"), x, w) == {
+    assert custom_call_targets(lambda x, w: dilated_conv1d(x, w, stride=2, layout="NWC"), x, w) == {
         "jax_conv1d_fwd"}
 
 
@@ -119,4 +114,4 @@ def test_cpu_keeps_the_native_handler(rng):
     cpu = jax.devices("cpu")[0]
     x, w = jax.device_put(x, cpu), jax.device_put(w, cpu)
     with jax.default_device(cpu):
-        assert _custom_call_targets(lambda x, w: dilated_conv1d(x, w, layout="NWC"), x, w) == {"jax_conv1d_fwd"}
+        assert custom_call_targets(lambda x, w: dilated_conv1d(x, w, layout="NWC"), x, w) == {"jax_conv1d_fwd"}

@@ -14,6 +14,7 @@
 #include "conv1d_cuda.h"
 #include "cuda_types.cuh"
 #include "fwd_kernels.h"
+#include "tensor_map_encoder.h"
 
 namespace jax_conv1d::cuda {
 
@@ -72,19 +73,7 @@ bool bulk_copies_forced() {
 
 bool encode_nwc_window_map(void* map, const void* x, int elem_bytes, int64_t n, int64_t length, int64_t channels,
                            int box_channels, int box_rows, bool swizzle64) {
-  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
-                              const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
-                              CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-  // Through the runtime, so the module needs no link against libcuda (CI machines have none).
-  static const Encode encode = [] {
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult status{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &status) !=
-            cudaSuccess ||
-        status != cudaDriverEntryPointSuccess)
-      fn = nullptr;
-    return reinterpret_cast<Encode>(fn);
-  }();
+  const TensorMapEncodeTiled encode = tensor_map_encoder();
   if (encode == nullptr || (elem_bytes != 4 && elem_bytes != 2)) return false;
   const cuuint64_t dims[3] = {cuuint64_t(channels), cuuint64_t(length), cuuint64_t(n)};
   const cuuint64_t strides[2] = {cuuint64_t(channels * elem_bytes), cuuint64_t(channels * length * elem_bytes)};

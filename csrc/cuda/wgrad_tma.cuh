@@ -29,6 +29,7 @@
 #include <cstdlib>
 
 #include "wgrad_tma_copy.cuh"
+#include "tensor_map_encoder.h"
 
 namespace jax_conv1d::cuda {
 namespace wgrad_gemm {
@@ -263,19 +264,7 @@ __global__ void __launch_bounds__(256, 1)
 // A (batch, length, channels) float32 tensor as 32-channel x `rows` boxes with the 128-byte swizzle.
 inline bool encode_wgrad_box_map(CUtensorMap* map, const void* base, int64_t n, int64_t length, int64_t channels,
                                  int rows) {
-  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
-                              const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
-                              CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-  // Through the runtime, so the module needs no link against libcuda.
-  static const Encode encode = [] {
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult status{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &status) !=
-            cudaSuccess ||
-        status != cudaDriverEntryPointSuccess)
-      fn = nullptr;
-    return reinterpret_cast<Encode>(fn);
-  }();
+  const TensorMapEncodeTiled encode = tensor_map_encoder();
   if (encode == nullptr) return false;
   const cuuint64_t dims[3] = {cuuint64_t(channels), cuuint64_t(length), cuuint64_t(n)};
   const cuuint64_t strides[2] = {cuuint64_t(channels * 4), cuuint64_t(channels * length * 4)};
