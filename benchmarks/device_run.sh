@@ -5,7 +5,8 @@
 # args), tests (the pytest suite on the GPU), main (python -m jax_conv1d), example (WaveNet step, both backends),
 # sanitize, profile, bwd-profile, step-profile (WaveNet step per kernel), layers (its conv layers one by one),
 # wgrad-bias (C++ check of dw + db), f64-highest (precision=highest on the headline geometry vs float64, F64_ARGS),
-# bench-<name> (python -m jax_conv1d.bench with BENCH_ARGS).
+# bench-<name> (python -m jax_conv1d.bench with BENCH_ARGS), multi-gpu (sharding tests on all GPUs and
+# benchmarks/multi_gpu.py with MULTI_GPU_ARGS).
 # Logs and JSON land in $OUT (the device tool's return folder).
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -43,6 +44,13 @@ for step in "$@"; do
         --launch-count ${PROFILE_COUNT:-4} --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
         --section InstructionStats --section Occupancy python3 "$ROOT/benchmarks/bwd_profile.py" > "$OUT/ncu_bwd.txt" 2>&1
       grep -v "^==PROF== Profiling" "$OUT/ncu_bwd.txt" | cut -c1-160 | tail -150 ;;
+    multi-gpu)  # issue 6: the sharding cases and a two-process step on the GPUs, then benchmarks/multi_gpu.py
+      export NCCL_NVLS_ENABLE=0 XLA_PYTHON_CLIENT_PREALLOCATE=false
+      nvidia-smi topo -m > "$OUT/topo.txt" 2>&1; head -8 "$OUT/topo.txt"
+      timeout 330 python3 -m pytest -q -p no:cacheprovider -k "on_the_gpus or two_process" "$ROOT/tests/test_sharding.py" \
+        "$ROOT/tests/test_distributed.py" 2>&1 | tee "$OUT/multi_gpu_tests.log" | tail -15
+      unset XLA_PYTHON_CLIENT_PREALLOCATE
+      timeout ${MULTI_GPU_TIMEOUT:-300} python3 "$ROOT/benchmarks/multi_gpu.py" ${MULTI_GPU_ARGS} --json "$OUT/multi_gpu.json" 2>&1 | tee "$OUT/multi_gpu.log" ;;
     f64-highest) timeout 200 python3 "$ROOT/benchmarks/highest_f64_check.py" ${F64_ARGS} 2>&1 | tee "$OUT/f64_highest.log" ;;
     layers) timeout 200 python3 "$ROOT/benchmarks/layer_breakdown.py" 2>&1 | tee "$OUT/layers.txt" ;;
     step-profile) timeout 200 python3 "$ROOT/benchmarks/step_profile.py" --backend ${STEP_BACKEND:-ours} 2>&1 | tee "$OUT/step_profile.txt" | tail -50 ;;

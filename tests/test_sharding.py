@@ -1,6 +1,6 @@
-"""Sharding: the partitioning plans checked directly (no devices needed), and the 8-device cases in
-tests/sharding_cases.py run in a subprocess that gets XLA_FLAGS=--xla_force_host_platform_device_count=8
-before jax is imported."""
+"""Sharding: the partitioning plans checked directly (no devices needed), and the device cases in
+tests/sharding_cases.py run in a subprocess: on 8 CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=8
+before jax is imported) everywhere, and on all GPUs of a machine that has two or more."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
+from conftest import gpu_device
 
 from jax_conv1d._shapes import make_config, output_length
 from jax_conv1d._sharding import length_plan, plan_bwd, plan_dgrad, plan_fwd, plan_wgrad
@@ -222,12 +224,26 @@ def test_plan_ignores_axes_it_does_not_know():
 # ---- the 8-device cases ------------------------------------------------------------------------------
 
 
-def test_sharded_cases_on_8_cpu_devices(tmp_path):
-    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"  # the last one wins
-    env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")  # the 8 devices are CPU devices
+def _run_cases(tmp_path, env):
     # cwd outside the source tree, so the installed package (with its compiled module) is imported
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", str(CASES_FILE)]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     assert " passed" in out and "skipped" not in out.splitlines()[-1], out[-2000:]
+    return out
+
+
+def test_sharded_cases_on_8_cpu_devices(tmp_path):
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"  # the last one wins
+    _run_cases(tmp_path, dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu"))
+
+
+def test_sharded_cases_on_the_gpus(tmp_path):
+    """The same cases in float32 through the CUDA kernels, on every GPU of the machine (2, 4 or 8)."""
+    if gpu_device() is None or len(jax.devices("gpu")) < 2:
+        pytest.skip("needs two or more GPUs and jax_conv1d built with CUDA handlers")
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+    # this process may hold most of each GPU's memory already: the cases allocate as they go
+    env.update(XLA_PYTHON_CLIENT_PREALLOCATE="false", NCCL_NVLS_ENABLE="0")
+    _run_cases(tmp_path, env)
