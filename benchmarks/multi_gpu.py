@@ -6,6 +6,8 @@ Per workload and mode it prints and writes (--json):
 - the scaling efficiency t(1 GPU) / (P * t(P GPUs)) for the same global problem;
 - the sharded result's relative error against the one-GPU result (forward output, dx and dw, or the
   parameters and loss after the same training steps on the same data);
+- how many concatenates the compiled program has ("cat": window-mode sequence parallelism copies each
+  block into [halo | block | halo]; the default edges mode should have none of block size);
 - the collectives of the compiled sharded program (kind, count, largest result in bytes), and whether any
   all-gather appears at all (the plans exchange halos and reduce weight gradients; an all-gather of an
   activation would mean the partitioner fell back to gathering).
@@ -95,14 +97,15 @@ class Row:
     rel_err: float | None
     collectives: dict
     all_gather: bool
+    concatenates: int = 0
 
 
 def _print(row: Row):
     eff = "" if row.efficiency is None else f"{100 * row.efficiency:6.1f}%"
     err = "" if row.rel_err is None else f"{row.rel_err:9.2e}"
     comm = ", ".join(f"{k} x{v['count']} (<= {v['max_bytes'] / 2**20:.2f} MiB)" for k, v in row.collectives.items())
-    print(f"{row.workload:26s} {row.mode:18s} {row.devices:2d} {row.ms:10.3f} {eff:>8s} {err:>10s}  "
-          f"{comm or 'none'}", flush=True)
+    print(f"{row.workload:26s} {row.mode:28s} {row.devices:2d} {row.ms:10.3f} {eff:>8s} {err:>10s} "
+          f"{row.concatenates:4d}  {comm or 'none'}", flush=True)
 
 
 # ---- the headline convolution -----------------------------------------------------------------------------
@@ -118,7 +121,20 @@ def _divisible_length(target, k, stride, dilation, parts):
     raise ValueError("no length splits evenly")
 
 
-def headline(mesh, layout, small, rows):
+def _modes(length_axis, sp_modes):
+    """(label, sharded dimension, JAX_CONV1D_SP_HALO) for data parallel and each sequence-parallel mode."""
+    out = [("data parallel", 0, "edges")]
+    for halo in sp_modes:
+        out.append(("sequence parallel" + ("" if halo == "edges" else f" ({halo})"), length_axis, halo))
+    return out
+
+
+def _copies(hlo: str) -> int:
+    """Concatenates in the compiled program (window mode builds [halo | block | halo] with one)."""
+    return len(re.findall(r"\sconcatenate\(", hlo))
+
+
+def headline(mesh, layout, small, rows, sp_modes):
     parts = mesh.size
     n, c, o, k, stride, dilation = (4, 64, 128, 3, 3, 4) if small else (64, 64, 128, 3, 3, 4)
     length = _divisible_length(24 * 1024 if small else 524280, k, stride, dilation, parts)
@@ -129,12 +145,18 @@ def headline(mesh, layout, small, rows):
     x = jax.device_put(jax.random.normal(kx, x_shape, jnp.float32), dev0)
     w = jax.device_put(jax.random.normal(kw, w_shape, jnp.float32) / np.sqrt(c * k), dev0)
 
-    def fwd(x, w):
-        return dilated_conv1d(x, w, stride=stride, dilation=dilation, padding="VALID", layout=layout)
+    def functions():
+        """New function objects each time, so each halo mode is traced and compiled afresh."""
+        def fwd(x, w):
+            return dilated_conv1d(x, w, stride=stride, dilation=dilation, padding="VALID", layout=layout)
 
-    def bwd(x, w, dy):
-        _, vjp = jax.vjp(fwd, x, w)
-        return vjp(dy)
+        def bwd(x, w, dy):
+            _, vjp = jax.vjp(fwd, x, w)
+            return vjp(dy)
+
+        return fwd, bwd
+
+    fwd, bwd = functions()
 
     y_shape = jax.eval_shape(fwd, x, w).shape
     dy = jax.device_put(jax.random.normal(ky, y_shape, jnp.float32), dev0)
@@ -152,7 +174,9 @@ def headline(mesh, layout, small, rows):
     for r in rows[-2:]:
         _print(r)
 
-    for mode, dim in (("data parallel", 0), ("sequence parallel", length_axis)):
+    for mode, dim, halo in _modes(length_axis, sp_modes):
+        os.environ["JAX_CONV1D_SP_HALO"] = halo
+        fwd, bwd = functions()
         spec = [None, None, None]
         spec[dim] = "dev"
         act = NamedSharding(mesh, P(*spec))
@@ -163,7 +187,7 @@ def headline(mesh, layout, small, rows):
         t = median_seconds(f, (xs, ws))
         comm = collectives(f.as_text())
         rows.append(Row(name + " fwd", mode, parts, shape, 1e3 * t, t_fwd1 / (parts * t), _rel_err(ys, y1),
-                        comm, "all-gather" in comm))
+                        comm, "all-gather" in comm, _copies(f.as_text())))
         _print(rows[-1])
         del ys
         b = jax.jit(bwd).lower(xs, ws, dys).compile()
@@ -172,7 +196,7 @@ def headline(mesh, layout, small, rows):
         comm = collectives(b.as_text())
         err = max(_rel_err(gs[0], g1[0]), _rel_err(gs[1], g1[1]))
         rows.append(Row(name + " bwd dx+dw", mode, parts, shape, 1e3 * t, t_bwd1 / (parts * t), err, comm,
-                        "all-gather" in comm))
+                        "all-gather" in comm, _copies(b.as_text())))
         _print(rows[-1])
         del gs, xs, dys, f, b
     del x, w, dy, y1, g1
@@ -181,7 +205,7 @@ def headline(mesh, layout, small, rows):
 # ---- the WaveNet training step --------------------------------------------------------------------------
 
 
-def train_step_rows(mesh, small, rows, with_xla):
+def train_step_rows(mesh, small, rows, with_xla, sp_modes):
     import optax
 
     from jax_conv1d import wavenet
@@ -222,7 +246,8 @@ def train_step_rows(mesh, small, rows, with_xla):
         p = jax.device_put(params0, placement["params"])
         state = jax.device_put(tx.init(params0), placement["params"])
         sig, tgt = jax.device_put(signal, placement["data"]), jax.device_put(target, placement["data"])
-        comm = collectives(step.lower(p, state, sig, tgt).compile().as_text())
+        text = step.lower(p, state, sig, tgt).compile().as_text()
+        comm = collectives(text)
         p, state, loss = step(p, state, sig, tgt)  # compiles
         jax.block_until_ready(loss)
         times = []
@@ -232,23 +257,25 @@ def train_step_rows(mesh, small, rows, with_xla):
                 p, state, loss = step(p, state, sig, tgt)
             jax.block_until_ready(loss)
             times.append((time.perf_counter() - t0) / steps)
-        return statistics.median(times), p, float(loss), comm
+        return statistics.median(times), p, float(loss), comm, _copies(text)
 
     one = {"params": dev0, "data": dev0}
     backends = ("ours", "flax") if with_xla else ("ours",)
     for backend in backends:
         name = "wavenet_train_step" + ("" if backend == "ours" else " (flax/lax)")
-        t1, p1, loss1, _ = run(backend, one)
+        t1, p1, loss1, _, _ = run(backend, one)
         rows.append(Row(name, "1 GPU", 1, shape, 1e3 * t1, None, None, {}, False))
         _print(rows[-1])
-        modes = (("data parallel", P("dev", None)), ("sequence parallel", P(None, "dev")))
-        for mode, spec in modes if backend == "ours" else modes[:1]:
+        for mode, dim, halo in _modes(1, sp_modes) if backend == "ours" else _modes(1, ())[:1]:
+            os.environ["JAX_CONV1D_SP_HALO"] = halo
+            spec = P("dev", None) if dim == 0 else P(None, "dev")
             placement = {"params": NamedSharding(mesh, P()), "data": NamedSharding(mesh, spec)}
-            t, p, loss, comm = run(backend, placement)
+            t, p, loss, comm, copies = run(backend, placement)
             flat = lambda tree: jnp.concatenate([a.ravel() for a in jax.tree.leaves(tree)])  # noqa: E731
             err = max(_rel_err(flat(p), flat(p1)),
                       abs(loss - loss1) / max(abs(loss1), 1e-30))
-            rows.append(Row(name, mode, parts, shape, 1e3 * t, t1 / (parts * t), err, comm, "all-gather" in comm))
+            rows.append(Row(name, mode, parts, shape, 1e3 * t, t1 / (parts * t), err, comm, "all-gather" in comm,
+                            copies))
             _print(rows[-1])
             del p
         del p1
@@ -264,6 +291,8 @@ def main(argv=None) -> int:
     ap.add_argument("--layouts", nargs="+", default=["NCW", "NWC"])
     ap.add_argument("--skip-headline", action="store_true")
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--sp-modes", nargs="+", default=["edges"], choices=["edges", "window"],
+                    help="JAX_CONV1D_SP_HALO modes to time sequence parallelism in")
     ap.add_argument("--with-xla", action="store_true", help="also the Flax/lax training step (1 GPU and data "
                     "parallel), for comparison")
     args = ap.parse_args(argv)
@@ -277,15 +306,16 @@ def main(argv=None) -> int:
             "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
             "NCCL_NVLS_ENABLE": os.environ.get("NCCL_NVLS_ENABLE")}
     print(f"{len(devices)} x {devices[0].device_kind}, jax {jax.__version__}", flush=True)
-    print(f"{'workload':26s} {'mode':18s} {'P':>2s} {'ms':>10s} {'eff':>8s} {'rel err':>10s}  collectives",
+    print(f"{'workload':26s} {'mode':28s} {'P':>2s} {'ms':>10s} {'eff':>8s} {'rel err':>10s} {'cat':>4s}  "
+          "collectives",
           flush=True)
     rows: list[Row] = []
     try:
         if not args.skip_headline:
             for layout in args.layouts:
-                headline(mesh, layout, args.small, rows)
+                headline(mesh, layout, args.small, rows, args.sp_modes)
         if not args.skip_train:
-            train_step_rows(mesh, args.small, rows, args.with_xla)
+            train_step_rows(mesh, args.small, rows, args.with_xla, args.sp_modes)
     finally:
         if args.json:
             with open(args.json, "w") as f:

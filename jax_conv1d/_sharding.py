@@ -41,6 +41,7 @@ from jax.interpreters import mlir
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from . import _sequence_parallel as sp
 from ._shapes import ConvConfig, output_length
 
 Axes = tuple  # mesh axis names sharding one dimension, major to minor; () when the dimension is whole
@@ -305,78 +306,7 @@ def _plan(pass_name, cfg, axis_sizes, specs, shapes, params):
 
 
 # --------------------------------------------------------------------------------------------------------
-# The halo exchange (sequence parallelism)
-
-
-def _from_left(a, axis, count, lp: LengthPlan):
-    """Each shard receives the last `count` elements of its left neighbour; the first shard receives zeros,
-    which is the global left padding."""
-    tail = lax.slice_in_dim(a, a.shape[axis] - count, a.shape[axis], axis=axis)
-    return lax.ppermute(tail, lp.axes, perm=[(i, i + 1) for i in range(lp.shards - 1)])
-
-
-def _from_right(a, axis, count, lp: LengthPlan):
-    head = lax.slice_in_dim(a, 0, count, axis=axis)
-    return lax.ppermute(head, lp.axes, perm=[(i + 1, i) for i in range(lp.shards - 1)])
-
-
-def _window_start(lp: LengthPlan):
-    """Start of this shard's window inside [left halo | block | right halo]."""
-    static = lp.halo_lo - lp.pad_lo
-    if lp.drift == 0:
-        return static
-    return static + lax.axis_index(lp.axes) * lp.drift
-
-
-def gather_window(x, axis, lp: LengthPlan):
-    """The input window this shard's output block reads: its own block plus neighbours' halos."""
-    parts = [x]
-    if lp.halo_lo:
-        parts.insert(0, _from_left(x, axis, lp.halo_lo, lp))
-    if lp.halo_hi:
-        parts.append(_from_right(x, axis, lp.halo_hi, lp))
-    ext = lax.concatenate(parts, axis) if len(parts) > 1 else x
-    start = _window_start(lp)
-    if isinstance(start, int):
-        if start == 0 and lp.window == ext.shape[axis]:
-            return ext
-        return lax.slice_in_dim(ext, start, start + lp.window, axis=axis)
-    return lax.dynamic_slice_in_dim(ext, start, lp.window, axis=axis)
-
-
-def scatter_window(g, axis, lp: LengthPlan):
-    """Transpose of gather_window: a window-sized gradient back onto this shard's block, with the parts
-    that fell on the neighbours' blocks sent to them and added there."""
-    total = lp.halo_lo + lp.x_block + lp.halo_hi
-    start = _window_start(lp)
-    if isinstance(start, int):
-        pads = [(0, 0, 0)] * g.ndim
-        pads[axis] = (start, total - start - lp.window, 0)
-        ext = lax.pad(g, jnp.zeros((), g.dtype), pads)
-    else:
-        zeros_shape = list(g.shape)
-        zeros_shape[axis] = total
-        ext = lax.dynamic_update_slice_in_dim(jnp.zeros(zeros_shape, g.dtype), g, start, axis=axis)
-    out = lax.slice_in_dim(ext, lp.halo_lo, lp.halo_lo + lp.x_block, axis=axis)
-    if lp.halo_lo:  # what fell on the left neighbour's tail goes back to it
-        back = lax.ppermute(lax.slice_in_dim(ext, 0, lp.halo_lo, axis=axis), lp.axes,
-                            perm=[(i + 1, i) for i in range(lp.shards - 1)])
-        out = out + _pad_along(back, axis, lp.x_block - lp.halo_lo, 0)
-    if lp.halo_hi:  # and what fell on the right neighbour's head goes to it
-        fwd = lax.ppermute(lax.slice_in_dim(ext, lp.halo_lo + lp.x_block, total, axis=axis), lp.axes,
-                           perm=[(i, i + 1) for i in range(lp.shards - 1)])
-        out = out + _pad_along(fwd, axis, 0, lp.x_block - lp.halo_hi)
-    return out
-
-
-def _pad_along(a, axis, lo, hi):
-    pads = [(0, 0, 0)] * a.ndim
-    pads[axis] = (lo, hi, 0)
-    return lax.pad(a, jnp.zeros((), a.dtype), pads)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Per-shard programs
+# Per-shard programs (the length-sharded parts live in _sequence_parallel.py)
 
 
 def _psum(a, axes: Axes, accumulate_f32=False):
@@ -389,15 +319,20 @@ def _psum(a, axes: Axes, accumulate_f32=False):
 
 def _local_fwd(inner, plan: Plan, *, cfg: ConvConfig, out_dtype):
     axis = cfg.x_axes[2]
+    lp = plan.length
+
+    def conv(x, w, bias):
+        if lp is None:
+            return inner.bind(x, w, bias, cfg=plan.local_cfg, out_dtype=out_dtype)
+        if sp.halo_mode() == "window":
+            return inner.bind(sp.gather_window(x, axis, lp), w, bias, cfg=plan.local_cfg, out_dtype=out_dtype)
+        return sp.forward(inner, lp, plan.local_cfg, x, w, bias, out_dtype=out_dtype)
 
     def run(x, w, bias):
-        if plan.length is not None:
-            x = gather_window(x, axis, plan.length)
         if not plan.psum_axes:
-            return inner.bind(x, w, bias, cfg=plan.local_cfg, out_dtype=out_dtype)
+            return conv(x, w, bias)
         # Partial sums over this shard's input channels; the bias is added once, after the reduction.
-        y = inner.bind(x, w, jnp.zeros((0,), x.dtype), cfg=plan.local_cfg, out_dtype=out_dtype)
-        y = lax.psum(y, plan.psum_axes)
+        y = lax.psum(conv(x, w, jnp.zeros((0,), x.dtype)), plan.psum_axes)
         if bias.shape[0]:
             shape = (1, -1, 1) if cfg.layout == "NCW" else (1, 1, -1)
             acc = jnp.promote_types(y.dtype, jnp.float32)  # as the kernel adds it: in f32 (f64 for f64)
@@ -409,24 +344,31 @@ def _local_fwd(inner, plan: Plan, *, cfg: ConvConfig, out_dtype):
 
 def _local_dgrad(inner, plan: Plan, *, cfg: ConvConfig, in_length: int):
     axis = cfg.x_axes[2]
+    lp = plan.length
 
     def run(dy, w):
-        if plan.length is None:
-            return _psum(inner.bind(dy, w, cfg=plan.local_cfg, in_length=in_length), plan.psum_axes)
-        # The gradient of this shard's input window, folded back onto the block and its neighbours'.
-        dx_window = inner.bind(dy, w, cfg=plan.local_cfg, in_length=plan.length.window)
-        return _psum(scatter_window(dx_window, axis, plan.length), plan.psum_axes)
+        if lp is None:
+            dx = inner.bind(dy, w, cfg=plan.local_cfg, in_length=in_length)
+        elif sp.halo_mode() == "window":  # the gradient of the window, folded back onto the blocks
+            dx = sp.scatter_window(inner.bind(dy, w, cfg=plan.local_cfg, in_length=lp.window), axis, lp)
+        else:
+            dx = sp.input_gradient(inner, lp, plan.local_cfg, dy, w)
+        return _psum(dx, plan.psum_axes)
 
     return run
 
 
 def _local_wgrad(inner, plan: Plan, *, cfg: ConvConfig, kernel_size: int):
     axis = cfg.x_axes[2]
+    lp = plan.length
 
     def run(x, dy):
-        if plan.length is not None:
-            x = gather_window(x, axis, plan.length)
-        dw = inner.bind(x, dy, cfg=plan.local_cfg, kernel_size=kernel_size)
+        if lp is None:
+            dw = inner.bind(x, dy, cfg=plan.local_cfg, kernel_size=kernel_size)
+        elif sp.halo_mode() == "window":
+            dw = inner.bind(sp.gather_window(x, axis, lp), dy, cfg=plan.local_cfg, kernel_size=kernel_size)
+        else:
+            dw = sp.weight_gradient(inner, lp, plan.local_cfg, x, dy, kernel_size=kernel_size)
         return _psum(dw, plan.psum_axes, accumulate_f32=True)
 
     return run
@@ -435,13 +377,18 @@ def _local_wgrad(inner, plan: Plan, *, cfg: ConvConfig, kernel_size: int):
 def _local_bwd(inner, plan: BwdPlan, *, cfg: ConvConfig, want_dx, want_dw, want_db):
     axis = cfg.x_axes[2]
     lp = plan.length
+    wants = dict(want_dx=want_dx, want_dw=want_dw, want_db=want_db)
 
     def run(x, dy, w):
-        if lp is not None:  # the window of x this shard's dy covers: dw reads it, dx is its gradient
-            x = gather_window(x, axis, lp)
-        dx, dw, db = inner.bind(x, dy, w, cfg=plan.local_cfg, want_dx=want_dx, want_dw=want_dw, want_db=want_db)
+        if lp is None:
+            dx, dw, db = inner.bind(x, dy, w, cfg=plan.local_cfg, **wants)
+        elif sp.halo_mode() == "window":  # the window of x this shard's dy covers: dw reads it, dx is its gradient
+            dx, dw, db = inner.bind(sp.gather_window(x, axis, lp), dy, w, cfg=plan.local_cfg, **wants)
+            dx = sp.scatter_window(dx, axis, lp) if want_dx else dx
+        else:
+            dx, dw, db = sp.backward(inner, lp, plan.local_cfg, x, dy, w, **wants)
         if want_dx:
-            dx = _psum(dx if lp is None else scatter_window(dx, axis, lp), plan.dgrad.psum_axes)
+            dx = _psum(dx, plan.dgrad.psum_axes)
         if want_dw:
             dw = _psum(dw, plan.wgrad.psum_axes, accumulate_f32=True)
         if want_db:

@@ -224,9 +224,10 @@ def test_plan_ignores_axes_it_does_not_know():
 # ---- the 8-device cases ------------------------------------------------------------------------------
 
 
-def _run_cases(tmp_path, env):
+def _run_cases(tmp_path, env, select=None):
     # cwd outside the source tree, so the installed package (with its compiled module) is imported
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", str(CASES_FILE)]
+    cmd += ["-k", select] if select else []
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
@@ -236,7 +237,14 @@ def _run_cases(tmp_path, env):
 
 def test_sharded_cases_on_8_cpu_devices(tmp_path):
     flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"  # the last one wins
-    _run_cases(tmp_path, dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu"))
+    _run_cases(tmp_path, dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu", JAX_CONV1D_SP_HALO="edges"))
+
+
+def test_length_cases_in_window_mode(tmp_path):
+    """The other way to run a length shard (JAX_CONV1D_SP_HALO=window: convolve [halo | block | halo])."""
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    _run_cases(tmp_path, dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu", JAX_CONV1D_SP_HALO="window"),
+               "length and not not_copied")
 
 
 def test_sharded_cases_on_the_gpus(tmp_path):
