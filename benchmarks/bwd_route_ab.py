@@ -1,0 +1,114 @@
+"""Backward A/B on strided dense sweep shapes: our kernels, the product routes of jax_conv1d/_gemm_backward.py
+(dx, dw or both, switched by JAX_CONV1D_BWD_GEMM at lowering time, so each variant is a fresh jit), and XLA's
+convolution gradients, all in one process.
+
+    python benchmarks/bwd_route_ab.py [--budget 0.3] [--retime 0] [sweep/015 ...]
+
+Per variant: ms of the parts in PARTS (dx+dw(+db), dx alone, dw(+db) alone; bench.time_call medians), XLA's
+time over the first (> 1: faster than XLA), the relative error of dx and dw against XLA's gradients at
+precision=HIGHEST in float32, and whether two runs (outputs poisoned in between) gave the same bits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bwd_check import _poison, fingerprints  # noqa: E402
+from sdgrad_ab import part_fns, rel_err, timed  # noqa: E402
+
+VARIANTS = {
+    "ours": {"JAX_CONV1D_BWD_GEMM": "0"},
+    "route dx": {"JAX_CONV1D_BWD_GEMM": "dx"},
+    "route dw": {"JAX_CONV1D_BWD_GEMM": "dw"},
+    "route both": {"JAX_CONV1D_BWD_GEMM": "both"},
+    "dx fwd igemm": {"JAX_CONV1D_BWD_GEMM": "both", "JAX_CONV1D_FWD_GEMM": "0"},
+    "default": {},
+}
+# The parts timed per variant; the first is also checked (error against HIGHEST, bits of two runs).
+PARTS = {"ours": ("dx+dw", "dx", "dw"), "route both": ("dx+dw", "dx", "dw"), "dx fwd igemm": ("dx",),
+         "default": ("dx+dw", "dx", "dw")}
+ENV_KEYS = ("JAX_CONV1D_BWD_GEMM", "JAX_CONV1D_FWD_GEMM")
+DEFAULT_VARIANTS = "ours,route both,dx fwd igemm"
+DEFAULT_CASES = ["sweep/015", "sweep/018", "sweep/030", "sweep/042", "sweep/014", "sweep/007", "sweep/039"]
+
+
+def set_env(env):
+    for key in ENV_KEYS:
+        os.environ.pop(key, None)
+    os.environ.update(env)
+
+
+def main(argv=None) -> int:
+    import jax
+    import jax.numpy as jnp
+    from jax_conv1d import bench
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--budget", type=float, default=0.3)
+    ap.add_argument("--retime", type=int, default=0, help="extra timings of `ours` dx+dw (sweep/015's question)")
+    ap.add_argument("--variants", default=DEFAULT_VARIANTS)
+    ap.add_argument("cases", nargs="*")
+    args = ap.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    print(f"device: {jax.devices()[0].device_kind}  jax {jax.__version__}", flush=True)
+    by_name = {c.name: c for c in bench.sweep_cases(48)}
+    ok = True
+    for name in args.cases or DEFAULT_CASES:
+        case = by_name[name]
+        print(f"== {name} {case.describe()} T{case.out_length}", flush=True)
+        x, w, b, ky = bench.make_inputs(case, jax.random.key(5))
+        _, _, ys = case.shapes()
+        g = jax.random.normal(ky, ys, jnp.float32).astype(case.dtype)
+        call = (x, w, b, g)
+        up = tuple(None if a is None else a.astype(jnp.float32) for a in call)
+        ref = part_fns(case, bench.xla_forward(case, "highest", jnp.float32))["dx+dw"](*up)
+        xla = part_fns(case, bench.xla_forward(case, case.precision))
+        t_xla = {p: timed(f, call, args.budget) for p, f in xla.items()}
+        fp = [fingerprints([a for a in xla["dx+dw"](*call) if a is not None]) for _ in range(2)]
+        print(f"  {'xla':14s} " + "  ".join(f"{p} {t:7.4f}" for p, t in t_xla.items())
+              + f"  | {'same bits' if fp[0] == fp[1] else 'NOT REPEATABLE'}", flush=True)
+        for v in variants:
+            if v == "dx fwd igemm" and case.k == 1:
+                continue
+            set_env(VARIANTS[v])
+            parts = PARTS.get(v, ("dx+dw",))
+            try:
+                fns = part_fns(case, bench.ours_forward(case))
+                check = fns[parts[0]]
+                pick = (lambda o: (o[0], o[1])) if parts[0] == "dx+dw" else (lambda o: (o,))
+                _poison()
+                out = pick(check(*call))
+                refs = (ref[0], ref[1]) if parts[0] == "dx+dw" else (ref[0],)
+                errs = [rel_err(a, r) for a, r in zip(out, refs)]
+                first = fingerprints(list(out))
+                del out
+                _poison()
+                same = fingerprints(list(pick(check(*call)))) == first
+                tol = 1e-3 if case.dtype == "float32" else 1e-2
+                good = same and all(e < tol for e in errs)
+                ok &= good
+                t = {p: timed(fns[p], call, args.budget) for p in parts}
+                ratio = t_xla[parts[0]] / t[parts[0]]
+                print(f"  {v:14s} " + "  ".join(f"{p} {t[p]:7.4f}" for p in parts)
+                      + f"  | xla/this {ratio:5.2f}  err " + " ".join(f"{e:.1e}" for e in errs)
+                      + f"  {'same bits' if same else 'NOT REPEATABLE'}{'' if good else ' FAIL'}", flush=True)
+                if v == "ours" and args.retime:
+                    again = [timed(fns["dx+dw"], call, args.budget) for _ in range(args.retime)]
+                    print(f"  {'ours again':14s} dx+dw " + " ".join(f"{a:.4f}" for a in again), flush=True)
+            except Exception as e:  # a variant that fails is reported, not fatal
+                ok = False
+                print(f"  {v:14s} failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
+            finally:
+                set_env({})
+        del x, w, b, g, call, up, ref
+        gc.collect()
+    print("route A/B:", "ok" if ok else "FAILURES", flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
