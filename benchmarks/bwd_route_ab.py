@@ -42,6 +42,32 @@ def set_env(env):
     os.environ.update(env)
 
 
+def same_lowering(names) -> bool:
+    """The backward of each named bench case lowers to the same program with the routes on and off (the
+    routes' predicate leaves these shapes on our kernels)."""
+    import jax
+    from jax_conv1d import bench
+
+    cases = {c.name: c for c in bench.all_cases(48)}
+    ok = True
+    for name in names:
+        case = cases[name]
+        xs, ws, ys = case.shapes()
+        args = [jax.ShapeDtypeStruct(s, case.dtype) for s in (xs, ws)]
+        args += [jax.ShapeDtypeStruct((case.o,), case.dtype) if case.bias else None, jax.ShapeDtypeStruct(ys, case.dtype)]
+        texts = []
+        for env in ({"JAX_CONV1D_BWD_GEMM": "0"}, {}):
+            set_env(env)
+            fn = bench.backward_of(bench.ours_forward(case))
+            texts.append(jax.jit(lambda x, w, b, g: fn(x, w, b, g)).lower(*args).as_text())
+        set_env({})
+        same = texts[0] == texts[1]
+        ok &= same
+        print(f"  same program with and without the routes: {'yes' if same else 'NO'}  {name} {case.describe()}",
+              flush=True)
+    return ok
+
+
 def main(argv=None) -> int:
     import jax
     import jax.numpy as jnp
@@ -51,8 +77,15 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=0.3)
     ap.add_argument("--retime", type=int, default=0, help="extra timings of `ours` dx+dw (sweep/015's question)")
     ap.add_argument("--variants", default=DEFAULT_VARIANTS)
+    ap.add_argument("--brief", action="store_true", help="time dx+dw(+db) only, for every variant and XLA")
+    ap.add_argument("--same-hlo", default="", help="bench cases (comma separated) whose lowering must not change")
     ap.add_argument("cases", nargs="*")
     args = ap.parse_args(argv)
+    if args.same_hlo:
+        ok = same_lowering([c for c in args.same_hlo.split(",") if c])
+        print("same lowering:", "ok" if ok else "CHANGED", flush=True)
+        if not args.cases:
+            return 0 if ok else 1
     variants = [v for v in args.variants.split(",") if v]
     print(f"device: {jax.devices()[0].device_kind}  jax {jax.__version__}", flush=True)
     by_name = {c.name: c for c in bench.sweep_cases(48)}
@@ -67,7 +100,7 @@ def main(argv=None) -> int:
         up = tuple(None if a is None else a.astype(jnp.float32) for a in call)
         ref = part_fns(case, bench.xla_forward(case, "highest", jnp.float32))["dx+dw"](*up)
         xla = part_fns(case, bench.xla_forward(case, case.precision))
-        t_xla = {p: timed(f, call, args.budget) for p, f in xla.items()}
+        t_xla = {p: timed(f, call, args.budget) for p, f in xla.items() if p == "dx+dw" or not args.brief}
         fp = [fingerprints([a for a in xla["dx+dw"](*call) if a is not None]) for _ in range(2)]
         print(f"  {'xla':14s} " + "  ".join(f"{p} {t:7.4f}" for p, t in t_xla.items())
               + f"  | {'same bits' if fp[0] == fp[1] else 'NOT REPEATABLE'}", flush=True)
@@ -76,6 +109,8 @@ def main(argv=None) -> int:
                 continue
             set_env(VARIANTS[v])
             parts = PARTS.get(v, ("dx+dw",))
+            if args.brief and parts[0] == "dx+dw":
+                parts = ("dx+dw",)
             try:
                 fns = part_fns(case, bench.ours_forward(case))
                 check = fns[parts[0]]

@@ -18,10 +18,11 @@ gathers x at stride s for a handful of output channels. The same gradients writt
   dx[j*s + r, c] = sum_e sum_o W2[e, o, (r, c)] dy[j + e, o]: a stride-1 correlation of dy (O channels in)
   with a weight of s*C output channels, each phase r one block of C (zero where no tap lands). Channels-last,
   the result (N, J, s*C) is dx (N, J*s, C) by a reshape; channels-first it is one transpose. The correlation
-  runs through our forward (conv1d_fwd_local_p: our implicit GEMM, or _gemm_forward's route where that
-  applies), so each dx element is one float32 sum over (tap, o), rounded once, as in our dgrad kernel.
+  runs through our forward kernels (the FFI target), so each dx element is one float32 sum over (tap, o),
+  rounded once, as in our dgrad kernel. Our strided dgrad kernel keeps the whole weight slice in shared
+  memory or streams it chunk by chunk with every unit of dy; the forward kernel does neither at stride 1.
 
-Which shapes take which product is decided from same-process A/B runs on an H100 (see _ROUTES and
+Which shapes take which product is decided from same-process A/B runs on an H100 (see _routes_by_shape and
 docs/notes/bwdsweep6_session6.md). Default precision only: 3xTF32 (precision=highest) stays on our kernels.
 JAX_CONV1D_BWD_GEMM=0 (read at lowering time) keeps every backward on our kernels.
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -163,9 +165,13 @@ def _dgrad_phases(dy, w, *, cfg: ConvConfig, in_length: int, forward=None):
 
 
 def _our_forward(x, w, cfg: ConvConfig):
-    from ._primitives import conv1d_fwd_local_p  # the primitives import this module
+    """Our forward kernels, called as the FFI target itself: the forward primitive's rule could send the
+    correlation to _gemm_forward's im2col GEMM, which measured slower here (sweep/018's dx: 0.206 against
+    0.117 ms on an H100)."""
+    from ._primitives import _ffi_attrs, y_shape  # the primitives import this module
 
-    return conv1d_fwd_local_p.bind(x, w, jnp.zeros((0,), x.dtype), cfg=cfg, out_dtype=jnp.dtype(x.dtype))
+    out = jax.ShapeDtypeStruct(y_shape(cfg, x.shape, w.shape), x.dtype)
+    return jax.ffi.ffi_call("jax_conv1d_fwd", out)(x, w, jnp.zeros((0,), x.dtype), **_ffi_attrs(cfg))
 
 
 def dgrad(dy, w, *, cfg: ConvConfig, in_length: int):
@@ -179,7 +185,7 @@ def dgrad(dy, w, *, cfg: ConvConfig, in_length: int):
 
 
 def routes(cfg: ConvConfig, x_shape, w_shape, dtype) -> tuple[bool, bool]:
-    """(dx through the product, dw through the product) for this shape; see _ROUTES."""
+    """(dx through the product, dw through the product) for this shape; see _routes_by_shape."""
     dtype = jnp.dtype(dtype)
     if not (cfg.groups == 1 and cfg.stride > 1 and cfg.precision == PRECISION_DEFAULT and dtype in _GEMM_DTYPES
             and enabled()):
@@ -190,11 +196,36 @@ def routes(cfg: ConvConfig, x_shape, w_shape, dtype) -> tuple[bool, bool]:
         return False, False
     if mode() in _FORCED:
         return _FORCED[mode()]
-    return _ROUTES(cfg, n, c, length, o, k, t, dtype)
+    return _routes_by_shape(cfg, n, c, length, o, k, t, dtype)
 
 
-def _ROUTES(cfg, n, c, length, o, k, t, dtype):  # noqa: N802 (placeholder until the A/B decides)
-    return False, False
+# From same-process A/B runs on an H100 (jax 0.11.2; docs/notes/bwdsweep6_session6.md), dx+dw(+db) or one part,
+# ms, ours -> product:
+# - dw: every strided dense row measured won: 015 0.351 -> 0.097, 018 0.201 -> 0.105, 030 0.165 -> 0.079,
+#   042 0.111 -> 0.069, 014 0.136 -> 0.066, 007 0.658 -> 0.123, 039 (float32) 0.239 -> 0.159; columns of 2-67 MB.
+#   The bound keeps shapes whose columns would be a large multiple of x (the headline: 8.6 GB) on our kernel.
+# - dx at K = 1: 015 1.136 -> 0.065, 014 0.113 -> 0.071.
+# - dx at K > 1 through the phase correlation: 018 0.566 -> 0.117 (our dgrad streams its 256 KB weight with
+#   every unit); where our dgrad keeps the weight resident it tied or lost (030 0.114 -> 0.079-0.115, 042 0.106
+#   -> 0.121-0.127) or won by less than the noise (039: 0.375 -> 0.30-0.32, with 3.9 times the taps). 007's
+#   dilation 8 makes 22 merged taps, 3 of them real per phase, past what the forward kernel plans (113 ms).
+_DW_MAX_COLUMN_BYTES = 256 << 20
+_DX_STREAMED_WEIGHT_BYTES = 160 << 10  # K * min(C, 128) * O: our dgrad's weight slice per block, roughly
+_DX_MAX_TAP_GROWTH = 2  # merged taps K' * s against the K real ones
+_DX_MAX_FWD_WEIGHT_BYTES = 192 << 10  # a 64-row tile of the merged weight, resident in the forward kernel
+
+
+def _routes_by_shape(cfg, n, c, length, o, k, t, dtype):
+    size = dtype.itemsize
+    route_dw = n * t * k * c * size <= _DW_MAX_COLUMN_BYTES
+    if k == 1:
+        return True, route_dw
+    e_min, e_max, _ = phase_taps(cfg, k)
+    merged = e_max - e_min + 1
+    route_dx = (k * min(c, 128) * o * size > _DX_STREAMED_WEIGHT_BYTES
+                and merged * cfg.stride <= _DX_MAX_TAP_GROWTH * k
+                and merged * o * 64 * size <= _DX_MAX_FWD_WEIGHT_BYTES)
+    return route_dx, route_dw
 
 
 def backward(x, dy, w, *, cfg, want_dx, want_dw, want_db, ours=None):

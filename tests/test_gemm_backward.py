@@ -88,7 +88,7 @@ def test_combined_backward_mixes_routes_and_kernels(monkeypatch, rng, route, bia
     layout, _, _, _, _, stride, dilation, pads = geometry
     x, w, b, dy, (dx_ref, dw_ref, db_ref) = _case(rng, geometry, "float32", bias=bias)
     cfg = _cfg(layout, stride, dilation, pads)
-    monkeypatch.setattr(_gemm_backward, "_ROUTES", lambda *a: route)
+    monkeypatch.setattr(_gemm_backward, "_routes_by_shape", lambda *a: route)
     calls = []
 
     def ours(x, dy, w, want_dx, want_dw, want_db):
@@ -125,6 +125,22 @@ def test_predicate(monkeypatch):
         assert _gemm_backward.routes(cfg, xs, ws, dtype) == (False, False), (cfg, xs, ws, dtype)
     monkeypatch.setenv("JAX_CONV1D_BWD_GEMM", "0")
     assert _gemm_backward.routes(cfg015, x015, w015, jnp.float32) == (False, False)
+
+
+def test_default_routes_follow_the_measurements(monkeypatch):
+    monkeypatch.delenv("JAX_CONV1D_BWD_GEMM", raising=False)
+    for cfg, xs, ws, dtype, expected in [
+        (_cfg("NCW", 4, 2, (0, 0)), (4, 1024, 2048), (512, 1024, 1), jnp.float32, (True, True)),  # sweep/015
+        (_cfg("NWC", 2, 1, (3, 3)), (4, 32768, 64), (8, 64, 256), jnp.bfloat16, (True, True)),  # 018: streamed w
+        (_cfg("NCW", 3, 1, (0, 0)), (4, 256, 8192), (32, 256, 7), jnp.bfloat16, (False, True)),  # 030
+        (_cfg("NCW", 3, 1, (5, 0)), (4, 32, 65536), (64, 32, 6), jnp.bfloat16, (False, True)),  # 042
+        (_cfg("NWC", 3, 8, (0, 0)), (4, 8192, 256), (9, 256, 1024), jnp.bfloat16, (False, True)),  # 007: 22 taps
+        # the headline: its columns (8.6 GB) stay off the GEMM; stride 1 (WaveNet) is not routed
+        (_cfg("NWC", 3, 4, (0, 0)), (64, 524280, 64), (3, 64, 128), jnp.float32, (False, False)),
+        (_cfg("NCW", 3, 4, (0, 0)), (64, 64, 524280), (128, 64, 3), jnp.bfloat16, (False, False)),
+        (_cfg("NWC", 1, 64, (64, 0)), (16, 65536, 128), (2, 128, 256), jnp.float32, (False, False)),
+    ]:
+        assert _gemm_backward.routes(cfg, xs, ws, dtype) == expected, (cfg, xs, ws, dtype)
 
 
 @pytest.mark.gpu
