@@ -68,6 +68,40 @@ def same_lowering(names) -> bool:
     return ok
 
 
+def ncw_dw_forms(names, budget) -> bool:
+    """Channels-first dw through the columns, two ways: one GEMM per batch row summed over n (the route), or one
+    GEMM over (n, t) with both operands transposed by XLA (cols written in the GEMM's layout by their fusion)."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+    from jax_conv1d import _gemm_backward, _gemm_forward, bench
+    from jax_conv1d._shapes import PRECISION_DEFAULT, ConvConfig
+
+    cases = {c.name: c for c in bench.sweep_cases(48)}
+    ok = True
+    for name in names:
+        case = cases[name]
+        cfg = ConvConfig(case.layout, case.stride, case.dilation, case.pads, 1, PRECISION_DEFAULT)
+        x, _, _, ky = bench.make_inputs(case, jax.random.key(5))
+        g = jax.random.normal(ky, case.shapes()[2], jnp.float32).astype(case.dtype)
+
+        def flat(x, dy):
+            cols = _gemm_forward.columns(x, cfg, case.k, case.out_length)
+            dw = lax.dot_general(dy, cols, (((0, 2), (0, 2)), ((), ())), preferred_element_type=jnp.float32)
+            return dw.reshape(case.o, case.c, case.k).astype(x.dtype)
+
+        route = jax.jit(lambda x, dy: _gemm_backward.wgrad(x, dy, cfg=cfg, kernel_size=case.k))
+        flat = jax.jit(flat)
+        a, b = route(x, g), flat(x, g)
+        err = rel_err(b, a.astype(jnp.float32))
+        same = fingerprints([flat(x, g)]) == fingerprints([b])
+        ok &= same
+        print(f"  ncw dw {name}: per-row {timed(route, (x, g), budget):.4f}  flat {timed(flat, (x, g), budget):.4f} ms"
+              f"  (flat vs per-row {err:.1e}, flat {'same bits' if same else 'NOT REPEATABLE'})", flush=True)
+        del x, g
+    return ok
+
+
 def main(argv=None) -> int:
     import jax
     import jax.numpy as jnp
@@ -77,10 +111,14 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=0.3)
     ap.add_argument("--retime", type=int, default=0, help="extra timings of `ours` dx+dw (sweep/015's question)")
     ap.add_argument("--variants", default=DEFAULT_VARIANTS)
+    ap.add_argument("--spread", type=int, default=0, help="time `ours` dx and dw this many times one by one")
     ap.add_argument("--brief", action="store_true", help="time dx+dw(+db) only, for every variant and XLA")
+    ap.add_argument("--ncw-dw", default="", help="sweep cases (NCW) for the dw formulation A/B")
     ap.add_argument("--same-hlo", default="", help="bench cases (comma separated) whose lowering must not change")
     ap.add_argument("cases", nargs="*")
     args = ap.parse_args(argv)
+    if args.ncw_dw:
+        ncw_dw_forms([c for c in args.ncw_dw.split(",") if c], args.budget)
     if args.same_hlo:
         ok = same_lowering([c for c in args.same_hlo.split(",") if c])
         print("same lowering:", "ok" if ok else "CHANGED", flush=True)
@@ -131,6 +169,19 @@ def main(argv=None) -> int:
                 print(f"  {v:14s} " + "  ".join(f"{p} {t[p]:7.4f}" for p in parts)
                       + f"  | xla/this {ratio:5.2f}  err " + " ".join(f"{e:.1e}" for e in errs)
                       + f"  {'same bits' if same else 'NOT REPEATABLE'}{'' if good else ' FAIL'}", flush=True)
+                if v == "ours" and args.spread:
+                    import time
+
+                    for p in ("dx", "dw"):
+                        one = []
+                        for _ in range(args.spread):
+                            t0 = time.perf_counter()
+                            jax.block_until_ready(fns[p](*call))
+                            one.append((time.perf_counter() - t0) * 1e3)
+                        one.sort()
+                        print(f"  {'ours ' + p + ' one by one':14s} min {one[0]:.4f}  median {one[len(one) // 2]:.4f}  "
+                              f"90% {one[int(len(one) * 0.9)]:.4f}  max {one[-1]:.4f} ms  ({len(one)} calls, "
+                              f"host dispatch included)", flush=True)
                 if v == "ours" and args.retime:
                     again = [timed(fns["dx+dw"], call, args.budget) for _ in range(args.retime)]
                     print(f"  {'ours again':14s} dx+dw " + " ".join(f"{a:.4f}" for a in again), flush=True)
