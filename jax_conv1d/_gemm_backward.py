@@ -199,16 +199,20 @@ def routes(cfg: ConvConfig, x_shape, w_shape, dtype) -> tuple[bool, bool]:
     return _routes_by_shape(cfg, n, c, length, o, k, t, dtype)
 
 
-# From same-process A/B runs on an H100 (jax 0.11.2; docs/notes/bwdsweep6_session6.md), dx+dw(+db) or one part,
-# ms, ours -> product:
-# - dw: every strided dense row measured won: 015 0.351 -> 0.097, 018 0.201 -> 0.105, 030 0.165 -> 0.079,
-#   042 0.111 -> 0.069, 014 0.136 -> 0.066, 007 0.658 -> 0.123, 039 (float32) 0.239 -> 0.159; columns of 2-67 MB.
-#   The bound keeps shapes whose columns would be a large multiple of x (the headline: 8.6 GB) on our kernel.
-# - dx at K = 1: 015 1.136 -> 0.065, 014 0.113 -> 0.071.
-# - dx at K > 1 through the phase correlation: 018 0.566 -> 0.117 (our dgrad streams its 256 KB weight with
-#   every unit); where our dgrad keeps the weight resident it tied or lost (030 0.114 -> 0.079-0.115, 042 0.106
-#   -> 0.121-0.127) or won by less than the noise (039: 0.375 -> 0.30-0.32, with 3.9 times the taps). 007's
-#   dilation 8 makes 22 merged taps, 3 of them real per phase, past what the forward kernel plans (113 ms).
+# From same-process A/B runs on an H100 (jax 0.11.2, two device calls; docs/notes/bwdsweep6_session6.md), one
+# part alone, ms, ours -> product (call 1 / call 2 where both measured it):
+# - dw: every strided dense row measured won: 015 0.351 / 0.181 -> 0.097 / 0.067, 018 0.201 / 0.195 -> 0.105 /
+#   0.116, 030 0.165 / 0.156 -> 0.079 / 0.058, 042 0.111 / 0.112 -> 0.069 / 0.069, 014 0.136 -> 0.066, 007 0.658
+#   -> 0.123, 039 (float32) 0.239 -> 0.159; columns of 2-78 MB. Whole backward with the default routes against
+#   ours (call 2): float32 005 0.608 -> 0.583, 009 0.146 -> 0.133, 035 0.785 -> 0.729, 039 0.433 -> 0.336,
+#   040 0.329 -> 0.353 (+7 %, inside the run-to-run noise of such rows). The bound keeps shapes whose columns
+#   would be a large multiple of x (the headline: 8.6 GB) on our kernel.
+# - dx at K = 1: 015 1.136 / 0.908 -> 0.065 / 0.046, 014 0.113 -> 0.071.
+# - dx at K > 1 through the phase correlation: 018 0.566 / 0.323 -> 0.117 / 0.119 (our dgrad streams its 256 KB
+#   weight with every unit). Where our dgrad keeps the weight resident it tied or lost: 030 0.114 / 0.065 ->
+#   0.079-0.115 / 0.066, 042 0.106 / 0.112 -> 0.121-0.127 / 0.123; 039 0.375 -> 0.30-0.32 (3.9 times the taps,
+#   one call). 007's dilation 8 makes 22 merged taps, 3 of them real per phase, past what the forward kernel
+#   plans (113 ms). Through _gemm_forward's im2col GEMM instead of our forward kernel, 018's took 0.206.
 _DW_MAX_COLUMN_BYTES = 256 << 20
 _DX_STREAMED_WEIGHT_BYTES = 160 << 10  # K * min(C, 128) * O: our dgrad's weight slice per block, roughly
 _DX_MAX_TAP_GROWTH = 2  # merged taps K' * s against the K real ones
