@@ -54,7 +54,8 @@ def same_lowering(names) -> bool:
         case = cases[name]
         xs, ws, ys = case.shapes()
         args = [jax.ShapeDtypeStruct(s, case.dtype) for s in (xs, ws)]
-        args += [jax.ShapeDtypeStruct((case.o,), case.dtype) if case.bias else None, jax.ShapeDtypeStruct(ys, case.dtype)]
+        bias = jax.ShapeDtypeStruct((case.o,), case.dtype) if case.bias else None
+        args += [bias, jax.ShapeDtypeStruct(ys, case.dtype)]
         texts = []
         for env in ({"JAX_CONV1D_BWD_GEMM": "0"}, {}):
             set_env(env)
