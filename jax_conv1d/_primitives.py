@@ -7,7 +7,8 @@ Lowering goes in two levels so that sharded operands are convolved where they li
 a custom_partitioning call (_sharding.py decides, per sharding, what each shard runs); that call's per-shard
 body binds an inner primitive of the same signature, and only the inner primitive lowers to the FFI target
 for the platform (or to lax where no native handler exists; on CUDA, channels-last 1x1 convolutions lower to
-XLA's GEMM instead, see _pointwise.py, and so do the forward passes of _gemm_forward.py's shapes).
+XLA's GEMM instead, see _pointwise.py, and so do the forward passes of _gemm_forward.py's shapes and the
+strided gradients of _gemm_backward.py's).
 
 Batching never loops: a batch of inputs folds into N, and a batch of weights becomes extra groups of one
 grouped convolution (the batch index becomes the outer part of the group index), so one launch covers it.
@@ -27,7 +28,7 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
 
-from . import _ffi, _gemm_forward, _lax_impl, _pointwise, _sharding
+from . import _ffi, _gemm_backward, _gemm_forward, _lax_impl, _pointwise, _sharding
 from ._shapes import ConvConfig, output_length
 
 conv1d_fwd_p = Primitive("jax_conv1d_fwd")
@@ -151,12 +152,44 @@ def _bwd_lax(x, dy, w, *, cfg, want_dx, want_dw, want_db):
     return dx, dw, db
 
 
+def _ours_for_the_rest(x, dy, w, want_dx, want_dw, want_db, *, cfg):
+    """The parts of a combined backward that _gemm_backward does not route: our kernels (the inner primitive's
+    rule finds no routed part among them, so it lowers to the FFI target)."""
+    return conv1d_bwd_local_p.bind(x, dy, w, cfg=cfg, want_dx=want_dx, want_dw=want_dw, want_db=want_db)
+
+
+def _bwd_routed(x, dy, w, *, cfg, want_dx, want_dw, want_db):
+    return _gemm_backward.backward(x, dy, w, cfg=cfg, want_dx=want_dx, want_dw=want_dw, want_db=want_db,
+                                   ours=functools.partial(_ours_for_the_rest, cfg=cfg))
+
+
+def _bwd_gemm_routes(target, avals_in, cfg, params):
+    """(dx routed, dw routed) by _gemm_backward for this backward call, for the parts it computes."""
+    if target == "jax_conv1d_bwd":
+        x, _, w = avals_in
+        rdx, rdw = _gemm_backward.routes(cfg, x.shape, w.shape, x.dtype)
+        return rdx and params["want_dx"], rdw and params["want_dw"]
+    if target == "jax_conv1d_dgrad":
+        dy, w = avals_in
+        x_shape = x_shape_from(cfg, dy.shape, w.shape, params["in_length"])
+        return _gemm_backward.routes(cfg, x_shape, w.shape, w.dtype)[0], False
+    if target == "jax_conv1d_wgrad":
+        x, dy = avals_in
+        w_shape = w_shape_from(cfg, x.shape, dy.shape, params["kernel_size"])
+        return False, _gemm_backward.routes(cfg, x.shape, w_shape, x.dtype)[1]
+    return False, False
+
+
 def _cuda_rule(target, gemm_fn, weight_arg, multiple_results=False):
-    """Our kernels, except for the channels-last 1x1 shapes that _pointwise sends to XLA's GEMM (every pass) and
-    the forward shapes _gemm_forward sends there."""
+    """Our kernels, except for the channels-last 1x1 shapes that _pointwise sends to XLA's GEMM (every pass),
+    the forward shapes _gemm_forward sends there, and the strided gradients _gemm_backward computes as
+    products (the rest of a combined backward stays on our kernels)."""
     ffi = _ffi_rule(target)
     gemm = mlir.lower_fun(gemm_fn, multiple_results=multiple_results)
     fwd_gemm = mlir.lower_fun(_gemm_forward.forward, multiple_results=False)
+    bwd_gemm = {"jax_conv1d_bwd": mlir.lower_fun(_bwd_routed, multiple_results=True),
+                "jax_conv1d_dgrad": mlir.lower_fun(_gemm_backward.dgrad, multiple_results=False),
+                "jax_conv1d_wgrad": mlir.lower_fun(_gemm_backward.wgrad, multiple_results=False)}.get(target)
 
     def rule(ctx, *args, cfg, **params):
         if weight_arg is None:
@@ -168,6 +201,8 @@ def _cuda_rule(target, gemm_fn, weight_arg, multiple_results=False):
         if target == "jax_conv1d_fwd" and _gemm_forward.applies(cfg, ctx.avals_in[0].shape, ctx.avals_in[1].shape,
                                                                 ctx.avals_in[0].dtype):
             return fwd_gemm(ctx, *args, cfg=cfg, **params)
+        if bwd_gemm is not None and any(_bwd_gemm_routes(target, ctx.avals_in, cfg, params)):
+            return bwd_gemm(ctx, *args, cfg=cfg, **params)
         return ffi(ctx, *args, cfg=cfg, **params)
 
     return rule
@@ -217,7 +252,8 @@ def _jitted(prim, params, gemm_switches):
 
 def _impl(prim):
     def impl(*args, **params):
-        return _jitted(prim, tuple(sorted(params.items())), (_pointwise.enabled(), _gemm_forward.enabled()))(*args)
+        return _jitted(prim, tuple(sorted(params.items())),
+                       (_pointwise.enabled(), _gemm_forward.enabled(), _gemm_backward.mode()))(*args)
 
     return impl
 
