@@ -32,6 +32,9 @@ class Config:
     steps: int = 20
     lr: float = 1e-3
     seed: int = 0
+    # How the blocks compute (not what): the parameter trees and the function are the same either way.
+    gate_keeps_input: bool = False  # the gated activation's backward recomputes tanh, sigmoid from its input
+    fused_pointwise: bool = False  # "ours": a block's skip and residual 1x1 convolutions as one (C -> 2C) call
 
     @property
     def dilations(self) -> tuple[int, ...]:
@@ -41,6 +44,88 @@ class Config:
 # ---- model ----------------------------------------------------------------------------------------------
 
 
+def _gated(h):
+    filt, gate = jnp.split(h, 2, axis=-1)
+    return jnp.tanh(filt) * jax.nn.sigmoid(gate)
+
+
+@jax.custom_vjp
+def gated_activation(h):
+    """tanh(filter) * sigmoid(gate) of h = [filter | gate] on the last axis, whose gradient keeps h itself.
+
+    Differentiating `_gated` directly keeps tanh(filter) and sigmoid(gate) for the backward pass, so the
+    forward writes them (2 x C per position) beside z (C per position); h (2 x C) is already in memory, and
+    the backward recomputes both from it at no memory cost."""
+    return _gated(h)
+
+
+def _gated_fwd(h):
+    return _gated(h), h
+
+
+def _gated_bwd(h, dz):
+    filt, gate = jnp.split(h, 2, axis=-1)
+    t, s = jnp.tanh(filt), jax.nn.sigmoid(gate)
+    d_filt = dz * s * (1 - t * t)
+    d_gate = dz * t * (s * (1 - s))
+    return (jnp.concatenate([d_filt, d_gate], axis=-1),)
+
+
+gated_activation.defvjp(_gated_fwd, _gated_bwd)
+
+
+class PointwiseParams(nn.Module):
+    """A 1x1 convolution's parameters alone, named and initialized as nn.Conv's (for fused calls)."""
+    features: int
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, in_features: int):
+        kernel = self.param("kernel", nn.linear.default_kernel_init, (1, in_features, self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        return kernel.astype(self.dtype), bias.astype(self.dtype)
+
+
+PointwiseParams.__name__ = "Conv"  # auto-named Conv_1, Conv_2 inside a block, like the layers it replaces
+
+
+def _pointwise(z, kernel, bias):
+    from .conv import dilated_conv1d
+
+    return dilated_conv1d(z, kernel, bias, layout="NWC")
+
+
+@jax.custom_vjp
+def shared_input_pointwise(z, params):
+    """Several 1x1 convolutions of one input, params ((kernel, bias), ...), as one call with the kernels side
+    by side: z is read once. The gradient runs each convolution's own backward (no concatenated cotangent)."""
+    kernel = jnp.concatenate([k for k, _ in params], axis=-1)
+    bias = jnp.concatenate([b for _, b in params])
+    y = _pointwise(z, kernel, bias)
+    bounds = [0]
+    for k, _ in params:
+        bounds.append(bounds[-1] + k.shape[-1])
+    return tuple(y[..., lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:]))
+
+
+def _shared_fwd(z, params):
+    return shared_input_pointwise(z, params), (z, params)
+
+
+def _shared_bwd(res, cts):
+    z, params = res
+    dz, dparams = None, []
+    for (k, b), ct in zip(params, cts):
+        _, vjp = jax.vjp(_pointwise, z, k, b)
+        dz_i, dk, db = vjp(ct)
+        dz = dz_i if dz is None else dz + dz_i
+        dparams.append((dk, db))
+    return dz, tuple(dparams)
+
+
+shared_input_pointwise.defvjp(_shared_fwd, _shared_bwd)
+
+
 class ResidualBlock(nn.Module):
     conv: type
     channels: int
@@ -48,15 +133,21 @@ class ResidualBlock(nn.Module):
     kernel_size: int
     dilation: int
     dtype: jnp.dtype
+    gate_keeps_input: bool = False
+    fused_pointwise: bool = False  # only with conv = Conv1D; the last block leaves it off (residual unused)
 
     @nn.compact
     def __call__(self, x):
         h = self.conv(2 * self.channels, self.kernel_size, kernel_dilation=self.dilation, padding="CAUSAL",
                       dtype=self.dtype)(x)
-        filt, gate = jnp.split(h, 2, axis=-1)
-        z = jnp.tanh(filt) * jax.nn.sigmoid(gate)
-        skip = self.conv(self.skip_channels, 1, dtype=self.dtype)(z)
-        residual = self.conv(self.channels, 1, dtype=self.dtype)(z)
+        z = gated_activation(h) if self.gate_keeps_input else _gated(h)
+        if self.fused_pointwise:
+            skip_params = PointwiseParams(self.skip_channels, self.dtype)(z.shape[-1])
+            residual_params = PointwiseParams(self.channels, self.dtype)(z.shape[-1])
+            skip, residual = shared_input_pointwise(z, (skip_params, residual_params))
+        else:
+            skip = self.conv(self.skip_channels, 1, dtype=self.dtype)(z)
+            residual = self.conv(self.channels, 1, dtype=self.dtype)(z)
         return x + residual, skip
 
 
@@ -71,8 +162,10 @@ class WaveNet(nn.Module):
         dtype = jnp.dtype(cfg.dtype)
         h = self.conv(cfg.channels, cfg.kernel_size, padding="CAUSAL", dtype=dtype)(signal[..., None])
         skips = 0
-        for dilation in cfg.dilations:
-            h, skip = ResidualBlock(self.conv, cfg.channels, cfg.skip_channels, cfg.kernel_size, dilation, dtype)(h)
+        for i, dilation in enumerate(cfg.dilations):
+            fused = cfg.fused_pointwise and self.conv is Conv1D and i + 1 < len(cfg.dilations)
+            h, skip = ResidualBlock(self.conv, cfg.channels, cfg.skip_channels, cfg.kernel_size, dilation, dtype,
+                                    cfg.gate_keeps_input, fused)(h)
             skips = skips + skip
         out = self.conv(cfg.skip_channels, 1, dtype=dtype)(nn.relu(skips))
         out = self.conv(1, 1, dtype=dtype)(nn.relu(out))
