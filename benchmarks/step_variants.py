@@ -22,10 +22,14 @@ import tempfile
 import time
 
 VARIANTS = {
-    "base": {},
-    "gate": {"gate_keeps_input": True},
-    "pair": {"fused_pointwise": True},
-    "gate+pair": {"gate_keeps_input": True, "fused_pointwise": True},
+    "base": {"gate_keeps_input": False, "fused_pointwise": False, "skip_grad_once": False},
+    "gate": {"gate_keeps_input": True, "fused_pointwise": False, "skip_grad_once": False},
+    "pair": {"gate_keeps_input": False, "fused_pointwise": True, "skip_grad_once": False},
+    "skip": {"gate_keeps_input": False, "fused_pointwise": False, "skip_grad_once": True},
+    "gate+pair": {"gate_keeps_input": True, "fused_pointwise": True, "skip_grad_once": False},
+    "gate+skip": {"gate_keeps_input": True, "fused_pointwise": False, "skip_grad_once": True},
+    "pair+skip": {"gate_keeps_input": False, "fused_pointwise": True, "skip_grad_once": True},
+    "all": {"gate_keeps_input": True, "fused_pointwise": True, "skip_grad_once": True},
 }
 
 
@@ -71,7 +75,7 @@ def gpu_events(run_steps):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", default="base,gate,pair,gate+pair")
+    ap.add_argument("--variants", default="base,gate,pair,skip,all")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--profile-steps", type=int, default=3)
     ap.add_argument("--length", type=int, default=None, help="smaller smoke runs (default: the issue's 65536)")

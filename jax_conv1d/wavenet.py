@@ -9,11 +9,15 @@ runs on jax_conv1d.linen.Conv1D or on flax.linen.Conv (lax) with identical param
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from .linen import Conv1D
 
@@ -35,6 +39,7 @@ class Config:
     # How the blocks compute (not what): the parameter trees and the function are the same either way.
     gate_keeps_input: bool = False  # the gated activation's backward recomputes tanh, sigmoid from its input
     fused_pointwise: bool = False  # "ours": a block's skip and residual 1x1 convolutions as one (C -> 2C) call
+    skip_grad_once: bool = False  # "ours": every block's skip dz from one GEMM over the shared cotangent
 
     @property
     def dilations(self) -> tuple[int, ...]:
@@ -51,11 +56,11 @@ def _gated(h):
 
 @jax.custom_vjp
 def gated_activation(h):
-    """tanh(filter) * sigmoid(gate) of h = [filter | gate] on the last axis, whose gradient keeps h itself.
+    """tanh(filter) * sigmoid(gate) of h = [filter | gate] on the last axis; its gradient keeps h alone.
 
-    Differentiating `_gated` directly keeps tanh(filter) and sigmoid(gate) for the backward pass, so the
-    forward writes them (2 x C per position) beside z (C per position); h (2 x C) is already in memory, and
-    the backward recomputes both from it at no memory cost."""
+    Differentiating `_gated` directly keeps tanh(filter) for the backward pass, so XLA's forward fusion writes
+    it (C per position) beside z (C per position). h (2 x C) stays in memory either way; recomputing both
+    nonlinearities from it in the backward costs no memory traffic."""
     return _gated(h)
 
 
@@ -64,7 +69,8 @@ def _gated_fwd(h):
 
 
 def _gated_bwd(h, dz):
-    filt, gate = jnp.split(h, 2, axis=-1)
+    # Without the barrier XLA finds the forward's tanh(filter) again (common subexpressions) and stores it.
+    filt, gate = jnp.split(lax.optimization_barrier(h), 2, axis=-1)
     t, s = jnp.tanh(filt), jax.nn.sigmoid(gate)
     d_filt = dz * s * (1 - t * t)
     d_gate = dz * t * (s * (1 - s))
@@ -89,16 +95,31 @@ class PointwiseParams(nn.Module):
 PointwiseParams.__name__ = "Conv"  # auto-named Conv_1, Conv_2 inside a block, like the layers it replaces
 
 
-def _pointwise(z, kernel, bias):
+def _pointwise(z, kernel, bias=None):
     from .conv import dilated_conv1d
 
     return dilated_conv1d(z, kernel, bias, layout="NWC")
 
 
-@jax.custom_vjp
+def _pointwise_dgrad(dy, kernel):
+    """dz of y = z kernel: dy kernel^T, itself a 1x1 convolution of dy with the kernel's transpose."""
+    return _pointwise(dy, jnp.swapaxes(kernel, 1, 2))
+
+
+def _pointwise_wgrad(z, dy, kernel):
+    _, vjp = jax.vjp(lambda k: _pointwise(z, k), kernel)
+    return vjp(dy)[0]
+
+
+def _bias_grad(dy):
+    return jnp.sum(dy, axis=tuple(range(dy.ndim - 1)), dtype=jnp.promote_types(dy.dtype, jnp.float32)).astype(dy.dtype)
+
+
+@functools.partial(jax.custom_vjp)
 def shared_input_pointwise(z, params):
     """Several 1x1 convolutions of one input, params ((kernel, bias), ...), as one call with the kernels side
-    by side: z is read once. The gradient runs each convolution's own backward (no concatenated cotangent)."""
+    by side: z is read once. The gradient runs each convolution's own backward (no concatenated cotangent)
+    and skips the outputs whose cotangent is a symbolic zero."""
     kernel = jnp.concatenate([k for k, _ in params], axis=-1)
     bias = jnp.concatenate([b for _, b in params])
     y = _pointwise(z, kernel, bias)
@@ -109,6 +130,7 @@ def shared_input_pointwise(z, params):
 
 
 def _shared_fwd(z, params):
+    z, params = z.value, jax.tree.map(lambda p: p.value, params)
     return shared_input_pointwise(z, params), (z, params)
 
 
@@ -116,6 +138,9 @@ def _shared_bwd(res, cts):
     z, params = res
     dz, dparams = None, []
     for (k, b), ct in zip(params, cts):
+        if isinstance(ct, SymbolicZero):
+            dparams.append((None, None))
+            continue
         _, vjp = jax.vjp(_pointwise, z, k, b)
         dz_i, dk, db = vjp(ct)
         dz = dz_i if dz is None else dz + dz_i
@@ -123,7 +148,38 @@ def _shared_bwd(res, cts):
     return dz, tuple(dparams)
 
 
-shared_input_pointwise.defvjp(_shared_fwd, _shared_bwd)
+shared_input_pointwise.defvjp(_shared_fwd, _shared_bwd, symbolic_zeros=True)
+
+
+@jax.custom_vjp
+def sum_of_skips(skips, zs, params):
+    """skips[0] + skips[1] + ..., where skips[i] = zs[i] params[i][0] + params[i][1] (a 1x1 convolution)
+    was computed by the caller (in one call with the block's residual convolution).
+
+    The gradient is that of the sum of those convolutions, taken with respect to zs and params; skips get
+    none (their own backward would repeat it). Every term's cotangent is the same array g, so dz of all
+    layers comes from one GEMM that reads g once, g (kernel_0 | kernel_1 | ...)^T, instead of one per layer,
+    and the bias gradients are one sum of g."""
+    return functools.reduce(operator.add, skips)
+
+
+def _skips_fwd(skips, zs, params):
+    return sum_of_skips(skips, zs, params), (zs, params)
+
+
+def _skips_bwd(res, g):
+    zs, params = res
+    dz_all = _pointwise_dgrad(g, jnp.concatenate([k for k, _ in params], axis=1))
+    bounds = [0]
+    for z in zs:
+        bounds.append(bounds[-1] + z.shape[-1])
+    dzs = tuple(dz_all[..., lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:]))
+    db = _bias_grad(g)
+    dparams = tuple((_pointwise_wgrad(z, g, k), db) for z, (k, _) in zip(zs, params))
+    return None, dzs, dparams
+
+
+sum_of_skips.defvjp(_skips_fwd, _skips_bwd)
 
 
 class ResidualBlock(nn.Module):
@@ -133,22 +189,34 @@ class ResidualBlock(nn.Module):
     kernel_size: int
     dilation: int
     dtype: jnp.dtype
-    gate_keeps_input: bool = False
-    fused_pointwise: bool = False  # only with conv = Conv1D; the last block leaves it off (residual unused)
+    routes: "Routes" = None  # how the 1x1 layers run (Conv1D only); None: as `conv` layers
+    last: bool = False  # the last block's residual output is unused
 
     @nn.compact
     def __call__(self, x):
+        """x -> (x + residual, skip, (z, skip parameters) for sum_of_skips, or None)."""
+        r = self.routes
         h = self.conv(2 * self.channels, self.kernel_size, kernel_dilation=self.dilation, padding="CAUSAL",
                       dtype=self.dtype)(x)
-        z = gated_activation(h) if self.gate_keeps_input else _gated(h)
-        if self.fused_pointwise:
-            skip_params = PointwiseParams(self.skip_channels, self.dtype)(z.shape[-1])
-            residual_params = PointwiseParams(self.channels, self.dtype)(z.shape[-1])
-            skip, residual = shared_input_pointwise(z, (skip_params, residual_params))
-        else:
+        z = gated_activation(h) if r is not None and r.gate_keeps_input else _gated(h)
+        if r is None or not (r.fused_pointwise or r.skip_grad_once):
             skip = self.conv(self.skip_channels, 1, dtype=self.dtype)(z)
             residual = self.conv(self.channels, 1, dtype=self.dtype)(z)
-        return x + residual, skip
+            return x + residual, skip, None
+        skip_params = PointwiseParams(self.skip_channels, self.dtype)(z.shape[-1])
+        residual_params = PointwiseParams(self.channels, self.dtype)(z.shape[-1])
+        if r.fused_pointwise and not self.last:
+            skip, residual = shared_input_pointwise(z, (skip_params, residual_params))
+        else:
+            skip, residual = _pointwise(z, *skip_params), _pointwise(z, *residual_params)
+        return x + residual, skip, (z, skip_params)
+
+
+@dataclasses.dataclass(frozen=True)
+class Routes:
+    gate_keeps_input: bool
+    fused_pointwise: bool
+    skip_grad_once: bool
 
 
 class WaveNet(nn.Module):
@@ -160,13 +228,20 @@ class WaveNet(nn.Module):
         """signal (batch, length) -> prediction of signal[:, t + 1] from signal[:, :t + 1], (batch, length)."""
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
+        routes = None
+        if self.conv is Conv1D:  # nn.Conv (the lax reference) always runs the plain composition
+            routes = Routes(cfg.gate_keeps_input, cfg.fused_pointwise, cfg.skip_grad_once)
         h = self.conv(cfg.channels, cfg.kernel_size, padding="CAUSAL", dtype=dtype)(signal[..., None])
-        skips = 0
+        skips, taps = [], []
         for i, dilation in enumerate(cfg.dilations):
-            fused = cfg.fused_pointwise and self.conv is Conv1D and i + 1 < len(cfg.dilations)
-            h, skip = ResidualBlock(self.conv, cfg.channels, cfg.skip_channels, cfg.kernel_size, dilation, dtype,
-                                    cfg.gate_keeps_input, fused)(h)
-            skips = skips + skip
+            h, skip, tap = ResidualBlock(self.conv, cfg.channels, cfg.skip_channels, cfg.kernel_size, dilation,
+                                         dtype, routes, last=i + 1 == len(cfg.dilations))(h)
+            skips.append(skip)
+            taps.append(tap)
+        if routes is not None and routes.skip_grad_once:
+            skips = sum_of_skips(tuple(skips), tuple(z for z, _ in taps), tuple(p for _, p in taps))
+        else:
+            skips = functools.reduce(operator.add, skips)
         out = self.conv(cfg.skip_channels, 1, dtype=dtype)(nn.relu(skips))
         out = self.conv(1, 1, dtype=dtype)(nn.relu(out))
         return out[..., 0].astype(jnp.float32)

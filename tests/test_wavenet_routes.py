@@ -72,6 +72,35 @@ def test_shared_input_pointwise_matches_separate_convolutions_in_float64(device,
         assert g.shape == g64.shape and _rel(g, g64) < tol
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_sum_of_skips_gradient_is_that_of_the_summed_convolutions_in_float64(device, rng):
+    n, length, widths, s = 2, 29, (8, 5, 8), 6
+    zs = tuple(rng.normal(size=(n, length, c)) for c in widths)
+    params = tuple((rng.normal(size=(1, c, s)) / np.sqrt(c), rng.normal(size=(s,))) for c in widths)
+    g = rng.normal(size=(n, length, s))
+
+    def reference(zs, params):
+        return sum(jnp.einsum("nlc,co->nlo", z, k[0], precision="highest") + b for z, (k, b) in zip(zs, params))
+
+    def route(zs, params):
+        skips = tuple(wavenet._pointwise(z, k, b) for z, (k, b) in zip(zs, params))
+        return wavenet.sum_of_skips(skips, zs, params)
+
+    with jax.default_device(jax.devices("cpu")[0]):
+        as64 = lambda t: jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), t)  # noqa: E731
+        y64, vjp64 = jax.vjp(reference, as64(zs), as64(params))
+        grads64 = vjp64(jnp.asarray(g, jnp.float64))
+    as32 = lambda t: jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), t)  # noqa: E731
+    with jax.default_device(_device(device)):
+        y, vjp = jax.vjp(jax.jit(route), as32(zs), as32(params))
+        grads = vjp(jnp.asarray(g, jnp.float32))
+    tol = 2e-3 if device == "gpu" else 1e-5
+    assert _rel(y, y64) < tol
+    assert jax.tree.structure(grads) == jax.tree.structure(grads64)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads64)):
+        assert a.shape == b.shape and _rel(a, b) < tol
+
+
 def test_shared_input_pointwise_runs_one_forward_call_on_the_cpu():
     # The route is one convolution with the kernels side by side, not one per output.
     z = jnp.ones((1, 4, 3), jnp.float32)
@@ -82,10 +111,16 @@ def test_shared_input_pointwise_runs_one_forward_call_on_the_cpu():
 
 
 SMALL = wavenet.Config(layers=3, channels=8, skip_channels=6, length=96, batch=2)
-ROUTES = [dict(gate_keeps_input=g, fused_pointwise=p) for g in (False, True) for p in (False, True)]
+ROUTES = [dict(gate_keeps_input=g, fused_pointwise=p, skip_grad_once=k) for g in (False, True) for p in (False, True)
+          for k in (False, True)]
 
 
-@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"gate{int(r['gate_keeps_input'])}-pair{int(r['fused_pointwise'])}")
+def _route_id(r):
+    return "-".join(name for name, key in (("gate", "gate_keeps_input"), ("pair", "fused_pointwise"),
+                                            ("skip", "skip_grad_once")) if r[key]) or "plain"
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=_route_id)
 def test_routes_keep_the_parameter_tree_and_its_initial_values(route):
     cfg = dataclasses.replace(SMALL, **route)
     reference = wavenet.init_params(SMALL)  # nn.Conv everywhere
@@ -99,7 +134,7 @@ def test_routes_keep_the_parameter_tree_and_its_initial_values(route):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("route", ROUTES[1:], ids=lambda r: f"gate{int(r['gate_keeps_input'])}-pair{int(r['fused_pointwise'])}")
+@pytest.mark.parametrize("route", ROUTES[1:], ids=_route_id)
 def test_routes_give_the_plain_models_loss_and_gradients(device, route):
     cfg = dataclasses.replace(SMALL, **route)
     params = wavenet.init_params(cfg)
