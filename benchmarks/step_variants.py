@@ -30,7 +30,29 @@ VARIANTS = {
     "gate+skip": {"gate_keeps_input": True, "fused_pointwise": False, "skip_grad_once": True},
     "pair+skip": {"gate_keeps_input": False, "fused_pointwise": True, "skip_grad_once": True},
     "all": {"gate_keeps_input": True, "fused_pointwise": True, "skip_grad_once": True},
+    # kernel A/B switches (read by the CUDA host code on every call) on top of all three routes
+    "all+t64": {"gate_keeps_input": True, "fused_pointwise": True, "skip_grad_once": True,
+                "env": {"JAX_CONV1D_IGEMM_TILE": "64x256"}},
 }
+
+
+class _env:
+    """Sets a variant's environment switches around its steps."""
+
+    def __init__(self, values):
+        self.values, self.saved = values, {}
+
+    def __enter__(self):
+        for k, v in self.values.items():
+            self.saved[k] = os.environ.get(k)
+            os.environ[k] = v
+
+    def __exit__(self, *exc):
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def kind_of(name: str) -> str:
@@ -75,7 +97,7 @@ def gpu_events(run_steps):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", default="base,gate,pair,skip,all")
+    ap.add_argument("--variants", default="base,pair,gate+pair,pair+skip,all,all+t64")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--profile-steps", type=int, default=3)
     ap.add_argument("--length", type=int, default=None, help="smaller smoke runs (default: the issue's 65536)")
@@ -98,27 +120,29 @@ def main() -> None:
     print(f"{jax.devices()[0].device_kind}, jax {jax.__version__}")
     state = {}
     for name in names:
-        cfg = dataclasses.replace(base_cfg, **VARIANTS[name])
+        cfg = dataclasses.replace(base_cfg, **{k: v for k, v in VARIANTS[name].items() if k != "env"})
         tx = optax.adam(cfg.lr)
         step = wavenet.make_train_step(wavenet.WaveNet(wavenet.BACKENDS["ours"], cfg), tx)
         p = jax.tree.map(jnp.array, params)
         s = tx.init(p)
-        t0 = time.perf_counter()
-        p, s, loss = step(p, s, signal)
-        float(loss)
-        compile_s = time.perf_counter() - t0
-        p, s, loss = step(p, s, signal)
-        float(loss)
+        with _env(VARIANTS[name].get("env", {})):
+            t0 = time.perf_counter()
+            p, s, loss = step(p, s, signal)
+            float(loss)
+            compile_s = time.perf_counter() - t0
+            p, s, loss = step(p, s, signal)
+            float(loss)
         state[name] = [step, p, s, loss, []]
         print(f"{name}: first step (compile) {compile_s:.1f} s", flush=True)
 
     for _ in range(args.rounds):
         for name in names:
             st = state[name]
-            t0 = time.perf_counter()
-            st[1], st[2], st[3] = st[0](st[1], st[2], signal)
-            float(st[3])
-            st[4].append(time.perf_counter() - t0)
+            with _env(VARIANTS[name].get("env", {})):
+                t0 = time.perf_counter()
+                st[1], st[2], st[3] = st[0](st[1], st[2], signal)
+                float(st[3])
+                st[4].append(time.perf_counter() - t0)
 
     report = []
     for name in names:
@@ -129,7 +153,8 @@ def main() -> None:
                 st[1], st[2], st[3] = st[0](st[1], st[2], signal)
             float(st[3])
 
-        events = gpu_events(run_steps)
+        with _env(VARIANTS[name].get("env", {})):
+            events = gpu_events(run_steps)
         kinds = collections.defaultdict(float)
         for ev_name, _, dur in events:
             kinds[kind_of(ev_name)] += dur * 1e-6 / args.profile_steps

@@ -110,7 +110,8 @@ def test_shared_input_pointwise_runs_one_forward_call_on_the_cpu():
     assert text.count("jax_conv1d_fwd") == 1
 
 
-SMALL = wavenet.Config(layers=3, channels=8, skip_channels=6, length=96, batch=2)
+SMALL = wavenet.Config(layers=3, channels=8, skip_channels=6, length=96, batch=2, gate_keeps_input=False,
+                       fused_pointwise=False, skip_grad_once=False)  # the plain composition
 ROUTES = [dict(gate_keeps_input=g, fused_pointwise=p, skip_grad_once=k) for g in (False, True) for p in (False, True)
           for k in (False, True)]
 
@@ -146,11 +147,30 @@ def test_routes_give_the_plain_models_loss_and_gradients(device, route):
 
     with jax.default_device(_device(device)):
         plain = jax.jit(jax.value_and_grad(lambda p: loss(wavenet.WaveNet(wavenet.Conv1D, SMALL), p)))(params)
+        lax_ref = jax.jit(jax.value_and_grad(lambda p: loss(wavenet.WaveNet(wavenet.BACKENDS["flax"], cfg), p)))(params)
         fused = jax.jit(jax.value_and_grad(lambda p: loss(wavenet.WaveNet(wavenet.Conv1D, cfg), p)))(params)
         again = jax.jit(jax.value_and_grad(lambda p: loss(wavenet.WaveNet(wavenet.Conv1D, cfg), p)))(params)
     tol = 1e-3 if device == "gpu" else 1e-5
     assert abs(float(fused[0]) - float(plain[0])) <= tol * abs(float(plain[0]))
     for a, b in zip(jax.tree.leaves(fused[1]), jax.tree.leaves(plain[1])):
         assert _rel(a, b) < tol
+    assert abs(float(lax_ref[0]) - float(plain[0])) <= tol * abs(float(plain[0]))  # nn.Conv ignores the routes
     for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(again)):  # bitwise repeatable
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_routes_are_the_default_and_the_flax_backend_ignores_them():
+    cfg = wavenet.Config()
+    assert cfg.gate_keeps_input and cfg.fused_pointwise and cfg.skip_grad_once
+    signal = jnp.zeros((1, 16), jnp.float32)
+    small = dataclasses.replace(SMALL, gate_keeps_input=True, fused_pointwise=True, skip_grad_once=True)
+    params = wavenet.init_params(small)
+    with jax.default_device(jax.devices("cpu")[0]):
+        flax_text = jax.jit(lambda p: wavenet.WaveNet(wavenet.BACKENDS["flax"], small).apply({"params": p}, signal)
+                            ).lower(params).as_text()
+        ours_text = jax.jit(lambda p: wavenet.WaveNet(wavenet.Conv1D, small).apply({"params": p}, signal)
+                            ).lower(params).as_text()
+    assert "jax_conv1d" not in flax_text
+    # 3 dilated + 2 fused pairs + the last block's skip (its residual output is unused and traced away)
+    # + the input and 2 output layers
+    assert ours_text.count("jax_conv1d_fwd") == 3 + 2 + 1 + 3
