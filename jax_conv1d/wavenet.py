@@ -3,7 +3,9 @@
 A stack of residual blocks: a causal dilated convolution to 2 x channels, a gated activation (tanh x sigmoid),
 then 1x1 convolutions for the residual and the skip path; the summed skips go through two more 1x1
 convolutions to predict the next sample of the signal. `conv` picks the convolution layer, so the same model
-runs on jax_conv1d.linen.Conv1D or on flax.linen.Conv (lax) with identical parameter trees.
+runs on jax_conv1d.linen.Conv1D or on flax.linen.Conv (lax) with identical parameter trees. With Conv1D the
+1x1 layers of a block can run as one call and the skip gradients of all blocks as one GEMM (Config's route
+switches); nn.Conv always runs the plain composition, the reference the benchmark compares losses with.
 """
 
 from __future__ import annotations
@@ -37,10 +39,13 @@ class Config:
     lr: float = 1e-3
     seed: int = 0
     # How the "ours" backend computes (not what; the lax reference always runs the plain composition, and the
-    # parameter trees are the same either way): the gated activation's backward recomputes tanh and sigmoid
-    # from its input instead of storing tanh; a block's skip and residual 1x1 convolutions run as one C -> 2C
-    # call; every block's skip dz comes from one GEMM over the cotangent they share.
-    gate_keeps_input: bool = True
+    # parameter trees are the same either way). fused_pointwise: a block's skip and residual 1x1 convolutions
+    # run as one C -> 2C call (z read once). skip_grad_once: every block's skip dz comes from one GEMM over the
+    # cotangent all skips share (sum_of_skips). Together -1.4 ms on the issue's step (H100, session 6,
+    # docs/notes/trainstep6_session6.md). gate_keeps_input: the gated activation's backward recomputes tanh
+    # and sigmoid from h instead of XLA storing tanh; off because XLA then stores sigmoid in a fusion of its
+    # own (measured +1.0 ms on the step with the other two).
+    gate_keeps_input: bool = False
     fused_pointwise: bool = True
     skip_grad_once: bool = True
 
@@ -62,8 +67,10 @@ def gated_activation(h):
     """tanh(filter) * sigmoid(gate) of h = [filter | gate] on the last axis; its gradient keeps h alone.
 
     Differentiating `_gated` directly keeps tanh(filter) for the backward pass, so XLA's forward fusion writes
-    it (C per position) beside z (C per position). h (2 x C) stays in memory either way; recomputing both
-    nonlinearities from it in the backward costs no memory traffic."""
+    it (C per position) beside z (C per position). h (2 x C) stays in memory either way, so recomputing both
+    nonlinearities from it in the backward could save that write; on the H100 it did (-0.9 ms over ten
+    blocks), but XLA then wrote sigmoid(gate) from a fusion of its own for the backward (+1.8 ms), so
+    Config.gate_keeps_input is off by default (docs/notes/trainstep6_session6.md)."""
     return _gated(h)
 
 
@@ -217,6 +224,8 @@ class ResidualBlock(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class Routes:
+    """Config's route switches for the blocks (None in a block: the plain composition of `conv` layers)."""
+
     gate_keeps_input: bool
     fused_pointwise: bool
     skip_grad_once: bool

@@ -161,7 +161,7 @@ def test_routes_give_the_plain_models_loss_and_gradients(device, route):
 
 def test_the_routes_are_the_default_and_the_flax_backend_ignores_them():
     cfg = wavenet.Config()
-    assert cfg.gate_keeps_input and cfg.fused_pointwise and cfg.skip_grad_once
+    assert cfg.fused_pointwise and cfg.skip_grad_once and not cfg.gate_keeps_input  # measured fastest
     signal = jnp.zeros((1, 16), jnp.float32)
     small = dataclasses.replace(SMALL, gate_keeps_input=True, fused_pointwise=True, skip_grad_once=True)
     params = wavenet.init_params(small)
