@@ -1,7 +1,7 @@
 """The WaveNet training step's variants (wavenet.Config switches) timed in one process, and where each
 one's GPU time goes by kind of kernel:
 
-    python benchmarks/step_variants.py [--variants base,gate,pair,gate+pair] [--rounds 15] [--list DIR]
+    python benchmarks/step_variants.py [--variants base,pair,pair+skip,all] [--rounds 15] [--list DIR]
 
 Every variant trains from the same parameters on the same batch; steps are timed round-robin (one step of
 each variant per round, after two warm-up steps), and the table gives the median wall time per step, the loss
