@@ -3,7 +3,8 @@
 #   bash benchmarks/device_run.sh check bwd-check tests main bench-core sanitize
 # Steps: check (forward kernels vs float64), bwd-check (backward sweep, BWD_SWEEP args), bwd-bench (BWD_BENCH
 # args), tests (the pytest suite on the GPU), main (python -m jax_conv1d), example (WaveNet step, both backends),
-# sanitize, profile, bwd-profile, step-profile (WaveNet step per kernel), layers (its conv layers one by one),
+# sanitize, profile, bwd-profile, step-profile (WaveNet step per kernel), step-variants (its wavenet.Config
+# variants in one process, GPU time by kind; STEP_VARIANTS args, STEP_HLO=1), layers (its conv layers one by one),
 # wgrad-bias (C++ check of dw + db), f64-highest (precision=highest on the headline geometry vs float64, F64_ARGS),
 # bench-<name> (python -m jax_conv1d.bench with BENCH_ARGS), multi-gpu (sharding tests on all GPUs and
 # benchmarks/multi_gpu.py with MULTI_GPU_ARGS).
@@ -52,6 +53,13 @@ for step in "$@"; do
       unset XLA_PYTHON_CLIENT_PREALLOCATE
       timeout ${MULTI_GPU_TIMEOUT:-300} python3 "$ROOT/benchmarks/multi_gpu.py" ${MULTI_GPU_ARGS} --json "$OUT/multi_gpu.json" 2>&1 | tee "$OUT/multi_gpu.log" ;;
     f64-highest) timeout 200 python3 "$ROOT/benchmarks/highest_f64_check.py" ${F64_ARGS} 2>&1 | tee "$OUT/f64_highest.log" ;;
+    step-variants)  # the step's variants timed in one process, GPU time by kind; kernel lists (and the
+      # optimized HLO with STEP_HLO=1) packed into one file, since the device tool returns few files
+      A=/tmp/step_variants; rm -rf $A; mkdir -p $A/lists
+      if [ "${STEP_HLO:-0}" = 1 ]; then export XLA_FLAGS="--xla_dump_to=$A/hlo --xla_dump_hlo_module_re=.*train_step.* --xla_dump_hlo_as_text"; fi
+      timeout ${STEP_TIMEOUT:-150} python3 "$ROOT/benchmarks/step_variants.py" --list $A/lists ${STEP_VARIANTS} 2>&1 | tee "$OUT/step_variants.txt"
+      unset XLA_FLAGS; rm -f $A/hlo/*before_optimizations* 2>/dev/null
+      tar -czf "$OUT/step_variants.tgz" -C $A . ;;
     layers) timeout 200 python3 "$ROOT/benchmarks/layer_breakdown.py" 2>&1 | tee "$OUT/layers.txt" ;;
     step-profile) timeout 200 python3 "$ROOT/benchmarks/step_profile.py" --backend ${STEP_BACKEND:-ours} 2>&1 | tee "$OUT/step_profile.txt" | tail -50 ;;
     bwd-check) JAX_CONV1D_TRACE_BWD=1 timeout 300 python3 "$ROOT/benchmarks/bwd_check.py" --sweep ${BWD_SWEEP} > "$OUT/bwd_sweep.log" 2>&1
