@@ -22,6 +22,11 @@ gathers x at stride s for a handful of output channels. The same gradients writt
   rounded once, as in our dgrad kernel. Our strided dgrad kernel keeps the whole weight slice in shared
   memory or streams it chunk by chunk with every unit of dy; the forward kernel does neither at stride 1.
 
+A third route, PHASE, is forced only: both gradients from our stride-1 kernels on the problem reshaped to s*C
+channels per step (PhasePlan). It measured slower than the products or our strided kernels on sweep/018 and
+042 (our stride-1 bf16 wgrad runs ~85 TFLOPS, below the columns GEMM), and faster only for 030's dx, inside that
+row's run-to-run spread (docs/notes/sdw6_session6.md); it stays for A/B and for when the stride-1 kernels move.
+
 Which shapes take which product is decided from same-process A/B runs on an H100 (see _routes_by_shape and
 docs/notes/bwdsweep6_session6.md). Default precision only: 3xTF32 (precision=highest) stays on our kernels.
 JAX_CONV1D_BWD_GEMM=0 (read at lowering time) keeps every backward on our kernels.
@@ -333,6 +338,10 @@ def routes(cfg: ConvConfig, x_shape, w_shape, dtype) -> tuple[str, str]:
 #   0.079-0.115 / 0.066, 042 0.106 / 0.112 -> 0.121-0.127 / 0.123; 039 0.375 -> 0.30-0.32 (3.9 times the taps,
 #   one call). 007's dilation 8 makes 22 merged taps, 3 of them real per phase, past what the forward kernel
 #   plans (113 ms). Through _gemm_forward's im2col GEMM instead of our forward kernel, 018's took 0.206.
+# - PHASE (sdw6, one call; docs/notes/sdw6_session6.md), part alone, default route -> PHASE: 018 dx 0.131 ->
+#   0.125, dw 0.115 -> 0.252; 042 dx 0.152 -> 0.142, dw 0.080 -> 0.167; 030 dx 0.151 -> 0.105 (dx+dw 0.162 ->
+#   0.129 with dw on the GEMM, a single measurement inside 030's 0.065-0.151 spread of dx), dw 0.129 -> 0.287.
+#   No default shape takes it.
 _DW_MAX_COLUMN_BYTES = 256 << 20
 _DX_STREAMED_WEIGHT_BYTES = 160 << 10  # K * min(C, 128) * O: our dgrad's weight slice per block, roughly
 _DX_MAX_TAP_GROWTH = 2  # merged taps K' * s against the K real ones
