@@ -27,10 +27,16 @@ VARIANTS = {
     "route both": {"JAX_CONV1D_BWD_GEMM": "both"},
     "dx fwd igemm": {"JAX_CONV1D_BWD_GEMM": "both", "JAX_CONV1D_FWD_GEMM": "0"},
     "default": {},
+    # sdw6: our stride-1 kernels on the phase-reshaped problem (dx and/or dw), alone or beside the products
+    "phase": {"JAX_CONV1D_BWD_GEMM": "phase"},
+    "phase/gemm": {"JAX_CONV1D_BWD_GEMM": "phase/gemm"},
+    "gemm/phase": {"JAX_CONV1D_BWD_GEMM": "gemm/phase"},
+    "ours/phase": {"JAX_CONV1D_BWD_GEMM": "ours/phase"},
+    "phase/ours": {"JAX_CONV1D_BWD_GEMM": "phase/ours"},
 }
 # The parts timed per variant; the first is also checked (error against HIGHEST, bits of two runs).
 PARTS = {"ours": ("dx+dw", "dx", "dw"), "route both": ("dx+dw", "dx", "dw"), "dx fwd igemm": ("dx",),
-         "default": ("dx+dw", "dx", "dw")}
+         "default": ("dx+dw", "dx", "dw"), "phase": ("dx+dw", "dx", "dw")}
 ENV_KEYS = ("JAX_CONV1D_BWD_GEMM", "JAX_CONV1D_FWD_GEMM")
 DEFAULT_VARIANTS = "ours,route both,dx fwd igemm"
 DEFAULT_CASES = ["sweep/015", "sweep/018", "sweep/030", "sweep/042", "sweep/014", "sweep/007", "sweep/039"]

@@ -22,6 +22,11 @@ gathers x at stride s for a handful of output channels. The same gradients writt
   rounded once, as in our dgrad kernel. Our strided dgrad kernel keeps the whole weight slice in shared
   memory or streams it chunk by chunk with every unit of dy; the forward kernel does neither at stride 1.
 
+A third route, PHASE, is forced only: both gradients from our stride-1 kernels on the problem reshaped to s*C
+channels per step (PhasePlan). It measured slower than the products or our strided kernels on sweep/018 and
+042 (our stride-1 bf16 wgrad runs ~85 TFLOPS, below the columns GEMM), and faster only for 030's dx, inside that
+row's run-to-run spread (docs/notes/sdw6_session6.md); it stays for A/B and for when the stride-1 kernels move.
+
 Which shapes take which product is decided from same-process A/B runs on an H100 (see _routes_by_shape and
 docs/notes/bwdsweep6_session6.md). Default precision only: 3xTF32 (precision=highest) stays on our kernels.
 JAX_CONV1D_BWD_GEMM=0 (read at lowering time) keeps every backward on our kernels.
@@ -30,6 +35,7 @@ JAX_CONV1D_BWD_GEMM=0 (read at lowering time) keeps every backward on our kernel
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,13 +49,25 @@ from ._shapes import PRECISION_DEFAULT, ConvConfig, output_length
 _GEMM_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 
-_FORCED = {"dx": (True, False), "dw": (False, True), "both": (True, True)}
+# Route kinds per part: "" our strided kernels, GEMM the products above, PHASE our stride-1 kernels on the
+# phase-reshaped problem (see phase_plan).
+GEMM, PHASE = "gemm", "phase"
+_PART_NAMES = {"ours": "", "gemm": GEMM, "phase": PHASE}
+_ALIASES = {"dx": "gemm/ours", "dw": "ours/gemm", "both": "gemm/gemm", "phase": "phase/phase"}
 
 
 def mode() -> str:
-    """JAX_CONV1D_BWD_GEMM: 1 (default) the measured routes, 0 none; dx / dw / both route that part of every
-    strided dense default-precision shape (A/B timing and tests)."""
+    """JAX_CONV1D_BWD_GEMM: 1 (default) the measured routes, 0 none. A forced mode names the route of dx and
+    of dw for every strided dense default-precision shape, "<dx>/<dw>" with each ours, gemm or phase (A/B
+    timing and tests); dx, dw, both and phase are short for gemm/ours, ours/gemm, gemm/gemm, phase/phase."""
     return os.environ.get("JAX_CONV1D_BWD_GEMM", "1")
+
+
+def _forced() -> tuple[str, str] | None:
+    parts = _ALIASES.get(mode(), mode()).split("/")
+    if len(parts) == 2 and all(p in _PART_NAMES for p in parts):
+        return _PART_NAMES[parts[0]], _PART_NAMES[parts[1]]
+    return None
 
 
 def enabled() -> bool:
@@ -181,21 +199,128 @@ def dgrad(dy, w, *, cfg: ConvConfig, in_length: int):
     return _dgrad_phases(dy, w, cfg=cfg, in_length=in_length)
 
 
+# ---- the phase-reshaped stride-1 problem -------------------------------------------------------------------
+
+
+class PhasePlan(NamedTuple):
+    """A stride-s convolution as a stride-1 one over s*C channels. Tap k reads x[t*s + p_k], p_k = k*d - pad_lo;
+    write p_k = q_k*s + r_k (r_k in [0, s)). With x2[j] = x[j*s : j*s + s] (the s phases of one step as one
+    row of s*C channels), y[t] = sum_q x2[t + q] W2[q], where W2[q] holds tap k at phase r_k for the k with
+    q_k = q and zeros elsewhere: a stride-1 convolution with `taps` = q_max - q_min + 1 taps and padding
+    (-q_min, T - J + q_max), so its output length is T. Channels-last x2 is x reshaped (free when
+    L % s == 0); channels-first it is one transpose. The stride-1 problem's gradients are the strided
+    problem's: dx is dx2 reshaped back, dw is dw2's (taps*s) merged axis at index[k]."""
+
+    taps: int
+    index: tuple  # index[k]: tap k's place on the merged axis, (q_k - q_min)*s + r_k
+    phase_rows: int  # J = ceil(L / s): rows of x2
+    inner: ConvConfig  # the stride-1 problem
+
+
+def phase_plan(cfg: ConvConfig, kernel_size: int, length: int, t: int) -> PhasePlan:
+    s, d, lo = cfg.stride, cfg.dilation, cfg.padding[0]
+    offsets = [k * d - lo for k in range(kernel_size)]
+    q_min, q_max = offsets[0] // s, offsets[-1] // s
+    j = -(-length // s)
+    inner = ConvConfig(layout=cfg.layout, stride=1, dilation=1, padding=(-q_min, t - j + q_max), groups=1,
+                       precision=cfg.precision)
+    return PhasePlan(q_max - q_min + 1, tuple(p - q_min * s for p in offsets), j, inner)
+
+
+def phase_input(x, cfg: ConvConfig, plan: PhasePlan):
+    """x -> x2: NWC (N, J, s*C) with channel r*C + c; NCW (N, C*s, J) with channel c*s + r. Zeros past L."""
+    s, j = cfg.stride, plan.phase_rows
+    axis = cfg.x_axes[2]
+    n, c, length = (x.shape[a] for a in cfg.x_axes)
+    if j * s != length:
+        pads = [(0, 0)] * 3
+        pads[axis] = (0, j * s - length)
+        x = jnp.pad(x, pads)
+    if cfg.layout == "NWC":
+        return x.reshape(n, j, s * c)
+    return jnp.transpose(x.reshape(n, c, j, s), (0, 1, 3, 2)).reshape(n, c * s, j)
+
+
+def phase_weight_stride1(w, cfg: ConvConfig, plan: PhasePlan):
+    """w -> W2: NWC (taps, s*C, O); NCW (O, C*s, taps)."""
+    s, k = cfg.stride, w.shape[cfg.w_axes[2]]
+    order = np.full(plan.taps * s, k, np.int64)
+    order[list(plan.index)] = np.arange(k)
+    if cfg.layout == "NWC":
+        _, c, o = w.shape
+        w = jnp.concatenate([w, jnp.zeros((1, c, o), w.dtype)], axis=0)[order]  # (taps*s, C, O)
+        return w.reshape(plan.taps, s * c, o)
+    o, c, _ = w.shape
+    w = jnp.concatenate([w, jnp.zeros((o, c, 1), w.dtype)], axis=2)[:, :, order]  # (O, C, taps*s)
+    return jnp.transpose(w.reshape(o, c, plan.taps, s), (0, 1, 3, 2)).reshape(o, c * s, plan.taps)
+
+
+def _phase_taps_of(merged, plan: PhasePlan, axis: int):
+    """The real taps from the merged axis (a slice at dilation 1)."""
+    index = plan.index
+    if list(index) == list(range(index[0], index[0] + len(index))):
+        return lax.slice_in_dim(merged, index[0], index[0] + len(index), axis=axis)
+    return jnp.take(merged, np.asarray(index), axis=axis)
+
+
+def phase_output_dx(dx2, cfg: ConvConfig, plan: PhasePlan, length: int):
+    s, j = cfg.stride, plan.phase_rows
+    n = dx2.shape[0]
+    if cfg.layout == "NWC":
+        dx = dx2.reshape(n, j * s, -1)
+        return dx if j * s == length else dx[:, :length]
+    c = dx2.shape[1] // s
+    dx = jnp.transpose(dx2.reshape(n, c, s, j), (0, 1, 3, 2)).reshape(n, c, j * s)
+    return dx if j * s == length else dx[:, :, :length]
+
+
+def phase_output_dw(dw2, cfg: ConvConfig, plan: PhasePlan):
+    s = cfg.stride
+    if cfg.layout == "NWC":
+        taps, sc, o = dw2.shape
+        return _phase_taps_of(dw2.reshape(taps * s, sc // s, o), plan, 0)
+    o, cs, taps = dw2.shape
+    merged = jnp.transpose(dw2.reshape(o, cs // s, s, taps), (0, 1, 3, 2)).reshape(o, cs // s, taps * s)
+    return _phase_taps_of(merged, plan, 2)
+
+
+def phase_backward(x, dy, w, *, cfg: ConvConfig, want_dx, want_dw, want_db):
+    """dx, dw (and db beside dw) of the strided problem from our stride-1 kernels on the phase-reshaped one:
+    one call for all the parts wanted (dx alone: the dgrad primitive, which does not need x2)."""
+    from ._primitives import conv1d_bwd_local_p, conv1d_dgrad_local_p  # the primitives import this module
+
+    length = x.shape[cfg.x_axes[2]]
+    plan = phase_plan(cfg, w.shape[cfg.w_axes[2]], length, dy.shape[cfg.x_axes[2]])
+    w2 = phase_weight_stride1(w, cfg, plan)
+    empty = jnp.zeros((0,), x.dtype)
+    if want_dx and not want_dw and not want_db:
+        dx2 = conv1d_dgrad_local_p.bind(dy, w2, cfg=plan.inner, in_length=plan.phase_rows)
+        return phase_output_dx(dx2, cfg, plan, length), empty, empty
+    x2 = phase_input(x, cfg, plan)
+    dx2, dw2, db = conv1d_bwd_local_p.bind(x2, dy, w2, cfg=plan.inner, want_dx=want_dx, want_dw=want_dw,
+                                           want_db=want_db)
+    dx = phase_output_dx(dx2, cfg, plan, length) if want_dx else empty
+    dw = phase_output_dw(dw2, cfg, plan) if want_dw else empty
+    return dx, dw, db
+
+
 # ---- which shapes ------------------------------------------------------------------------------------------
 
 
-def routes(cfg: ConvConfig, x_shape, w_shape, dtype) -> tuple[bool, bool]:
-    """(dx through the product, dw through the product) for this shape; see _routes_by_shape."""
+def routes(cfg: ConvConfig, x_shape, w_shape, dtype) -> tuple[str, str]:
+    """(route of dx, route of dw) for this shape, each "" (our strided kernels), GEMM or PHASE; see
+    _routes_by_shape."""
     dtype = jnp.dtype(dtype)
     if not (cfg.groups == 1 and cfg.stride > 1 and cfg.precision == PRECISION_DEFAULT and dtype in _GEMM_DTYPES
             and enabled()):
-        return False, False
+        return "", ""
     n, c, length, o, k = _dims(cfg, x_shape, w_shape)
     t = output_length(length, k, cfg.stride, cfg.dilation, *cfg.padding)
     if t < 1:
-        return False, False
-    if mode() in _FORCED:
-        return _FORCED[mode()]
+        return "", ""
+    forced = _forced()
+    if forced is not None:
+        return forced
     return _routes_by_shape(cfg, n, c, length, o, k, t, dtype)
 
 
@@ -213,6 +338,10 @@ def routes(cfg: ConvConfig, x_shape, w_shape, dtype) -> tuple[bool, bool]:
 #   0.079-0.115 / 0.066, 042 0.106 / 0.112 -> 0.121-0.127 / 0.123; 039 0.375 -> 0.30-0.32 (3.9 times the taps,
 #   one call). 007's dilation 8 makes 22 merged taps, 3 of them real per phase, past what the forward kernel
 #   plans (113 ms). Through _gemm_forward's im2col GEMM instead of our forward kernel, 018's took 0.206.
+# - PHASE (sdw6, one call; docs/notes/sdw6_session6.md), part alone, default route -> PHASE: 018 dx 0.131 ->
+#   0.125, dw 0.115 -> 0.252; 042 dx 0.152 -> 0.142, dw 0.080 -> 0.167; 030 dx 0.151 -> 0.105 (dx+dw 0.162 ->
+#   0.129 with dw on the GEMM, a single measurement inside 030's 0.065-0.151 spread of dx), dw 0.129 -> 0.287.
+#   No default shape takes it.
 _DW_MAX_COLUMN_BYTES = 256 << 20
 _DX_STREAMED_WEIGHT_BYTES = 160 << 10  # K * min(C, 128) * O: our dgrad's weight slice per block, roughly
 _DX_MAX_TAP_GROWTH = 2  # merged taps K' * s against the K real ones
@@ -221,31 +350,62 @@ _DX_MAX_FWD_WEIGHT_BYTES = 192 << 10  # a 64-row tile of the merged weight, resi
 
 def _routes_by_shape(cfg, n, c, length, o, k, t, dtype):
     size = dtype.itemsize
-    route_dw = n * t * k * c * size <= _DW_MAX_COLUMN_BYTES
+    route_dw = GEMM if n * t * k * c * size <= _DW_MAX_COLUMN_BYTES else ""
     if k == 1:
-        return True, route_dw
+        return GEMM, route_dw
     e_min, e_max, _ = phase_taps(cfg, k)
     merged = e_max - e_min + 1
     route_dx = (k * min(c, 128) * o * size > _DX_STREAMED_WEIGHT_BYTES
                 and merged * cfg.stride <= _DX_MAX_TAP_GROWTH * k
                 and merged * o * 64 * size <= _DX_MAX_FWD_WEIGHT_BYTES)
-    return route_dx, route_dw
+    return GEMM if route_dx else "", route_dw
 
 
 def backward(x, dy, w, *, cfg, want_dx, want_dw, want_db, ours=None):
-    """The combined backward with the routed parts as products and the rest through `ours(x, dy, w, want_dx,
-    want_dw, want_db)` (our kernels; db rides with our weight gradient when that runs)."""
+    """The combined backward with each part on its route: products (GEMM), one call to our stride-1 kernels
+    on the phase-reshaped problem (PHASE), and the rest through `ours(x, dy, w, want_dx, want_dw, want_db)`
+    (our strided kernels). db rides with whichever of our calls computes dw, else bias_grad."""
     route_dx, route_dw = routes(cfg, x.shape, w.shape, x.dtype)
+    want = {"": [False, False], GEMM: [False, False], PHASE: [False, False]}
+    want[route_dx][0] = want_dx
+    want[route_dw][1] = want_dw
     empty = jnp.zeros((0,), x.dtype)
-    rest_dx, rest_dw = want_dx and not route_dx, want_dw and not route_dw
-    rest_db = want_db and rest_dw
     dx = dw = db = empty
-    if rest_dx or rest_dw:
-        dx, dw, db = ours(x, dy, w, rest_dx, rest_dw, rest_db)
-    if want_dx and route_dx:
+    db_with = "" if want[""][1] else PHASE if want[PHASE][1] else None
+    if any(want[""]):
+        dx, dw, db = ours(x, dy, w, *want[""], want_db and db_with == "")
+    if any(want[PHASE]):
+        pdx, pdw, pdb = phase_backward(x, dy, w, cfg=cfg, want_dx=want[PHASE][0], want_dw=want[PHASE][1],
+                                       want_db=want_db and db_with == PHASE)
+        dx = pdx if want[PHASE][0] else dx
+        dw = pdw if want[PHASE][1] else dw
+        db = pdb if db_with == PHASE else db
+    if want[GEMM][0]:
         dx = dgrad(dy, w, cfg=cfg, in_length=x.shape[cfg.x_axes[2]])
-    if want_dw and route_dw:
+    if want[GEMM][1]:
         dw = wgrad(x, dy, cfg=cfg, kernel_size=w.shape[cfg.w_axes[2]])
-    if want_db and not rest_db:
+    if want_db and db_with is None:
         db = bias_grad(dy, cfg)
     return dx, dw, db
+
+
+def routed_dgrad(dy, w, *, cfg: ConvConfig, in_length: int):
+    """The single-pass input gradient on its route (the lowering calls this only for a routed shape)."""
+    from ._primitives import x_shape_from
+
+    x_shape = x_shape_from(cfg, dy.shape, w.shape, in_length)
+    if routes(cfg, x_shape, w.shape, w.dtype)[0] == PHASE:
+        x = jax.ShapeDtypeStruct(x_shape, w.dtype)
+        return phase_backward(x, dy, w, cfg=cfg, want_dx=True, want_dw=False, want_db=False)[0]
+    return dgrad(dy, w, cfg=cfg, in_length=in_length)
+
+
+def routed_wgrad(x, dy, *, cfg: ConvConfig, kernel_size: int):
+    """The single-pass weight gradient on its route."""
+    from ._primitives import w_shape_from
+
+    w_shape = w_shape_from(cfg, x.shape, dy.shape, kernel_size)
+    if routes(cfg, x.shape, w_shape, x.dtype)[1] == PHASE:
+        w = jnp.zeros(w_shape, x.dtype)  # shapes only: the stride-1 weight gradient does not read it
+        return phase_backward(x, dy, w, cfg=cfg, want_dx=False, want_dw=True, want_db=False)[1]
+    return wgrad(x, dy, cfg=cfg, kernel_size=kernel_size)

@@ -188,8 +188,8 @@ def _cuda_rule(target, gemm_fn, weight_arg, multiple_results=False):
     gemm = mlir.lower_fun(gemm_fn, multiple_results=multiple_results)
     fwd_gemm = mlir.lower_fun(_gemm_forward.forward, multiple_results=False)
     bwd_gemm = {"jax_conv1d_bwd": mlir.lower_fun(_bwd_routed, multiple_results=True),
-                "jax_conv1d_dgrad": mlir.lower_fun(_gemm_backward.dgrad, multiple_results=False),
-                "jax_conv1d_wgrad": mlir.lower_fun(_gemm_backward.wgrad, multiple_results=False)}.get(target)
+                "jax_conv1d_dgrad": mlir.lower_fun(_gemm_backward.routed_dgrad, multiple_results=False),
+                "jax_conv1d_wgrad": mlir.lower_fun(_gemm_backward.routed_wgrad, multiple_results=False)}.get(target)
 
     def rule(ctx, *args, cfg, **params):
         if weight_arg is None:

@@ -80,10 +80,14 @@ def test_phase_table_lists_every_tap_once(stride, dilation, kernel_size, pad_lo)
     assert table.shape == (e_max - e_min + 1, stride)
 
 
-@pytest.mark.parametrize("route", [(True, False), (False, True), (True, True)])
+G, P = _gemm_backward.GEMM, _gemm_backward.PHASE
+
+
+@pytest.mark.parametrize("route", [(G, ""), ("", G), (G, G), (P, ""), ("", P), (P, P), (P, G), (G, P)])
 @pytest.mark.parametrize("bias", [False, True])
 def test_combined_backward_mixes_routes_and_kernels(monkeypatch, rng, route, bias):
-    """The combined backward's routed parts as products, the rest (with db beside our dw) on our CPU kernels."""
+    """The combined backward's routed parts as products or phase-reshaped stride-1 calls, the rest (with db
+    beside our strided dw) on our CPU kernels."""
     geometry = ("NWC", 16, 24, 6, 70, 3, 1, (5, 0))
     layout, _, _, _, _, stride, dilation, pads = geometry
     x, w, b, dy, (dx_ref, dw_ref, db_ref) = _case(rng, geometry, "float32", bias=bias)
@@ -99,7 +103,7 @@ def test_combined_backward_mixes_routes_and_kernels(monkeypatch, rng, route, bia
         dx, dw, db = jax.jit(lambda x, dy, w: _gemm_backward.backward(
             x, dy, w, cfg=cfg, want_dx=True, want_dw=True, want_db=bias, ours=ours))(x, dy, w)
     rest = (not route[0], not route[1], bias and not route[1])
-    assert calls == ([rest] if rest[0] or rest[1] else [])
+    assert calls == ([rest] if rest[0] or rest[1] else [])  # only strided calls reach `ours`
     assert_close(dx, dx_ref, 1e-5, "dx")
     assert_close(dw, dw_ref, 1e-5, "dw")
     if bias:
@@ -111,10 +115,10 @@ def test_combined_backward_mixes_routes_and_kernels(monkeypatch, rng, route, bia
 def test_predicate(monkeypatch):
     cfg015 = _cfg("NCW", 4, 2, (0, 0))
     x015, w015 = (4, 1024, 2048), (512, 1024, 1)
-    monkeypatch.setenv("JAX_CONV1D_BWD_GEMM", "both")
-    assert _gemm_backward.routes(cfg015, x015, w015, jnp.float32) == (True, True)
-    monkeypatch.setenv("JAX_CONV1D_BWD_GEMM", "dw")
-    assert _gemm_backward.routes(cfg015, x015, w015, jnp.float32) == (False, True)
+    for forced, expected in [("both", (G, G)), ("dw", ("", G)), ("dx", (G, "")), ("phase", (P, P)),
+                             ("phase/gemm", (P, G)), ("ours/phase", ("", P))]:
+        monkeypatch.setenv("JAX_CONV1D_BWD_GEMM", forced)
+        assert _gemm_backward.routes(cfg015, x015, w015, jnp.float32) == expected, forced
     monkeypatch.setenv("JAX_CONV1D_BWD_GEMM", "both")
     for cfg, xs, ws, dtype in [
         (_cfg("NCW", 1, 2, (0, 0)), x015, w015, jnp.float32),  # stride 1: other paths
@@ -122,31 +126,78 @@ def test_predicate(monkeypatch):
         (_cfg("NCW", 4, 2, (0, 0), precision=PRECISION_ACCURATE), x015, w015, jnp.float32),
         (cfg015, x015, w015, jnp.float64),
     ]:
-        assert _gemm_backward.routes(cfg, xs, ws, dtype) == (False, False), (cfg, xs, ws, dtype)
+        assert _gemm_backward.routes(cfg, xs, ws, dtype) == ("", ""), (cfg, xs, ws, dtype)
     monkeypatch.setenv("JAX_CONV1D_BWD_GEMM", "0")
-    assert _gemm_backward.routes(cfg015, x015, w015, jnp.float32) == (False, False)
+    assert _gemm_backward.routes(cfg015, x015, w015, jnp.float32) == ("", "")
 
 
 def test_default_routes_follow_the_measurements(monkeypatch):
     monkeypatch.delenv("JAX_CONV1D_BWD_GEMM", raising=False)
     for cfg, xs, ws, dtype, expected in [
-        (_cfg("NCW", 4, 2, (0, 0)), (4, 1024, 2048), (512, 1024, 1), jnp.float32, (True, True)),  # sweep/015
-        (_cfg("NWC", 2, 1, (3, 3)), (4, 32768, 64), (8, 64, 256), jnp.bfloat16, (True, True)),  # 018: streamed w
-        (_cfg("NCW", 3, 1, (0, 0)), (4, 256, 8192), (32, 256, 7), jnp.bfloat16, (False, True)),  # 030
-        (_cfg("NCW", 3, 1, (5, 0)), (4, 32, 65536), (64, 32, 6), jnp.bfloat16, (False, True)),  # 042
-        (_cfg("NWC", 3, 8, (0, 0)), (4, 8192, 256), (9, 256, 1024), jnp.bfloat16, (False, True)),  # 007: 22 taps
+        (_cfg("NCW", 4, 2, (0, 0)), (4, 1024, 2048), (512, 1024, 1), jnp.float32, (G, G)),  # sweep/015
+        (_cfg("NWC", 2, 1, (3, 3)), (4, 32768, 64), (8, 64, 256), jnp.bfloat16, (G, G)),  # 018: streamed w
+        (_cfg("NCW", 3, 1, (0, 0)), (4, 256, 8192), (32, 256, 7), jnp.bfloat16, ("", G)),  # 030
+        (_cfg("NCW", 3, 1, (5, 0)), (4, 32, 65536), (64, 32, 6), jnp.bfloat16, ("", G)),  # 042
+        (_cfg("NWC", 3, 8, (0, 0)), (4, 8192, 256), (9, 256, 1024), jnp.bfloat16, ("", G)),  # 007: 22 taps
         # the headline: its columns (8.6 GB) stay off the GEMM; stride 1 (WaveNet) is not routed
-        (_cfg("NWC", 3, 4, (0, 0)), (64, 524280, 64), (3, 64, 128), jnp.float32, (False, False)),
-        (_cfg("NCW", 3, 4, (0, 0)), (64, 64, 524280), (128, 64, 3), jnp.bfloat16, (False, False)),
-        (_cfg("NWC", 1, 64, (64, 0)), (16, 65536, 128), (2, 128, 256), jnp.float32, (False, False)),
+        (_cfg("NWC", 3, 4, (0, 0)), (64, 524280, 64), (3, 64, 128), jnp.float32, ("", "")),
+        (_cfg("NCW", 3, 4, (0, 0)), (64, 64, 524280), (128, 64, 3), jnp.bfloat16, ("", "")),
+        (_cfg("NWC", 1, 64, (64, 0)), (16, 65536, 128), (2, 128, 256), jnp.float32, ("", "")),
     ]:
         assert _gemm_backward.routes(cfg, xs, ws, dtype) == expected, (cfg, xs, ws, dtype)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("bfloat16", 1e-2)])
+def test_phase_route_matches_float64(rng, geometry, dtype, tol):
+    """Our stride-1 (CPU) kernels on the phase-reshaped problem: dx and dw (+ db) in one call, dx alone, dw
+    alone, against the strided problem's float64 gradients (L % s != 0 and negative pads included)."""
+    layout, _, _, _, _, stride, dilation, pads = geometry
+    x, w, b, dy, (dx_ref, dw_ref, db_ref) = _case(rng, geometry, dtype, bias=True)
+    cfg = _cfg(layout, stride, dilation, pads)
+    with jax.default_device(jax.devices("cpu")[0]):
+        for want in [(True, True, True), (True, False, False), (False, True, False), (False, True, True)]:
+            dx, dw, db = jax.jit(lambda x, dy, w: _gemm_backward.phase_backward(
+                x, dy, w, cfg=cfg, want_dx=want[0], want_dw=want[1], want_db=want[2]))(x, dy, w)
+            for got, ref, wanted, name in [(dx, dx_ref, want[0], "dx"), (dw, dw_ref, want[1], "dw"),
+                                           (db, db_ref, want[2], "db")]:
+                if wanted:
+                    assert got.shape == ref.shape and got.dtype == x.dtype, (name, want)
+                    assert_close(got, ref, tol, f"{name} {want}")
+                else:
+                    assert got.shape == (0,), (name, want)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_phase_plan_keeps_the_output_length(geometry):
+    """The stride-1 problem has T outputs, and its merged axis holds each tap once."""
+    layout, _, _, k, length, stride, dilation, pads = geometry
+    cfg = _cfg(layout, stride, dilation, pads)
+    t = output_length(length, k, stride, dilation, *pads)
+    plan = _gemm_backward.phase_plan(cfg, k, length, t)
+    assert plan.phase_rows * stride >= length > (plan.phase_rows - 1) * stride
+    assert output_length(plan.phase_rows, plan.taps, 1, 1, *plan.inner.padding) == t
+    assert len(set(plan.index)) == k and all(0 <= i < plan.taps * stride for i in plan.index)
+
+
+def test_single_pass_routes_take_the_phase(monkeypatch, rng):
+    """routed_dgrad / routed_wgrad (the single-pass lowerings) on the phase route, on the CPU kernels."""
+    geometry = ("NCW", 8, 16, 6, 62, 3, 1, (5, 0))
+    layout, _, _, k, length, stride, dilation, pads = geometry
+    x, w, _, dy, (dx_ref, dw_ref, _) = _case(rng, geometry, "float32")
+    cfg = _cfg(layout, stride, dilation, pads)
+    monkeypatch.setenv("JAX_CONV1D_BWD_GEMM", "phase")
+    with jax.default_device(jax.devices("cpu")[0]):
+        dx = jax.jit(functools.partial(_gemm_backward.routed_dgrad, cfg=cfg, in_length=length))(dy, w)
+        dw = jax.jit(functools.partial(_gemm_backward.routed_wgrad, cfg=cfg, kernel_size=k))(x, dy)
+    assert_close(dx, dx_ref, 1e-5, "dx")
+    assert_close(dw, dw_ref, 1e-5, "dw")
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("geometry", [GEOMETRIES[0], GEOMETRIES[3], GEOMETRIES[4], GEOMETRIES[6], GEOMETRIES[10]])
 @pytest.mark.parametrize("dtype,tol", [("float32", 1.5e-3), ("bfloat16", 1e-2)])
-@pytest.mark.parametrize("mode", ["dx", "dw", "both"])
+@pytest.mark.parametrize("mode", ["dx", "dw", "both", "phase", "phase/gemm", "ours/phase"])
 def test_gpu_lowers_to_products_and_matches_float64(monkeypatch, rng, gpu, geometry, dtype, tol, mode):
     layout, _, _, _, _, stride, dilation, pads = geometry
     x, w, b, dy, (dx_ref, dw_ref, db_ref) = _case(rng, geometry, dtype, bias=True)
@@ -158,7 +209,7 @@ def test_gpu_lowers_to_products_and_matches_float64(monkeypatch, rng, gpu, geome
         return jax.vjp(lambda x, w, b: dilated_conv1d(x, w, b, **kw), x, w, b)[1](dy)
 
     targets = custom_call_targets(grads, x, w, b, dy)
-    # Both routed: no backward custom call; one routed: our kernels only for the other part.
+    # Both as products: no backward custom call; otherwise our kernels for the rest or the stride-1 problem.
     assert not targets & {"jax_conv1d_dgrad", "jax_conv1d_wgrad", "jax_conv1d_bwd"} if mode == "both" else targets
     dx, dw, db = jax.jit(grads)(x, w, b, dy)
     assert_close(dx, dx_ref, tol, "dx")
