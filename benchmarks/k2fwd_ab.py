@@ -5,10 +5,11 @@
 Variants are environment settings the C++ dispatcher reads at every call, so each row of a case runs the same
 compiled executable:
   old      JAX_CONV1D_IGEMM_WIDE=0: the 64 x 32 warp tiles (128 x 128 for the forward, 64 x 256 for the dx);
-  default  the dispatcher's choice (wide warp tiles for NWC float32 stride-1 K = 2);
-  w64x512  JAX_CONV1D_IGEMM_TILE=64x512 pinned; w128x256-1c: 128 x 256 with one channel chunk per step;
+  default  the dispatcher's choice (128 x 256 wide warp tiles for NWC float32 stride-1 K = 2 when its plan keeps
+           two channel chunks per step and staged stores);
+  w64x512, w128x256  JAX_CONV1D_IGEMM_TILE pinned; w128x256-1c: 128 x 256 with one channel chunk per step;
   *-mma    JAX_CONV1D_IGEMM_DIAG=6: the MMA loop and the barriers only (wrong results; what the loop costs).
-Cases: wavenet_dense's forward (N16, the bench row), the training step's N8 layer (d1, d64, d512) forward and
+Cases: wavenet_dense's forward (N16, the bench row), the training step's N8 layer (d1, d64, d128, d512) forward and
 its input gradient alone (dx through jax.vjp in x only: the stride-1 dgrad runs the forward kernel), and the
 headline NWC float32 forward (K = 3: must not change). Per row: median ms (bench.time_call), % of the byte
 floor at the measured copy bandwidth, and the relative difference to the old variant's output (0 expected:
@@ -30,6 +31,7 @@ VARIANTS = {
     "old": {"JAX_CONV1D_IGEMM_WIDE": "0"},
     "default": {},
     "w64x512": {"JAX_CONV1D_IGEMM_TILE": "64x512"},
+    "w128x256": {"JAX_CONV1D_IGEMM_TILE": "128x256"},
     "w128x256-1c": {"JAX_CONV1D_IGEMM_TILE": "128x256", "JAX_CONV1D_IGEMM_STEP_CHUNKS": "1"},
     "old-mma": {"JAX_CONV1D_IGEMM_WIDE": "0", "JAX_CONV1D_IGEMM_DIAG": "6"},
     "default-mma": {"JAX_CONV1D_IGEMM_DIAG": "6"},
@@ -93,7 +95,7 @@ def run_case(case, passes, variants, bw, with_xla):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="default and old only")
+    ap.add_argument("--quick", action="store_true", help="default and old only (wavenet_dense twice)")
     args = ap.parse_args()
     print(jax.devices()[0].device_kind, "jax", jax.__version__, flush=True)
     bw = copy_bandwidth()
@@ -101,14 +103,16 @@ def main():
     full = ["old", "default", "w64x512", "w128x256-1c", "old-mma", "default-mma"]
     two = ["old", "default"]
     wn = dict(padding="CAUSAL", layout="NWC", bias=True)
-    run_case(Case("wavenet_dense", 16, 128, 256, 2, 65536, dilation=64, **wn), ["fwd"], two if args.quick else full,
-             bw, True)
-    for d in (64, 1, 512):
+    run_case(Case("wavenet_dense", 16, 128, 256, 2, 65536, dilation=64, **wn), ["fwd"],
+             two + two if args.quick else full, bw, True)
+    for d in (64, 1, 128, 512):
         case = Case(f"layer N8 d{d}", 8, 128, 256, 2, 65536, dilation=d, **wn)
-        run_case(case, ["fwd"], two if args.quick or d != 64 else full, bw, False)
-        # dx: o = 128 rows of weights over 256 channels only fit the 64-row tiles (64 x 512 is the default)
-        run_case(case, ["dx"], two if args.quick or d != 64 else ["old", "default", "old-mma", "default-mma"], bw,
-                 False)
+        fwd = two + ["w128x256"] if d == 128 else two
+        run_case(case, ["fwd"], fwd if args.quick or d != 64 else full, bw, False)
+        if d == 64 or not args.quick:
+            # dx: o = 128 rows of weights over 256 channels only fit the 64-row tiles (64 x 256 stays the default)
+            run_case(case, ["dx"], two + ["w64x512"] if args.quick or d != 64 else
+                     ["old", "default", "w64x512", "old-mma", "default-mma"], bw, False)
     run_case(Case("headline NWC f32", 64, 64, 128, 3, 524280, stride=3, dilation=4, layout="NWC"), ["fwd"], two, bw,
              False)
 

@@ -169,8 +169,8 @@ def test_wide_warp_tiles_match_narrow_tiles_bitwise(monkeypatch, case, dtype):
 
 
 def test_wide_warp_tiles_in_the_stride1_input_gradient(monkeypatch):
-    """WaveNet's input gradient runs the forward kernel (dgrad_as_forward.cu), by default on the wide tiles:
-    the same bits as with them switched off (JAX_CONV1D_IGEMM_WIDE=0), and float64's values."""
+    """WaveNet's input gradient runs the forward kernel (dgrad_as_forward.cu) on a 64-row tile; pinned to the
+    64 x 512 block of wide warp tiles it must give the bits of the default (64 x 256) and float64's values."""
     import jax
 
     rng = np.random.default_rng(3)
@@ -183,9 +183,9 @@ def test_wide_warp_tiles_in_the_stride1_input_gradient(monkeypatch):
         _, vjp = jax.vjp(lambda x_: dilated_conv1d(x_, w, **kw), x)
         return np.asarray(vjp(dy)[0])
 
-    monkeypatch.setenv("JAX_CONV1D_IGEMM_WIDE", "1")
+    monkeypatch.setenv("JAX_CONV1D_IGEMM_TILE", "64x512")
     wide = dx()
-    monkeypatch.setenv("JAX_CONV1D_IGEMM_WIDE", "0")
+    monkeypatch.delenv("JAX_CONV1D_IGEMM_TILE")
     narrow = dx()
     np.testing.assert_array_equal(wide, narrow)
     # float64: dx[n, l, c] = sum_{k, o} w[k, c, o] * dy[n, l + 64 (1 - k), o] (causal: pad 64 on the left)
@@ -193,3 +193,21 @@ def test_wide_warp_tiles_in_the_stride1_input_gradient(monkeypatch):
     ref = np.einsum("nlo,co->nlc", dy64, w64[1])
     ref[:, :-64] += np.einsum("nlo,co->nlc", dy64[:, 64:], w64[0])
     assert np.linalg.norm(wide - ref) / np.linalg.norm(ref) < 1.5e-3
+
+
+def test_wide_warp_tile_default_matches_old_tiles(monkeypatch):
+    """WaveNet's forward (dilation <= 64) takes the 128 x 256 wide tile by default: same bits as with
+    JAX_CONV1D_IGEMM_WIDE=0, at dilations on both sides of the rule's window limit."""
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.standard_normal((2, 3000, 128)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((2, 128, 256)) / 16.0, jnp.float32)
+    b = jnp.asarray(rng.standard_normal(256), jnp.float32)
+    for d in (1, 64, 128, 512):
+        kw = dict(dilation=d, padding="CAUSAL", layout="NWC")
+        monkeypatch.delenv("JAX_CONV1D_IGEMM_WIDE", raising=False)
+        new = _run(monkeypatch, "auto", x, w, b, **kw)
+        monkeypatch.setenv("JAX_CONV1D_IGEMM_WIDE", "0")
+        old = _run(monkeypatch, "auto", x, w, b, **kw)
+        monkeypatch.delenv("JAX_CONV1D_IGEMM_WIDE")
+        assert np.all(np.isfinite(new)), d
+        np.testing.assert_array_equal(new, old)

@@ -979,13 +979,28 @@ inline bool igemm_pinned_tile(int& bm, int& bn) {
 template <Layout kLayout, FwdMath kMath>
 constexpr bool kWideWarpTiles = kLayout == Layout::kNWC && kMath != FwdMath::k3xTF32;
 
-// WaveNet's dilated layers (dense NWC float32, stride 1, K = 2) and their stride-1 input gradients run the 64 x 64
-// warp tiles first (128 x 256 blocks, or 64 x 512 where the weights of 128 rows do not fit). Other shapes keep
-// their measured tiles. JAX_CONV1D_IGEMM_WIDE=0 turns it off (read per call, for comparisons).
+// WaveNet's dilated layers (dense NWC float32, stride 1, K = 2) run the 128 x 256 block of 64 x 64 warp tiles
+// first, where its plan keeps two channel chunks per pipeline step and staged stores beside the 128 KB of
+// weights (windows up to 320 rows: dilation <= 64 at C = 128). H100, one process: WaveNet's forward 1.19 ->
+// 1.02 ms (N16, d64), the N8 layer 0.605 -> 0.540 (d64) and 0.568 -> 0.540 (d1); with one chunk per step it
+// was no faster (d64: 0.605) and at dilation 512 (gapped window: one chunk per step, unstaged) slower, 0.599 ->
+// 0.667. Their input gradients (C 256 -> 128: only the 64-row tiles fit) keep 64 x 256: 64 x 512 measured the
+// same (0.562 vs 0.565 ms). Other shapes keep their measured tiles. JAX_CONV1D_IGEMM_WIDE=0 turns it off (read
+// per call, for comparisons).
 inline bool igemm_wide_preferred(const Conv1dParams& p, int elem_bytes) {
   const char* v = std::getenv("JAX_CONV1D_IGEMM_WIDE");
   if (v != nullptr && std::strcmp(v, "0") == 0) return false;
-  return elem_bytes == 4 && p.precision == Precision::kDefault && p.groups == 1 && p.stride == 1 && p.kernel_size == 2;
+  return elem_bytes == 4 && p.precision == Precision::kDefault && p.groups == 1 && p.stride == 1 &&
+         p.kernel_size == 2 && p.out_per_group() > 64;
+}
+
+template <typename T>
+bool igemm_wide_plan_full(const Conv1dParams& p) {
+  const DeviceLimits dev = device_limits();
+  if (dev.cc_major < 9 || !bulk_copies_enabled()) return false;
+  IgemmArgs a{};
+  int smem = 0;
+  return igemm_plan<T, IgemmTile128w>(p, dev, true, a, smem) && a.step_chunks == 2 && a.scratch_off != 0;
 }
 
 // Smallest tile covering a group's output channels first (little wasted MMA work on padding rows), then
@@ -1007,10 +1022,9 @@ bool igemm_launch(const Conv1dParams& p, const T* x, const T* w, const T* bias, 
   }
   const int64_t og = p.out_per_group();
   if constexpr (kWideWarpTiles<kLayout, kMath>) {
-    if (igemm_wide_preferred(p, sizeof(T))) {
-      if (og > 64 && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile128w>(p, x, w, bias, y, stream, err)) return true;
-      if (og > 32 && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile64w>(p, x, w, bias, y, stream, err)) return true;
-    }
+    if (igemm_wide_preferred(p, sizeof(T)) && igemm_wide_plan_full<T>(p) &&
+        igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile128w>(p, x, w, bias, y, stream, err))
+      return true;
   }
   // JAX_CONV1D_IGEMM_MAX_BM=64|32|16 skips the larger tiles (read per call, for comparisons: the 64-row tiles
   // are 256 positions wide).
