@@ -170,12 +170,18 @@ def grouped_small_fits(cfg):
     return cfg["o"] // cfg["groups"] <= 32 and (cfg["c"] // cfg["groups"]) * cfg["k"] <= 1024
 
 
+# Families that are a pinned implicit-GEMM tile rather than a JAX_CONV1D_FWD_KERNEL value: the 64 x 64 warp
+# tiles (NWC, one MMA per product). A pinned tile that does not fit the shape runs the direct kernel.
+PINNED_TILES = {"igemm+w128x256": "128x256", "igemm+w64x512": "64x512"}
+
+
 def families(cfg):
     if cfg["groups"] == cfg["c"]:
         return ("auto", "depthwise", "igemm")
+    wide = tuple(PINNED_TILES) if cfg["layout"] == "NWC" and cfg["dtypes"][2] != "highest" else ()
     if grouped_small_fits(cfg):
-        return ("auto", "igemm", "grouped")
-    return ("auto", "igemm")
+        return ("auto", "igemm", "grouped") + wide
+    return ("auto", "igemm") + wide
 
 
 def make_inputs(cfg, rng_np):
@@ -207,7 +213,9 @@ def reference(cfg, pads, x64, w64, b64):
 
 
 def run_ours(cfg, pads, x, w, b, family):
-    os.environ["JAX_CONV1D_FWD_KERNEL"] = family
+    os.environ["JAX_CONV1D_FWD_KERNEL"] = "igemm" if family in PINNED_TILES else family
+    if family in PINNED_TILES:
+        os.environ["JAX_CONV1D_IGEMM_TILE"] = PINNED_TILES[family]
     in_dt, out_dt, prec = cfg["dtypes"]
     gpu = jax.devices(PLATFORM)[0]
     xd, wd = jax.device_put(jnp.asarray(x, in_dt), gpu), jax.device_put(jnp.asarray(w, in_dt), gpu)
@@ -224,6 +232,7 @@ def run_ours(cfg, pads, x, w, b, family):
                            preferred_element_type=out_dt)
         results.append(np.asarray(jnp.asarray(y).astype(jnp.float64)))
     os.environ["JAX_CONV1D_FWD_KERNEL"] = "auto"
+    os.environ.pop("JAX_CONV1D_IGEMM_TILE", None)
     return results
 
 

@@ -130,3 +130,84 @@ def test_igemm_staged_stores_match_direct_stores(monkeypatch, layout, dtype):
     direct = _run(monkeypatch, "igemm", x, w, b, **kw)
     assert np.all(np.isfinite(staged))
     np.testing.assert_array_equal(staged, direct)
+
+
+# (x shape NWC, w shape KCO, kwargs): WaveNet's layer, a ragged one with edge tiles and a partial o-tile,
+# a strided K = 3 one (the wide tiles take any NWC shape when pinned), and a gapped window.
+WIDE_SHAPES = [
+    ((2, 1500, 128), (2, 128, 256), dict(dilation=64, padding="CAUSAL")),
+    ((3, 700, 96), (2, 96, 200), dict(dilation=1, padding="CAUSAL")),
+    ((2, 2100, 64), (3, 64, 96), dict(stride=2, dilation=3, padding="SAME")),
+    ((2, 1800, 64), (2, 64, 128), dict(dilation=512, padding="CAUSAL")),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("case", range(len(WIDE_SHAPES)))
+def test_wide_warp_tiles_match_narrow_tiles_bitwise(monkeypatch, case, dtype):
+    """The 64 x 64 warp tiles (128 x 256 and 64 x 512 blocks) add the same products in the same order as the
+    64 x 32 ones (pair (chunk, tap) by pair, k-step 0 before 1), so pinned they must give the same bits; and
+    they must match float64."""
+    xs, ws, kw = WIDE_SHAPES[case]
+    rng = np.random.default_rng(10 + case)
+    x = jnp.asarray(rng.standard_normal(xs), dtype)
+    w = jnp.asarray(rng.standard_normal(ws) / np.sqrt(ws[0] * ws[1]), dtype)
+    b = jnp.asarray(rng.standard_normal(ws[2]), dtype)
+    kw = dict(layout="NWC", **kw)
+    pads = resolve_padding(kw.get("padding"), xs[1], ws[0], kw.get("stride", 1), kw.get("dilation", 1))
+    ref = reference(x.astype(jnp.float32), w.astype(jnp.float32), b.astype(jnp.float32), stride=kw.get("stride", 1),
+                    dilation=kw.get("dilation", 1), pads=pads, groups=1, layout="NWC")
+    tol = TOLERANCE[(dtype, dtype, "default")]
+    outs = {}
+    for tile in ("128x128", "64x256", "128x256", "64x512"):
+        monkeypatch.setenv("JAX_CONV1D_IGEMM_TILE", tile)
+        outs[tile] = _run(monkeypatch, "igemm", x, w, b, **kw)
+        assert np.all(np.isfinite(outs[tile])), tile
+        assert np.linalg.norm(outs[tile] - ref) / np.linalg.norm(ref) < tol, tile
+    np.testing.assert_array_equal(outs["128x256"], outs["128x128"])
+    np.testing.assert_array_equal(outs["64x512"], outs["64x256"])
+
+
+def test_wide_warp_tiles_in_the_stride1_input_gradient(monkeypatch):
+    """WaveNet's input gradient runs the forward kernel (dgrad_as_forward.cu) on a 64-row tile; pinned to the
+    64 x 512 block of wide warp tiles it must give the bits of the default (64 x 256) and float64's values."""
+    import jax
+
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((2, 1500, 128)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((2, 128, 256)) / 16.0, jnp.float32)
+    dy = jnp.asarray(rng.standard_normal((2, 1500, 256)), jnp.float32)
+    kw = dict(dilation=64, padding="CAUSAL", layout="NWC")
+
+    def dx():
+        _, vjp = jax.vjp(lambda x_: dilated_conv1d(x_, w, **kw), x)
+        return np.asarray(vjp(dy)[0])
+
+    monkeypatch.setenv("JAX_CONV1D_IGEMM_TILE", "64x512")
+    wide = dx()
+    monkeypatch.delenv("JAX_CONV1D_IGEMM_TILE")
+    narrow = dx()
+    np.testing.assert_array_equal(wide, narrow)
+    # float64: dx[n, l, c] = sum_{k, o} w[k, c, o] * dy[n, l + 64 (1 - k), o] (causal: pad 64 on the left)
+    w64, dy64 = np.asarray(w, np.float64), np.asarray(dy, np.float64)
+    ref = np.einsum("nlo,co->nlc", dy64, w64[1])
+    ref[:, :-64] += np.einsum("nlo,co->nlc", dy64[:, 64:], w64[0])
+    assert np.linalg.norm(wide - ref) / np.linalg.norm(ref) < 1.5e-3
+
+
+def test_wide_warp_tile_default_matches_old_tiles(monkeypatch):
+    """WaveNet's forward (dilation <= 64) takes the 128 x 256 wide tile by default: same bits as with
+    JAX_CONV1D_IGEMM_WIDE=0, at dilations on both sides of the rule's window limit."""
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.standard_normal((2, 3000, 128)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((2, 128, 256)) / 16.0, jnp.float32)
+    b = jnp.asarray(rng.standard_normal(256), jnp.float32)
+    for d in (1, 64, 128, 512):
+        kw = dict(dilation=d, padding="CAUSAL", layout="NWC")
+        monkeypatch.delenv("JAX_CONV1D_IGEMM_WIDE", raising=False)
+        new = _run(monkeypatch, "auto", x, w, b, **kw)
+        monkeypatch.setenv("JAX_CONV1D_IGEMM_WIDE", "0")
+        old = _run(monkeypatch, "auto", x, w, b, **kw)
+        monkeypatch.delenv("JAX_CONV1D_IGEMM_WIDE")
+        assert np.all(np.isfinite(new)), d
+        np.testing.assert_array_equal(new, old)

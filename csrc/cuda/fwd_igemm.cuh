@@ -70,6 +70,11 @@ using IgemmTile128 = IgemmTile<128, 128, 2, 4>;  // warp tile 64 x 32
 using IgemmTile64 = IgemmTile<64, 256, 1, 8>;    // warp tile 64 x 32
 using IgemmTile32 = IgemmTile<32, 256, 1, 8>;    // warp tile 32 x 32
 using IgemmTile16 = IgemmTile<16, 256, 1, 8>;    // warp tile 16 x 32
+// Wide warp tiles (64 x 64), NWC only: per MMA a warp reads 128 bytes of fragments from shared memory instead
+// of 192 (A is 2 KB and B 2 KB per k-step for 32 MMAs, against 2 KB + 1 KB for 16), for K = 2, where the
+// fragment reads and not DRAM set the pace (WaveNet's layers).
+using IgemmTile128w = IgemmTile<128, 256, 2, 4>;
+using IgemmTile64w = IgemmTile<64, 512, 1, 8>;
 
 // Everything the kernel needs beyond the template, computed once on the host.
 struct IgemmArgs {
@@ -125,6 +130,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   constexpr bool kNCW = kLayout == Layout::kNCW;
   constexpr bool k16 = sizeof(T) == 2;
   static_assert(MT >= 1 && NT >= 1 && WM % 16 == 0 && WN % 8 == 0, "warp tile must hold whole fragments");
+  constexpr bool kWideWarp = NT >= 8;  // the 64 x 64 warp tiles
 
   static_assert(!kBulk || kLayout == Layout::kNCW || BC * sizeof(T) == 64, "swizzled rows are 64 bytes");
   extern __shared__ unsigned char smem_raw[];
@@ -330,13 +336,23 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
       for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.f;
 
   // Per-(mt, h) row and per-nt column offsets of this lane's outputs from its first one; fixed for the block.
-  int64_t y_row_off[MT][2], y_col_off[NT];
+  // (Not kept for the wide warp tiles: their accumulators leave no registers for them.)
+  constexpr int kRowOffs = kWideWarp ? 1 : MT, kColOffs = kWideWarp ? 1 : NT;
+  int64_t y_row_off[kRowOffs][2], y_col_off[kColOffs];
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
+  for (int mt = 0; mt < kRowOffs; ++mt)
 #pragma unroll
     for (int h = 0; h < 2; ++h) y_row_off[mt][h] = int64_t(mt * 16 + 8 * h) * p.y_o;
 #pragma unroll
-  for (int nt = 0; nt < NT; ++nt) y_col_off[nt] = int64_t(nt * 8) * p.y_t;
+  for (int nt = 0; nt < kColOffs; ++nt) y_col_off[nt] = int64_t(nt * 8) * p.y_t;
+  auto row_off = [&](int mt, int h) {
+    if constexpr (kWideWarp) return int64_t(mt * 16 + 8 * h) * p.y_o;
+    else return y_row_off[mt][h];
+  };
+  auto col_off = [&](int nt) {
+    if constexpr (kWideWarp) return int64_t(nt * 8) * p.y_t;
+    else return y_col_off[nt];
+  };
   const int64_t o_lane = int64_t(mtile) * BM + wm * WM + g;  // this lane's first output channel in the group
 
   auto epilogue_with = [&](int64_t n, int64_t tt, auto streaming) {
@@ -450,15 +466,15 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const float bv = bias ? to_acc(bias[grp * og + o_lane + mt * 16 + 8 * h]) : 0.f;
-          TOut* yo = yl + y_row_off[mt][h];
+          TOut* yo = yl + row_off(mt, h);
 #pragma unroll
           for (int nt = 0; nt < NT; ++nt) {
             const float v0 = acc[mt][nt][2 * h] + bv, v1 = acc[mt][nt][2 * h + 1] + bv;
             if (kNCW && a.pair_store) {
-              store_out2<TOut, kStream>(yo + y_col_off[nt], v0, v1);
+              store_out2<TOut, kStream>(yo + col_off(nt), v0, v1);
             } else {
-              store_out<TOut, kStream>(yo + y_col_off[nt], v0);
-              store_out<TOut, kStream>(yo + y_col_off[nt] + p.y_t, v1);
+              store_out<TOut, kStream>(yo + col_off(nt), v0);
+              store_out<TOut, kStream>(yo + col_off(nt) + p.y_t, v1);
             }
           }
         }
@@ -510,6 +526,11 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     uint32_t a[QS][MT][4];
     uint32_t b[QS][NT][2];
   };
+  static_assert(!kWideWarp || (!kNCW && kMath != FwdMath::k3xTF32), "wide warp tiles: NWC, one MMA per product");
+  struct QFrags {  // one k-step's fragments (wide warp tiles)
+    uint32_t a[MT][4];
+    uint32_t b[NT][2];
+  };
   const unsigned char* xsb = smem + a.w_bytes_padded;  // the window stages, as bytes
   const uint32_t xs_sh = smem_addr(xsb);
   // NWC: B fragments by ldmatrix. Lane L gives the row address of matrix L/8 (16-byte chunk L/8 of the
@@ -518,6 +539,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   constexpr uint32_t kRowBytes = kBulk ? BC * sizeof(T) : kRowNWC * sizeof(T);
   const int nwc_col0 = (wn * WN + (lane & 7)) * s;
   const uint32_t nwc_nt_bytes = uint32_t(8 * s) * kRowBytes;
+  const int wide_col0 = (wn * WN + (lane & 7) + 8 * (lane >> 4)) * s;
   // NCW: byte offsets of each (k-step, half, n8 fragment) B element relative to this lane's first one; they do
   // not depend on the tile, chunk or tap, so they are computed once.
   constexpr int kElemRows = k16 ? 16 : 8;  // channel rows per k-step
@@ -639,9 +661,61 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
       }
     };
 
+    // One k-step (q) of pair j, for the wide warp tiles (NWC only). B: each ldmatrix.x4 gives two n8 blocks'
+    // fragments of k-step q: lane L addresses column L%8 of n8 block 2*np + L/16, 16-byte chunk 2q + (L/8)%2.
+    auto load_q = [&](int jj, int q, QFrags& fr) {
+      const uint32_t* wk = wck + jj * (QS * kMTiles * 128) + q * (kMTiles * 128);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        const uint4 v = *reinterpret_cast<const uint4*>(wk + mt * 128);
+        fr.a[mt][0] = v.x, fr.a[mt][1] = v.y, fr.a[mt][2] = v.z, fr.a[mt][3] = v.w;
+      }
+      const int sub = jj >= K ? 1 : 0, k = jj - sub * K;  // step_chunks <= 2
+      const int row = wide_col0 + k * a.tap_rows;
+      const int logical = 2 * q + ((lane >> 3) & 1);
+      const int chunk16 = kBulk ? (logical ^ ((row >> 1) & 3)) : logical;
+      const uint32_t addr =
+          xs_sh + stage_off + sub * sub_bytes + uint32_t(row) * kRowBytes + uint32_t(chunk16 << 4);
+#pragma unroll
+      for (int np = 0; np < NT / 2; ++np) {
+        uint32_t r4[4];
+        ldmatrix_x4(addr + np * 2 * nwc_nt_bytes, r4);
+        fr.b[2 * np][0] = r4[0], fr.b[2 * np][1] = r4[1], fr.b[2 * np + 1][0] = r4[2], fr.b[2 * np + 1][1] = r4[3];
+      }
+    };
+    auto mma_q = [&](QFrags& fr) {
+      if constexpr (kMath == FwdMath::kTF32) {
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+          for (int r = 0; r < 2; ++r) fr.b[nt][r] = tf32_round_fast(__uint_as_float(fr.b[nt][r]));
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) mma_tf32_16x8x8(acc[mt][nt], fr.a[mt], fr.b[nt]);
+      } else if constexpr (kMath == FwdMath::k16bit) {
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) mma_16bit_16x8x16<T>(acc[mt][nt], fr.a[mt], fr.b[nt]);
+      }
+    };
+
     int j = 0;
     if (a.diag & kDiagNoMma) j = J;
-    if constexpr (kMath == FwdMath::k3xTF32) {
+    if constexpr (kWideWarp) {
+      // 64 x 64 warp tiles: 128 accumulators leave room for one k-step's fragments in each of two register
+      // sets (A 16 + B 16 words), so the pipelining runs per k-step: the next k-step's fragments load while
+      // this one's 32 MMAs issue.
+      QFrags f0, f1;
+      load_q(0, 0, f0);
+      for (; j < J; ++j) {
+        load_q(j, 1, f1);
+        mma_q(f0);
+        if (j + 1 < J) load_q(j + 1, 0, f0);
+        mma_q(f1);
+      }
+    } else if constexpr (kMath == FwdMath::k3xTF32) {
       // One register set: the fresh per-k-step sums of the 3xTF32 MMAs need the second set's registers (with
       // both, ptxas spilled in the 64- and 128-row tiles), and three MMAs per product leave the fragment
       // loads less exposed.
@@ -888,7 +962,8 @@ bool igemm_try_tile(const Conv1dParams& p, const T* x, const T* w, const T* bias
   return igemm_launch_variant<T, TOut, kLayout, kMath, Tile, false>(p, x, w, bias, y, stream, err, dev);
 }
 
-// JAX_CONV1D_IGEMM_TILE=BMxBN pins one tile (128x128, 64x256, 32x256, 16x256), for comparisons; read per
+// JAX_CONV1D_IGEMM_TILE=BMxBN pins one tile (128x128, 64x256, 32x256, 16x256; NWC: also 128x256 and 64x512,
+// the 64 x 64 warp tiles), for comparisons; read per
 // call. A pinned tile that does not fit the shape declines it (the direct kernel runs).
 inline bool igemm_pinned_tile(int& bm, int& bn) {
   const char* v = std::getenv("JAX_CONV1D_IGEMM_TILE");
@@ -898,6 +973,34 @@ inline bool igemm_pinned_tile(int& bm, int& bn) {
   bm = int(std::strtol(v, &end, 10));
   if (end != nullptr && *end == 'x') bn = int(std::strtol(end + 1, nullptr, 10));
   return true;
+}
+
+// The wide warp tiles exist for NWC with one MMA per product (3xTF32 needs the registers they take).
+template <Layout kLayout, FwdMath kMath>
+constexpr bool kWideWarpTiles = kLayout == Layout::kNWC && kMath != FwdMath::k3xTF32;
+
+// WaveNet's dilated layers (dense NWC float32, stride 1, K = 2) run the 128 x 256 block of 64 x 64 warp tiles
+// first, where its plan keeps two channel chunks per pipeline step and staged stores beside the 128 KB of
+// weights (windows up to 320 rows: dilation <= 64 at C = 128). H100, one process: WaveNet's forward 1.19 ->
+// 1.02 ms (N16, d64), the N8 layer 0.605 -> 0.540 (d64) and 0.568 -> 0.540 (d1); with one chunk per step it
+// was no faster (d64: 0.605) and at dilation 512 (gapped window: one chunk per step, unstaged) slower, 0.599 ->
+// 0.667. Their input gradients (C 256 -> 128: only the 64-row tiles fit) keep 64 x 256: 64 x 512 measured the
+// same (0.562 vs 0.565 ms). Other shapes keep their measured tiles. JAX_CONV1D_IGEMM_WIDE=0 turns it off (read
+// per call, for comparisons).
+inline bool igemm_wide_preferred(const Conv1dParams& p, int elem_bytes) {
+  const char* v = std::getenv("JAX_CONV1D_IGEMM_WIDE");
+  if (v != nullptr && std::strcmp(v, "0") == 0) return false;
+  return elem_bytes == 4 && p.precision == Precision::kDefault && p.groups == 1 && p.stride == 1 &&
+         p.kernel_size == 2 && p.out_per_group() > 64;
+}
+
+template <typename T>
+bool igemm_wide_plan_full(const Conv1dParams& p) {
+  const DeviceLimits dev = device_limits();
+  if (dev.cc_major < 9 || !bulk_copies_enabled()) return false;
+  IgemmArgs a{};
+  int smem = 0;
+  return igemm_plan<T, IgemmTile128w>(p, dev, true, a, smem) && a.step_chunks == 2 && a.scratch_off != 0;
 }
 
 // Smallest tile covering a group's output channels first (little wasted MMA work on padding rows), then
@@ -911,9 +1014,18 @@ bool igemm_launch(const Conv1dParams& p, const T* x, const T* w, const T* bias, 
     if (pin_bm == 64 && pin_bn == 256) return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile64>(p, x, w, bias, y, stream, err);
     if (pin_bm == 32 && pin_bn == 256) return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile32>(p, x, w, bias, y, stream, err);
     if (pin_bm == 16 && pin_bn == 256) return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile16>(p, x, w, bias, y, stream, err);
+    if constexpr (kWideWarpTiles<kLayout, kMath>) {
+      if (pin_bm == 128 && pin_bn == 256) return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile128w>(p, x, w, bias, y, stream, err);
+      if (pin_bm == 64 && pin_bn == 512) return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile64w>(p, x, w, bias, y, stream, err);
+    }
     return false;
   }
   const int64_t og = p.out_per_group();
+  if constexpr (kWideWarpTiles<kLayout, kMath>) {
+    if (igemm_wide_preferred(p, sizeof(T)) && igemm_wide_plan_full<T>(p) &&
+        igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile128w>(p, x, w, bias, y, stream, err))
+      return true;
+  }
   // JAX_CONV1D_IGEMM_MAX_BM=64|32|16 skips the larger tiles (read per call, for comparisons: the 64-row tiles
   // are 256 positions wide).
   const int max_bm = igemm_env_int("JAX_CONV1D_IGEMM_MAX_BM", 128);
