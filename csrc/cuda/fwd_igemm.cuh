@@ -47,7 +47,11 @@ struct IgemmElem {
 };
 
 // Pipeline depth limit: more stages keep more bytes in flight per multiprocessor when the weights leave room.
-constexpr int kMaxStages = 6;
+// kMaxStages sizes the barrier array; plans stop at kDefaultMaxStages unless JAX_CONV1D_IGEMM_STAGES asks for
+// more (the depths above 6 are measured only where a plan says so).
+constexpr int kMaxStages = 8, kDefaultMaxStages = 6;
+// Channel chunks per pipeline step, at most (NWC: 4 chunks of 16 floats are a whole 256-byte row of 64 channels).
+constexpr int kMaxStepChunks = 4;
 
 // Output staging in shared memory (bytes). NWC: per warp, one n8 column block of the warp tile as
 // [8 columns][WM + 4] floats. NCW: per warp row (the WARPS_N warps sharing wm), two buffers of 8 whole tile
@@ -75,6 +79,10 @@ using IgemmTile16 = IgemmTile<16, 256, 1, 8>;    // warp tile 16 x 32
 // fragment reads and not DRAM set the pace (WaveNet's layers).
 using IgemmTile128w = IgemmTile<128, 256, 2, 4>;
 using IgemmTile64w = IgemmTile<64, 512, 1, 8>;
+// Short tiles (128 x 64, warp tile 32 x 32), NWC only: a window of 198 rows (stride 3, dilation 4) is small
+// enough that a pipeline step can hold all 64 channels of it (whole input rows) or several steps can be in
+// flight beside the 96 KB of float32 weights.
+using IgemmTile128s = IgemmTile<128, 64, 4, 2>;
 
 // Everything the kernel needs beyond the template, computed once on the host.
 struct IgemmArgs {
@@ -88,7 +96,7 @@ struct IgemmArgs {
   int stage_elems;   // elements per pipeline stage
   int stages;        // pipeline depth, 2..kMaxStages
   int chunks;        // channel chunks per group: ceil(Cg / BC)
-  int step_chunks;   // channel chunks per pipeline step (with bulk copies: 1 or 2; otherwise 1) ...
+  int step_chunks;   // channel chunks per pipeline step (with bulk copies: 1..kMaxStepChunks; otherwise 1) ...
   int steps;         // ... so steps per tile: ceil(chunks / step_chunks)
   int sub_elems;     // elements per chunk window inside a stage (the stage holds step_chunks of them)
   int m_tiles;       // o-tiles per group: ceil(Og / BM)
@@ -571,6 +579,9 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     const int J = K * std::min(a.step_chunks, a.chunks - chunk0);
     const uint32_t* wck = ws + (size_t(chunk0) * K * QS * kMTiles + wm * MT) * 128 + lane * 4;
     const uint32_t sub_bytes = uint32_t(a.sub_elems) * sizeof(T);
+    // Pair j = sub * K + k: the chunk of the step it reads (up to kMaxStepChunks of them), by comparisons.
+    static_assert(kMaxStepChunks == 4, "step_sub covers four chunks");
+    auto step_sub = [K](int j) { return j < K ? 0 : j < 2 * K ? 1 : j < 3 * K ? 2 : 3; };
 
     auto load_frags = [&](int j, Frags& fr) {
       const uint32_t* wk = wck + j * (QS * kMTiles * 128);
@@ -582,7 +593,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
           fr.a[q][mt][0] = v.x, fr.a[q][mt][1] = v.y, fr.a[q][mt][2] = v.z, fr.a[q][mt][3] = v.w;
         }
       if constexpr (!kNCW) {
-        const int sub = j >= K ? 1 : 0, k = j - sub * K;  // step_chunks <= 2
+        const int sub = step_sub(j), k = j - sub * K;
         const int row = nwc_col0 + k * a.tap_rows;
         const int chunk16 = kBulk ? ((lane >> 3) ^ ((row >> 1) & 3)) : (lane >> 3);
         const uint32_t addr =
@@ -594,7 +605,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
           fr.b[0][nt][0] = r4[0], fr.b[0][nt][1] = r4[1], fr.b[1][nt][0] = r4[2], fr.b[1][nt][1] = r4[3];
         }
       } else {
-        const int sub = j >= K ? 1 : 0, k = j - sub * K;  // step_chunks <= 2
+        const int sub = j >= K ? 1 : 0, k = j - sub * K;  // NCW plans keep step_chunks <= 2
         const unsigned char* base = xsb + ncw_base + sub * sub_bytes + uint32_t(k * d * int(sizeof(T)));
 #pragma unroll
         for (int q = 0; q < QS; ++q)
@@ -670,7 +681,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
         const uint4 v = *reinterpret_cast<const uint4*>(wk + mt * 128);
         fr.a[mt][0] = v.x, fr.a[mt][1] = v.y, fr.a[mt][2] = v.z, fr.a[mt][3] = v.w;
       }
-      const int sub = jj >= K ? 1 : 0, k = jj - sub * K;  // step_chunks <= 2
+      const int sub = step_sub(jj), k = jj - sub * K;
       const int row = wide_col0 + k * a.tap_rows;
       const int logical = 2 * q + ((lane >> 3) & 1);
       const int chunk16 = kBulk ? (logical ^ ((row >> 1) & 3)) : logical;
@@ -850,13 +861,17 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, bool bulk, Igemm
     const bool measured = p.layout == Layout::kNCW || p.kernel_size <= 2 ||
                           (sizeof(T) == 4 && p.precision != Precision::kAccurate);
     const int want = igemm_env_int("JAX_CONV1D_IGEMM_STEP_CHUNKS", measured ? 2 : 1);
-    a.step_chunks = want >= 2 ? 2 : 1;
+    // More than two chunks only when asked for, and only as many as two stages of them leave room for.
+    const int most = p.layout == Layout::kNCW ? 2 : kMaxStepChunks;  // the NCW fragment loads take two
+    int sc = std::clamp(want, 1, int(std::min<int64_t>(most, chunks)));
+    while (sc > 2 && a.w_bytes_padded + 2 * sc * sub_bytes > budget) --sc;
+    a.step_chunks = sc;
   }
   a.steps = int(ceil_div(chunks, a.step_chunks));
   const int64_t stage_bytes = sub_bytes * a.step_chunks;
   a.stage_elems = int(stage_bytes / sizeof(T));
   a.stages = 0;
-  const int max_stages = std::clamp(igemm_env_int("JAX_CONV1D_IGEMM_STAGES", kMaxStages), 2, kMaxStages);
+  const int max_stages = std::clamp(igemm_env_int("JAX_CONV1D_IGEMM_STAGES", kDefaultMaxStages), 2, kMaxStages);
   for (int st = max_stages; st >= 2; --st) {
     if (a.w_bytes_padded + st * stage_bytes <= budget) {
       a.stages = st;
@@ -1017,6 +1032,7 @@ bool igemm_launch(const Conv1dParams& p, const T* x, const T* w, const T* bias, 
     if constexpr (kWideWarpTiles<kLayout, kMath>) {
       if (pin_bm == 128 && pin_bn == 256) return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile128w>(p, x, w, bias, y, stream, err);
       if (pin_bm == 64 && pin_bn == 512) return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile64w>(p, x, w, bias, y, stream, err);
+      if (pin_bm == 128 && pin_bn == 64) return igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile128s>(p, x, w, bias, y, stream, err);
     }
     return false;
   }
