@@ -98,6 +98,10 @@ def fixed_configs():
             # taps further apart than a tile is long: gapped windows (NWC, one box per tap)
             dict(n=2, c=128, o=256, k=2, length=3000, stride=1, dilation=512, padding="CAUSAL", groups=1,
                  layout=layout, dtypes=("bfloat16", "bfloat16", "default"), bias=True),
+            # the short 128 x 64 tile by default (NWC float32, stride >= 3, 64 < Og <= 128): three channel chunks
+            # per step, a partial o-tile, SAME padding, bias
+            dict(n=3, c=48, o=100, k=3, length=3001, stride=4, dilation=5, padding="SAME", groups=1,
+                 layout=layout, dtypes=("float32", "float32", "default"), bias=True),
             dict(n=2, c=64, o=96, k=3, length=2000, stride=2, dilation=300, padding="SAME", groups=1,
                  layout=layout, dtypes=("float32", "float32", "default"), bias=False),
             dict(n=1, c=32, o=40, k=4, length=1500, stride=1, dilation=150, padding=(200, 30), groups=1,
@@ -171,8 +175,16 @@ def grouped_small_fits(cfg):
 
 
 # Families that are a pinned implicit-GEMM tile rather than a JAX_CONV1D_FWD_KERNEL value: the 64 x 64 warp
-# tiles (NWC, one MMA per product). A pinned tile that does not fit the shape runs the direct kernel.
-PINNED_TILES = {"igemm+w128x256": "128x256", "igemm+w64x512": "64x512"}
+# tiles and the short 128 x 64 tile (NWC, one MMA per product; the short tile also with two chunks per step
+# and eight stages, its other measured plan). A pinned tile that does not fit the shape runs the direct kernel.
+PINNED_TILES = {"igemm+w128x256": {"JAX_CONV1D_IGEMM_TILE": "128x256"},
+                "igemm+w64x512": {"JAX_CONV1D_IGEMM_TILE": "64x512"},
+                "igemm+s128x64": {"JAX_CONV1D_IGEMM_TILE": "128x64"},
+                "igemm+s128x64/2x8": {"JAX_CONV1D_IGEMM_TILE": "128x64", "JAX_CONV1D_IGEMM_STEP_CHUNKS": "2",
+                                      "JAX_CONV1D_IGEMM_STAGES": "8"}}
+
+
+ONLY_FAMILIES = None  # --families
 
 
 def families(cfg):
@@ -215,7 +227,7 @@ def reference(cfg, pads, x64, w64, b64):
 def run_ours(cfg, pads, x, w, b, family):
     os.environ["JAX_CONV1D_FWD_KERNEL"] = "igemm" if family in PINNED_TILES else family
     if family in PINNED_TILES:
-        os.environ["JAX_CONV1D_IGEMM_TILE"] = PINNED_TILES[family]
+        os.environ.update(PINNED_TILES[family])
     in_dt, out_dt, prec = cfg["dtypes"]
     gpu = jax.devices(PLATFORM)[0]
     xd, wd = jax.device_put(jnp.asarray(x, in_dt), gpu), jax.device_put(jnp.asarray(w, in_dt), gpu)
@@ -232,7 +244,8 @@ def run_ours(cfg, pads, x, w, b, family):
                            preferred_element_type=out_dt)
         results.append(np.asarray(jnp.asarray(y).astype(jnp.float64)))
     os.environ["JAX_CONV1D_FWD_KERNEL"] = "auto"
-    os.environ.pop("JAX_CONV1D_IGEMM_TILE", None)
+    for k in ("JAX_CONV1D_IGEMM_TILE", "JAX_CONV1D_IGEMM_STEP_CHUNKS", "JAX_CONV1D_IGEMM_STAGES"):
+        os.environ.pop(k, None)
     return results
 
 
@@ -242,6 +255,8 @@ def check(cfg, rng_np, verbose):
     tol = cfg.get("tol", TOLERANCES[tuple(cfg["dtypes"])])
     failures = []
     for fam in families(cfg):
+        if ONLY_FAMILIES is not None and fam not in ONLY_FAMILIES:
+            continue
         try:
             y1, y2 = run_ours(cfg, pads, x, w, b, fam)
         except Exception as err:  # a kernel fault surfaces here; report it and go on
@@ -276,7 +291,11 @@ def main():
     ap.add_argument("--depthwise", action="store_true", help="random configurations are all depthwise")
     ap.add_argument("--grouped", action="store_true",
                     help="the small-group shapes, then random grouped configurations (mostly small groups)")
+    ap.add_argument("--layout", default=None, help="only configurations of this layout (NCW or NWC)")
+    ap.add_argument("--families", default=None, help="only these families, comma-separated (e.g. auto,igemm+s128x64)")
     args = ap.parse_args()
+    global ONLY_FAMILIES
+    ONLY_FAMILIES = None if args.families is None else set(args.families.split(","))
     rng = random.Random(args.seed)
     rng_np = np.random.default_rng(args.seed)
     if args.sanitize:
@@ -287,6 +306,8 @@ def main():
         if args.grouped:
             kinds, fixed = ("grouped",), grouped_small_configs()
         configs = fixed + [random_config(rng, big=i % 3 == 0, kinds=kinds) for i in range(args.count)]
+    if args.layout is not None:
+        configs = [c for c in configs if c["layout"] == args.layout]
     global PLATFORM
     PLATFORM = args.platform
     print(f"device: {jax.devices(PLATFORM)[0].device_kind}  jax {jax.__version__}  configs: {len(configs)}")

@@ -50,6 +50,25 @@ ROWS = [
     ("default again", {}),
 ]
 
+# After the short tile became the default for the f32 headline: it against the session-6 plan and its
+# neighbours, in rounds (the spread between repeated rows of one process was 3 % in the first call).
+OLD_F32 = {"JAX_CONV1D_IGEMM_TILE": "128x128", "JAX_CONV1D_IGEMM_STEP_CHUNKS": "2", "JAX_CONV1D_IGEMM_STORE_EVICT": "first"}
+ROWS_FINAL = {
+    "f32": [
+        ("default (short, step4, normal)", {}),
+        ("session-6 plan (128x128 step2 first)", OLD_F32),
+        ("short step4 evict-first", {"JAX_CONV1D_IGEMM_STORE_EVICT": "first"}),
+        ("short step2 8st normal", {"JAX_CONV1D_IGEMM_TILE": "128x64", "JAX_CONV1D_IGEMM_STEP_CHUNKS": "2",
+                                    "JAX_CONV1D_IGEMM_STAGES": "8"}),
+        ("short step2 8st first", {"JAX_CONV1D_IGEMM_TILE": "128x64", "JAX_CONV1D_IGEMM_STEP_CHUNKS": "2",
+                                   "JAX_CONV1D_IGEMM_STAGES": "8", "JAX_CONV1D_IGEMM_STORE_EVICT": "first"}),
+    ],
+    "bf16": [
+        ("default (128x128 step1)", {}),
+        ("128x128 step2", {"JAX_CONV1D_IGEMM_STEP_CHUNKS": "2"}),
+    ],
+}
+
 
 def set_knobs(env):
     for k in KNOBS:
@@ -62,6 +81,8 @@ def main():
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--dtypes", default="f32,bf16")
     ap.add_argument("--rows", default=None, help="comma-separated labels (default: all)")
+    ap.add_argument("--final", type=int, default=0, help="ROWS_FINAL in this many rounds instead of ROWS")
+    ap.add_argument("--others", action="store_true", help="also time wavenet_dense and the NCW f32 headline")
     args = ap.parse_args()
     rows = ROWS if args.rows is None else [r for r in ROWS if r[0] in args.rows.split(",")]
     bw = copy_bandwidth()
@@ -82,7 +103,17 @@ def main():
         print(f"{case.name} {case.describe()}  moves {nbytes / 1e9:.2f} GB, floor {floor_ms:.3f} ms", flush=True)
         print(f"  {'XLA':28s} {t_xla:8.3f} ms  {nbytes / t_xla / 1e9:6.3f} TB/s", flush=True)
         y_ref = None
-        for label, env in rows:
+        dtype_rows = rows
+        if args.final:
+            dtype_rows = []
+            for r in range(args.final):
+                dtype_rows += [(f"{label} [{r}]", env) for label, env in ROWS_FINAL[short]] + [("XLA", None)]
+        for label, env in dtype_rows:
+            if env is None:
+                set_knobs({})
+                t = time_call(xla, (x, w, None)) * 1e3
+                print(f"  {label:28s} {t:8.3f} ms", flush=True)
+                continue
             set_knobs(env)
             try:
                 t = time_call(ours, (x, w, None)) * 1e3
@@ -106,6 +137,16 @@ def main():
         t_xla2 = time_call(xla, (x, w, None)) * 1e3
         print(f"  {'XLA again':28s} {t_xla2:8.3f} ms", flush=True)
         del x, w, y_xla, y_ref
+    if args.others:
+        set_knobs({})
+        for case in (Case("wavenet_dense", 16, 128, 256, 2, 65536, dilation=64, padding="CAUSAL", layout="NWC",
+                          bias=True),
+                     Case("headline/f32/NCW", 64, 64, 128, 3, 524280, stride=3, dilation=4, padding="VALID",
+                          layout="NCW")):
+            x, w, b, _ = make_inputs(case, jax.random.key(0))
+            t = time_call(jax.jit(ours_forward(case)), (x, w, b)) * 1e3
+            print(f"{case.name} {case.describe()}  ours {t:8.3f} ms", flush=True)
+            del x, w, b
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "../conv1d_params.h"
 #include "fwd_common.cuh"
@@ -83,6 +84,10 @@ using IgemmTile64w = IgemmTile<64, 512, 1, 8>;
 // enough that a pipeline step can hold all 64 channels of it (whole input rows) or several steps can be in
 // flight beside the 96 KB of float32 weights.
 using IgemmTile128s = IgemmTile<128, 64, 4, 2>;
+template <class Tile>
+constexpr bool kShortTile = std::is_same_v<Tile, IgemmTile128s>;
+// Its plan: channel chunks per step (whole rows of up to 64 float channels) and pipeline depth cap.
+constexpr int kShortStepChunks = 4, kShortMaxStages = 8;
 
 // Everything the kernel needs beyond the template, computed once on the host.
 struct IgemmArgs {
@@ -860,7 +865,9 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, bool bulk, Igemm
   if (bulk && chunks >= 2 && a.w_bytes_padded + 4 * sub_bytes <= budget) {
     const bool measured = p.layout == Layout::kNCW || p.kernel_size <= 2 ||
                           (sizeof(T) == 4 && p.precision != Precision::kAccurate);
-    const int want = igemm_env_int("JAX_CONV1D_IGEMM_STEP_CHUNKS", measured ? 2 : 1);
+    // The short tile exists to take whole input rows per step (igemm_short_preferred).
+    const int fallback = kShortTile<Tile> ? kShortStepChunks : measured ? 2 : 1;
+    const int want = igemm_env_int("JAX_CONV1D_IGEMM_STEP_CHUNKS", fallback);
     // More than two chunks only when asked for, and only as many as two stages of them leave room for.
     const int most = p.layout == Layout::kNCW ? 2 : kMaxStepChunks;  // the NCW fragment loads take two
     int sc = std::clamp(want, 1, int(std::min<int64_t>(most, chunks)));
@@ -871,7 +878,8 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, bool bulk, Igemm
   const int64_t stage_bytes = sub_bytes * a.step_chunks;
   a.stage_elems = int(stage_bytes / sizeof(T));
   a.stages = 0;
-  const int max_stages = std::clamp(igemm_env_int("JAX_CONV1D_IGEMM_STAGES", kDefaultMaxStages), 2, kMaxStages);
+  const int max_stages = std::clamp(
+      igemm_env_int("JAX_CONV1D_IGEMM_STAGES", kShortTile<Tile> ? kShortMaxStages : kDefaultMaxStages), 2, kMaxStages);
   for (int st = max_stages; st >= 2; --st) {
     if (a.w_bytes_padded + st * stage_bytes <= budget) {
       a.stages = st;
@@ -924,7 +932,8 @@ bool igemm_launch_variant(const Conv1dParams& p, const T* x, const T* w, const T
   // tiles' blocks (working on the next tiles at the same time) while they still sit in L2. Headline NCW f32
   // 7.11 -> 6.72 ms, bf16 5.95 -> 5.47 ms (H100, one process; docs/notes/fwd_session3.md). NWC (whole 64 KB
   // runs per tile) measured 5.68 streaming vs 5.79 ms normal, so it keeps streaming stores.
-  a.evict_normal = igemm_store_evict_normal(kLayout == Layout::kNCW);
+  // The short NWC tile measured faster with normal eviction too (headline f32 5.24 vs 5.45 ms, one process).
+  a.evict_normal = igemm_store_evict_normal(kLayout == Layout::kNCW || kShortTile<Tile>);
   CUtensorMap tmap{};
   if constexpr (kBulk) {
     if (!a.vec_x) return false;
@@ -1018,6 +1027,30 @@ bool igemm_wide_plan_full(const Conv1dParams& p) {
   return igemm_plan<T, IgemmTile128w>(p, dev, true, a, smem) && a.step_chunks == 2 && a.scratch_off != 0;
 }
 
+// The short tile (128 x 64) for NWC float32 (TF32) with 64 < Og <= 128 at stride >= 3, when only it can take
+// whole input rows per pipeline step: the 128 x 128 tile's window (390 rows at stride 3, dilation 4) leaves
+// room beside its 96 KB of weights for two stages of two 64-byte chunks, half of each 256-byte row of 64
+// channels, while the 64-position tile's 198-row window fits two stages of all four. H100, one process
+// (docs/notes/nwcfwd7_session7.md): the headline reads its x alone in 3.08 ms instead of 3.24 and runs
+// 5.24-5.45 ms against 5.46-5.62; its MMAs cost more per output (32 x 32 warp tiles), so where the copies are
+// not what the tile waits on it can be slower, hence the narrow rule. bfloat16 measured slower with it
+// (3.05-3.06 vs 2.80 ms: whole 128-byte rows already come two chunks per 128 x 128 step). JAX_CONV1D_IGEMM_SHORT=0
+// turns it off (read per call).
+template <typename T>
+bool igemm_short_preferred(const Conv1dParams& p) {
+  const char* v = std::getenv("JAX_CONV1D_IGEMM_SHORT");
+  if (v != nullptr && std::strcmp(v, "0") == 0) return false;
+  if (sizeof(T) != 4 || p.precision != Precision::kDefault || p.layout != Layout::kNWC || p.stride < 3) return false;
+  const int64_t og = p.out_per_group();
+  if (og <= 64 || og > 128) return false;
+  const DeviceLimits dev = device_limits();
+  if (dev.cc_major < 9 || !bulk_copies_enabled()) return false;
+  IgemmArgs full{}, shrt{};
+  int smem = 0;
+  if (!igemm_plan<T, IgemmTile128s>(p, dev, true, shrt, smem) || shrt.step_chunks != shrt.chunks) return false;
+  return !igemm_plan<T, IgemmTile128>(p, dev, true, full, smem) || full.step_chunks < full.chunks;
+}
+
 // Smallest tile covering a group's output channels first (little wasted MMA work on padding rows), then
 // smaller tiles when the resident weights or the window do not fit shared memory.
 template <typename T, typename TOut, Layout kLayout, FwdMath kMath>
@@ -1040,6 +1073,10 @@ bool igemm_launch(const Conv1dParams& p, const T* x, const T* w, const T* bias, 
   if constexpr (kWideWarpTiles<kLayout, kMath>) {
     if (igemm_wide_preferred(p, sizeof(T)) && igemm_wide_plan_full<T>(p) &&
         igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile128w>(p, x, w, bias, y, stream, err))
+      return true;
+  }
+  if constexpr (kWideWarpTiles<kLayout, kMath>) {
+    if (igemm_short_preferred<T>(p) && igemm_try_tile<T, TOut, kLayout, kMath, IgemmTile128s>(p, x, w, bias, y, stream, err))
       return true;
   }
   // JAX_CONV1D_IGEMM_MAX_BM=64|32|16 skips the larger tiles (read per call, for comparisons: the 64-row tiles
