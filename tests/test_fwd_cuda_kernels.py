@@ -211,3 +211,51 @@ def test_wide_warp_tile_default_matches_old_tiles(monkeypatch):
         monkeypatch.delenv("JAX_CONV1D_IGEMM_WIDE")
         assert np.all(np.isfinite(new)), d
         np.testing.assert_array_equal(new, old)
+
+
+@pytest.mark.parametrize("c,o,stride", [(64, 128, 3), (48, 100, 4), (64, 72, 5)])
+def test_short_tile_default_matches_old_tiles(monkeypatch, c, o, stride):
+    """NWC float32 at stride >= 3 with 64 < Og <= 128 takes the short 128 x 64 tile (whole input rows per step)
+    by default: the bits of JAX_CONV1D_IGEMM_SHORT=0 (the 128 x 128 tile) and of its other plan (two chunks
+    per step, eight stages), and float64's values. Lengths leave a partial last tile; SAME pads both ends."""
+    rng = np.random.default_rng(c + o + stride)
+    x = jnp.asarray(rng.standard_normal((2, 4001, c)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, c, o)) / np.sqrt(3 * c), jnp.float32)
+    b = jnp.asarray(rng.standard_normal(o), jnp.float32)
+    kw = dict(stride=stride, dilation=4, padding="SAME", layout="NWC")
+    for k in ("JAX_CONV1D_IGEMM_SHORT", "JAX_CONV1D_IGEMM_STEP_CHUNKS", "JAX_CONV1D_IGEMM_STAGES"):
+        monkeypatch.delenv(k, raising=False)
+    new = _run(monkeypatch, "auto", x, w, b, **kw)
+    monkeypatch.setenv("JAX_CONV1D_IGEMM_STEP_CHUNKS", "2")
+    monkeypatch.setenv("JAX_CONV1D_IGEMM_STAGES", "8")
+    monkeypatch.setenv("JAX_CONV1D_IGEMM_TILE", "128x64")
+    deep = _run(monkeypatch, "igemm", x, w, b, **kw)
+    for k in ("JAX_CONV1D_IGEMM_STEP_CHUNKS", "JAX_CONV1D_IGEMM_STAGES", "JAX_CONV1D_IGEMM_TILE"):
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("JAX_CONV1D_IGEMM_SHORT", "0")
+    old = _run(monkeypatch, "auto", x, w, b, **kw)
+    monkeypatch.delenv("JAX_CONV1D_IGEMM_SHORT")
+    pads = resolve_padding("SAME", 4001, 3, stride, 4)
+    ref = reference(x, w, b, stride=stride, dilation=4, pads=pads, groups=1, layout="NWC")
+    assert np.all(np.isfinite(new))
+    assert np.linalg.norm(new - ref) / np.linalg.norm(ref) < TOLERANCE[("float32", "float32", "default")]
+    np.testing.assert_array_equal(new, old)
+    np.testing.assert_array_equal(new, deep)
+
+
+def test_bf16_nwc_two_chunks_per_step_matches_one(monkeypatch):
+    """16-bit NWC at stride >= 3 with two channel chunks (whole 128-byte rows) takes both per pipeline step by
+    default: the bits of one chunk per step, and float64's values."""
+    rng = np.random.default_rng(7)
+    x = jnp.asarray(rng.standard_normal((2, 3001, 64)), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal((3, 64, 128)) / np.sqrt(192), jnp.bfloat16)
+    kw = dict(stride=3, dilation=4, padding="VALID", layout="NWC")
+    monkeypatch.delenv("JAX_CONV1D_IGEMM_STEP_CHUNKS", raising=False)
+    new = _run(monkeypatch, "auto", x, w, None, **kw)
+    monkeypatch.setenv("JAX_CONV1D_IGEMM_STEP_CHUNKS", "1")
+    old = _run(monkeypatch, "auto", x, w, None, **kw)
+    monkeypatch.delenv("JAX_CONV1D_IGEMM_STEP_CHUNKS")
+    ref = reference(x.astype(jnp.float32), w.astype(jnp.float32), None, stride=3, dilation=4, pads=(0, 0), groups=1,
+                    layout="NWC")
+    assert np.linalg.norm(new - ref) / np.linalg.norm(ref) < TOLERANCE[("bfloat16", "bfloat16", "default")]
+    np.testing.assert_array_equal(new, old)

@@ -855,20 +855,23 @@ bool igemm_plan(const Conv1dParams& p, const DeviceLimits& dev, bool bulk, Igemm
   // Windows through the copy engine: two channel chunks share a pipeline step, which halves the stage waits
   // and block barriers per tile (about 650 ns per step on the H100). Measured faster for WaveNet (NWC, K = 2,
   // 64 MMAs per warp per chunk: 1.42 -> 1.31 ms), the f32 TF32 NWC headline (K = 3: 5.97 -> 5.74 ms) and every
-  // NCW headline (f32 7.27-7.42 -> 6.83 ms, bf16 5.84-5.97 -> 5.45, 3xTF32 13.33 -> 12.70; session 3); NWC
-  // bf16 and 3xTF32 at K > 2 were checked but not timed, so they keep one chunk per step.
-  // JAX_CONV1D_IGEMM_STEP_CHUNKS=1|2 overrides.
+  // NCW headline (f32 7.27-7.42 -> 6.83 ms, bf16 5.84-5.97 -> 5.45, 3xTF32 13.33 -> 12.70; session 3); and
+  // the NWC 16-bit headline, where the two chunks are whole 128-byte rows of 64 channels (3.03 -> 2.88 and
+  // 2.90 -> 2.78 ms in two rounds, 2.80 both in another call; session 7), so 16-bit NWC at stride >= 3 with
+  // two chunks per group takes them. Other NWC 16-bit and 3xTF32 shapes at K > 2 keep one chunk per step.
+  // The short tile takes whole rows of up to four chunks (igemm_short_preferred).
+  // JAX_CONV1D_IGEMM_STEP_CHUNKS=1..4 overrides (NCW: at most 2; more only as far as two stages fit).
   const int64_t sub_bytes = ceil_div(int64_t(a.stage_elems) * sizeof(T), 1024) * 1024;
   a.sub_elems = int(sub_bytes / sizeof(T));
   const int64_t budget = dev.smem_optin - 1024 - int64_t(sizeof(uint64_t)) * 4;  // alignment slack, barriers
   a.step_chunks = 1;
   if (bulk && chunks >= 2 && a.w_bytes_padded + 4 * sub_bytes <= budget) {
     const bool measured = p.layout == Layout::kNCW || p.kernel_size <= 2 ||
-                          (sizeof(T) == 4 && p.precision != Precision::kAccurate);
-    // The short tile exists to take whole input rows per step (igemm_short_preferred).
+                          (sizeof(T) == 4 && p.precision != Precision::kAccurate) ||
+                          (sizeof(T) == 2 && p.stride >= 3 && chunks == 2);
     const int fallback = kShortTile<Tile> ? kShortStepChunks : measured ? 2 : 1;
     const int want = igemm_env_int("JAX_CONV1D_IGEMM_STEP_CHUNKS", fallback);
-    // More than two chunks only when asked for, and only as many as two stages of them leave room for.
+    // More than two chunks only as many as two stages of them leave room for.
     const int most = p.layout == Layout::kNCW ? 2 : kMaxStepChunks;  // the NCW fragment loads take two
     int sc = std::clamp(want, 1, int(std::min<int64_t>(most, chunks)));
     while (sc > 2 && a.w_bytes_padded + 2 * sc * sub_bytes > budget) --sc;
@@ -932,7 +935,7 @@ bool igemm_launch_variant(const Conv1dParams& p, const T* x, const T* w, const T
   // tiles' blocks (working on the next tiles at the same time) while they still sit in L2. Headline NCW f32
   // 7.11 -> 6.72 ms, bf16 5.95 -> 5.47 ms (H100, one process; docs/notes/fwd_session3.md). NWC (whole 64 KB
   // runs per tile) measured 5.68 streaming vs 5.79 ms normal, so it keeps streaming stores.
-  // The short NWC tile measured faster with normal eviction too (headline f32 5.24 vs 5.45 ms, one process).
+  // The short NWC tile measured faster with normal eviction too (headline f32 5.20-5.27 vs 5.37-5.45 ms).
   a.evict_normal = igemm_store_evict_normal(kLayout == Layout::kNCW || kShortTile<Tile>);
   CUtensorMap tmap{};
   if constexpr (kBulk) {
@@ -1032,10 +1035,11 @@ bool igemm_wide_plan_full(const Conv1dParams& p) {
 // room beside its 96 KB of weights for two stages of two 64-byte chunks, half of each 256-byte row of 64
 // channels, while the 64-position tile's 198-row window fits two stages of all four. H100, one process
 // (docs/notes/nwcfwd7_session7.md): the headline reads its x alone in 3.08 ms instead of 3.24 and runs
-// 5.24-5.45 ms against 5.46-5.62; its MMAs cost more per output (32 x 32 warp tiles), so where the copies are
-// not what the tile waits on it can be slower, hence the narrow rule. bfloat16 measured slower with it
-// (3.05-3.06 vs 2.80 ms: whole 128-byte rows already come two chunks per 128 x 128 step). JAX_CONV1D_IGEMM_SHORT=0
-// turns it off (read per call).
+// 5.20-5.27 ms against 5.55-5.57 (XLA/cuDNN 5.17-5.26; ncu: the same DRAM bytes as cuDNN's kernel, 84 % of
+// peak DRAM throughput against 79 %, cuDNN 88 %). Its MMAs cost more per output (32 x 32 warp tiles: without
+// stores it runs 4.21 ms against 3.57), so where the copies are not what the tile waits on it can be slower,
+// hence the narrow rule. bfloat16 measured slower with it (3.05-3.06 vs 2.80 ms: whole 128-byte rows already
+// come two chunks per 128 x 128 step). JAX_CONV1D_IGEMM_SHORT=0 turns it off (read per call).
 template <typename T>
 bool igemm_short_preferred(const Conv1dParams& p) {
   const char* v = std::getenv("JAX_CONV1D_IGEMM_SHORT");
