@@ -119,6 +119,44 @@ def kernel_times(fn, args, calls=3):
     return dict(by), spans
 
 
+def single_call_ms(fn, args, calls=15):
+    """Median wall time of one call and its wait, back to back (what bench.time_call measures when a call
+    takes more than half its 4 ms batch)."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def latency_report(case, log):
+    """Where a single call's wall time goes beyond its kernels: ours (dx, dw, db), ours dx only (no FFI scratch),
+    and an XLA elementwise op over the same tensors (x + dy: same reads, one output of dx's size)."""
+    x, w, b, ky = bench.make_inputs(case, jax.random.key(0))
+    dy = jax.random.normal(ky, case.shapes()[2], jnp.float32).astype(case.dtype)
+    fwd = bench.ours_forward(case)
+    fns = {
+        "ours dx+dw+db": (jax.jit(bench.backward_of(fwd)), (x, w, b, dy)),
+        "ours dx only": (jax.jit(lambda x, w, b, dy: jax.vjp(lambda x_: fwd(x_, w, b), x)[1](dy)), (x, w, b, dy)),
+        "xla x * 2": (jax.jit(lambda x: x * 2), (x,)),
+    }
+    if x.shape == dy.shape:
+        fns["xla x + dy"] = (jax.jit(lambda x, dy: x + dy), (x, dy))
+    rows = {}
+    for name, (fn, args) in fns.items():
+        single = single_call_ms(fn, args)
+        pipe = pipelined_ms(fn, args)
+        bench_ms = bench.time_call(fn, args) * 1e3
+        kern, spans = kernel_times(fn, args)
+        span = statistics.median(spans) if spans else float("nan")
+        rows[name] = dict(single_ms=single, pipelined_ms=pipe, bench_ms=bench_ms, span_ms=span, kernels_ms=kern)
+        log(f"  latency {case.name:16s} {name:14s} single {single:.4f} bench {bench_ms:.4f} pipelined {pipe:.4f} "
+            f"GPU span {span:.4f} -> single - span {single - span:.4f} ms")
+    return rows
+
+
 def make_case(name):
     for case in bench.model_cases():
         if case.name == name:
@@ -191,12 +229,16 @@ def main():
     ap.add_argument("--xla", action="store_true")
     ap.add_argument("--bits-only", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--latency", action="store_true", help="only the single-call overhead report")
     args = ap.parse_args()
     variants = [parse_variant(v) for v in (args.variant or DEFAULT_VARIANTS)]
     dev = jax.devices()[0]
     print(f"device {dev.device_kind}, jax {jax.__version__}", flush=True)
     results = []
     for name in args.cases:
+        if args.latency:
+            results.append({"case": name, "latency": latency_report(make_case(name), lambda s: print(s, flush=True))})
+            continue
         results.append(run_case(make_case(name), variants, args.rounds, args.xla, args.bits_only,
                                 lambda s: print(s, flush=True)))
         if args.json:

@@ -44,7 +44,8 @@ inline int channel_multiplier(const Conv1dParams& p) {
 
 // A/B switches, read on every call (so that one process can time both sides): JAX_CONV1D_DWBWD_ROWS=0 sends
 // every tile through the general window loader, JAX_CONV1D_DWBWD_EXACT=0 keeps the run-time tap count,
-// JAX_CONV1D_DWBWD_FILL=<units> sets the per-block fill cost the split choice charges.
+// JAX_CONV1D_DWBWD_RUN=8 makes the merged walk's runs 8 positions long, JAX_CONV1D_DWBWD_FILL=<units> sets
+// the per-block fill cost the split choice charges; JAX_CONV1D_DWBWD_SMEM and _BT (make_plan) move the tiles.
 inline int env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
   return (v != nullptr && *v != '\0') ? std::atoi(v) : fallback;
@@ -105,14 +106,18 @@ bool make_plan(const Conv1dParams& p, bool want_dx, bool want_dwdb, FusedPlan* o
   }
   const int kt = var.taps;
   // Two blocks per SM where the windows allow, else one block with all the shared memory (long dilations).
-  const size_t budgets[2] = {std::min<size_t>(device_limits().smem_optin, 110 * 1024),
+  // JAX_CONV1D_DWBWD_SMEM=<KB> replaces the two-blocks budget and JAX_CONV1D_DWBWD_BT=<bt> caps the tile
+  // length (plan A/B only).
+  const size_t two_blocks = static_cast<size_t>(env_int("JAX_CONV1D_DWBWD_SMEM", 110)) * 1024;
+  const int bt_cap = env_int("JAX_CONV1D_DWBWD_BT", 1024);
+  const size_t budgets[2] = {std::min<size_t>(device_limits().smem_optin, two_blocks),
                              static_cast<size_t>(device_limits().smem_optin)};
   size_t stage_bytes = 0;
   q.nstage = 0;
   for (int attempt = 0; attempt < 2 * 6 && q.nstage < 2; ++attempt) {
     const size_t budget = budgets[attempt / 6];
     const int bt = (ncw ? 1024 : 256) >> (attempt % 6);
-    if (bt < 32) continue;
+    if (bt < 32 || (bt > bt_cap && bt > 32)) continue;
     // No point in tiles much longer than a batch row.
     if (bt > 32 && bt / 2 >= p.out_length + q.halo) continue;
     q.bt = bt;
