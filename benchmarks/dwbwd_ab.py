@@ -103,7 +103,7 @@ def kernel_times(fn, args, calls=3):
     events.sort(key=lambda e: e[1])
     by = collections.defaultdict(float)
     for name, _, dur in events:
-        short = name.split("(")[0].replace("void ", "").replace("jax_conv1d::cuda::", "")[:90]
+        short = name.replace("(anonymous namespace)::", "").split("(")[0].replace("void ", "").replace("jax_conv1d::cuda::", "")[:90]
         by[short] += dur / 1e6 / calls
     # Calls are separated by the host wait: split the event list where the gap exceeds 20 us.
     spans, start, end = [], None, None
