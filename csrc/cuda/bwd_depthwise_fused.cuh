@@ -276,7 +276,10 @@ __global__ void __launch_bounds__(kThreads, 2)
     wd.pos_lo = -t_start;
     wd.pos_hi = p.out_length - t_start;
     constexpr int sz = sizeof(T);
-    const bool whole_cb = c_valid == prm.cb;
+    // The strided walk keeps the general loader: the row copies' extra code made ptxas spill in three of its
+    // instantiations, and the measured gain was on the stride-1 walks (mamba).
+    constexpr bool kRowCopies = kWalk != kAnyStride;
+    const bool whole_cb = kRowCopies && c_valid == prm.cb;
     if (prm.rows_dy_log2 >= 0 && whole_cb && t_start >= 0 && t_start + prm.dy_rows <= p.out_length)
       copy_rows_16(dy + wd.offset, p.y_t * sz, prm.dy_rows, smem_u32(dy_s), prm.dy_pitch * sz, prm.rows_dy_log2,
                    tid, kThreads);
