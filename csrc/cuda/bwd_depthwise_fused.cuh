@@ -19,7 +19,8 @@
 // l = u*s + r - pad (0 <= r < s), whose taps read dy[u - e_k] with e_k = floor(k*d / s) (the stride-phase
 // decomposition of dgrad_phases.cuh). So one tile needs dy over [u0 - H, u0 + bt) with H = max e_k, and x over
 // [u0*s - pad, u0*s - pad + (bt-1)*s + (K-1)*d + 1): both are staged once (cp.async, zeros outside the tensors,
-// so no tap needs a bounds check), dx is written straight from registers and dw/db accumulate in registers.
+// so no tap needs a bounds check; NWC windows wholly inside the tensor skip the range checks: copy_rows_16),
+// dx is written straight from registers and dw/db accumulate in registers.
 // u runs over the union of the t range [0, Lout) and the q range of dx, so every dx element is written exactly
 // once and every (n, t) term counted once.
 //
