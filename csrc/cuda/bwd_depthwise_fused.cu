@@ -3,6 +3,7 @@
 // splits. The kernel and how it works: bwd_depthwise_fused.cuh.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 
 #include "bwd_depthwise.h"
 #include "bwd_depthwise_fused.cuh"
@@ -39,6 +40,27 @@ __global__ void __launch_bounds__(kThreads) bwd_depthwise_sum_kernel(const float
 inline int channel_multiplier(const Conv1dParams& p) {
   const int64_t m = depthwise_channel_multiplier(p);
   return m == 1 || m == 2 ? static_cast<int>(m) : 0;
+}
+
+// A/B switches, read on every call (so that one process can time both sides): JAX_CONV1D_DWBWD_ROWS=0 sends
+// every tile through the general window loader, JAX_CONV1D_DWBWD_EXACT=0 keeps the run-time tap count,
+// JAX_CONV1D_DWBWD_RUN=8 makes the merged walk's runs 8 positions long, JAX_CONV1D_DWBWD_FILL=<units> sets
+// the per-block fill cost the split choice charges; JAX_CONV1D_DWBWD_SMEM and _BT (make_plan) move the tiles.
+inline int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return (v != nullptr && *v != '\0') ? std::atoi(v) : fallback;
+}
+
+// log2 of the 16-byte chunks in a shared row of `row_elems` elements when copy_rows_16 can copy it (whole
+// chunks, a power of two of them, at most one per thread), else -1.
+inline int rows_log2(int row_elems, int vec_elems, int elem_bytes) {
+  const int bytes = row_elems * elem_bytes;
+  if (vec_elems * elem_bytes != 16 || bytes % 16 != 0) return -1;
+  const int chunks = bytes / 16;
+  if ((chunks & (chunks - 1)) != 0 || chunks > kThreads) return -1;
+  int l = 0;
+  while ((1 << l) < chunks) ++l;
+  return l;
 }
 
 inline int next_pow2(int64_t v) {
@@ -84,14 +106,18 @@ bool make_plan(const Conv1dParams& p, bool want_dx, bool want_dwdb, FusedPlan* o
   }
   const int kt = var.taps;
   // Two blocks per SM where the windows allow, else one block with all the shared memory (long dilations).
-  const size_t budgets[2] = {std::min<size_t>(device_limits().smem_optin, 110 * 1024),
+  // JAX_CONV1D_DWBWD_SMEM=<KB> replaces the two-blocks budget and JAX_CONV1D_DWBWD_BT=<bt> caps the tile
+  // length (plan A/B only).
+  const size_t two_blocks = static_cast<size_t>(env_int("JAX_CONV1D_DWBWD_SMEM", 110)) * 1024;
+  const int bt_cap = env_int("JAX_CONV1D_DWBWD_BT", 1024);
+  const size_t budgets[2] = {std::min<size_t>(device_limits().smem_optin, two_blocks),
                              static_cast<size_t>(device_limits().smem_optin)};
   size_t stage_bytes = 0;
   q.nstage = 0;
   for (int attempt = 0; attempt < 2 * 6 && q.nstage < 2; ++attempt) {
     const size_t budget = budgets[attempt / 6];
     const int bt = (ncw ? 1024 : 256) >> (attempt % 6);
-    if (bt < 32) continue;
+    if (bt < 32 || (bt > bt_cap && bt > 32)) continue;
     // No point in tiles much longer than a batch row.
     if (bt > 32 && bt / 2 >= p.out_length + q.halo) continue;
     q.bt = bt;
@@ -125,8 +151,16 @@ bool make_plan(const Conv1dParams& p, bool want_dx, bool want_dwdb, FusedPlan* o
   // The sliding kernel holds a third register array (the window): taps x vec must stay at 16 or below, so
   // with 16 taps it takes one channel per thread, which a multiplier (m channels per thread) rules out.
   if (kt * mult > 16) q.slide_runs = 0;
+  q.exact_taps = K == kt && env_int("JAX_CONV1D_DWBWD_EXACT", 1) != 0;
+  const bool rows = !ncw && env_int("JAX_CONV1D_DWBWD_ROWS", 1) != 0;
+  q.rows_dy_log2 = rows ? rows_log2(q.cb, q.vec_dy, sz) : -1;
+  q.rows_x_log2 = rows ? rows_log2(x_lines, q.vec_x, sz) : -1;
   q.vec = (q.slide_runs > 0 && var.vec > mult) ? std::max(mult, std::min(var.vec, 16 / kt)) : var.vec;
   const int cgroups = q.cb / q.vec, pgroups = kThreads / cgroups;
+  // Runs of 8 halve the window preloads per position where the tile still gives every position group a run.
+  const bool run8 = env_int("JAX_CONV1D_DWBWD_RUN", 4) == 8 && q.bt % (8 * d) == 0 && q.bt / 8 >= pgroups;
+  q.run_len = run8 ? 8 : 4;
+  q.merged_runs = q.slide_runs > 0 ? static_cast<int>(q.bt / (q.run_len * d)) : 0;
   for (int m = 0; m < kt; ++m) {
     const int kx = m - (kt - K), kdy = kt - 1 - m;  // the taps slot m holds in the x and dy windows
     q.slide_x[m] = kx >= 0 ? static_cast<int>(kx * d) : 0;
@@ -151,8 +185,10 @@ bool make_plan(const Conv1dParams& p, bool want_dx, bool want_dwdb, FusedPlan* o
 }
 
 // Splits of the (n, tile) range: the fewest that keep every block slot busy, judged by the busiest slot's
-// units (rounds of blocks times units per block); at most `max_splits`.
+// units (rounds of blocks times units per block, each block charged `fill` extra units for its pipeline fill
+// and final reduction); at most `max_splits`.
 inline int choose_splits(const FusedPlan& q, size_t smem, int64_t max_splits) {
+  const int64_t fill = std::max(0, env_int("JAX_CONV1D_DWBWD_FILL", 0));
   const int per_sm = std::max<int>(1, std::min<int>(2, static_cast<int>((228 * 1024) / (smem + 1024))));
   const int64_t slots = int64_t(device_limits().sms) * per_sm;
   const int64_t limit = std::min<int64_t>({max_splits, q.units, 65535, std::max<int64_t>(1, 8 * slots / q.c_blocks)});
@@ -160,7 +196,7 @@ inline int choose_splits(const FusedPlan& q, size_t smem, int64_t max_splits) {
   int64_t best_cost = INT64_MAX;
   for (int64_t sp = 1; sp <= limit; ++sp) {
     const int64_t rounds = ceil_div(sp * q.c_blocks, slots);
-    const int64_t cost = rounds * ceil_div(q.units, sp);
+    const int64_t cost = rounds * (ceil_div(q.units, sp) + fill);
     if (cost < best_cost) best_cost = cost, best = static_cast<int>(sp);
   }
   return best;

@@ -19,7 +19,8 @@
 // l = u*s + r - pad (0 <= r < s), whose taps read dy[u - e_k] with e_k = floor(k*d / s) (the stride-phase
 // decomposition of dgrad_phases.cuh). So one tile needs dy over [u0 - H, u0 + bt) with H = max e_k, and x over
 // [u0*s - pad, u0*s - pad + (bt-1)*s + (K-1)*d + 1): both are staged once (cp.async, zeros outside the tensors,
-// so no tap needs a bounds check), dx is written straight from registers and dw/db accumulate in registers.
+// so no tap needs a bounds check; NWC windows wholly inside the tensor skip the range checks: copy_rows_16),
+// dx is written straight from registers and dw/db accumulate in registers.
 // u runs over the union of the t range [0, Lout) and the q range of dx, so every dx element is written exactly
 // once and every (n, t) term counted once.
 //
@@ -68,8 +69,15 @@ struct FusedPlan {
   // offset slide_x[m]; slot m of the dy window holds tap kTaps-1-m, read at slide_dy[m] (see the kernel).
   int slide_x[kMaxTaps], slide_dy[kMaxTaps];
   int slide_runs;        // runs of 4 positions a + d*(4*b + j) per tile: bt / (4*d) values of b for each a < d
+  // kSlidingExact with both gradients walks runs of run_len (4 or 8) positions a + d*(run_len*b + j) once for
+  // dx and dw: merged_runs = bt / (run_len*d) values of b for each a < d.
+  int run_len, merged_runs;
   int vec;               // virtual channels per thread (the kernel's kVec)
   int mult;              // channel multiplier m = O / C (the kernel's kMult)
+  // NWC tiles whose rows lie wholly inside the tensor copy through copy_rows_16 (fixed column per thread, no
+  // range checks): log2 of the 16-byte chunks in a dy / x row, or -1 where rows are not whole 16-byte chunks.
+  int rows_dy_log2, rows_x_log2;
+  bool exact_taps;       // K equals the kernel's tap count (the sliding walk then takes kSlidingExact)
   bool want_dx, want_dwdb;
   float* partials;       // [splits][K + 1][O]
 };
@@ -184,6 +192,26 @@ __device__ __forceinline__ void store_dx(T* p, const float (&a)[kVec]) {
   }
 }
 
+// `rows` rows of 2^log2_chunks 16-byte chunks from global (rows `g_row` bytes apart) to shared (rows `s_row`
+// bytes apart), for a window that lies wholly inside the tensor. Each thread keeps one chunk column and steps
+// through the rows by constant byte offsets: ~4 instructions per chunk, where load_window's general walk
+// (range checks, zero fill, 64-bit index math per chunk) costs ~60; that walk was most of the instructions of
+// short-tile shapes such as mamba's (docs/notes/dwbwd7_session7.md).
+__device__ __forceinline__ void copy_rows_16(const void* src, int64_t g_row, int rows, uint32_t dst, int s_row,
+                                             int log2_chunks, int tid, int nthreads) {
+  const int col = tid & ((1 << log2_chunks) - 1), r0 = tid >> log2_chunks, step = nthreads >> log2_chunks;
+  const char* g = static_cast<const char*>(src) + r0 * g_row + col * 16;
+  uint32_t d = dst + r0 * s_row + col * 16;
+  const int64_t g_step = step * g_row;
+  const uint32_t d_step = static_cast<uint32_t>(step * s_row);
+#pragma unroll 4
+  for (int r = r0; r < rows; r += step) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(g));
+    g += g_step;
+    d += d_step;
+  }
+}
+
 // kTaps >= K (per-thread tap arrays in registers, loops unrolled); kVec channels per thread (NCW: kMult);
 // How a thread walks a tile's positions.
 //  kAnyStride: position groups interleaved; dx loops over the s residues and sums the taps of each.
@@ -192,7 +220,9 @@ __device__ __forceinline__ void store_dx(T* p, const float (&a)[kVec]) {
 //   through tap k what position t read through tap k + 1 (x) or k - 1 (dy), so the taps live in a register
 //   window that shifts by one slot per position and each position costs one new shared load per tensor
 //   instead of K.
-enum Walk : int { kAnyStride = 0, kUnitStride = 1, kSliding = 2 };
+//  kSlidingExact: kSliding with K == kTaps known at compile time: the per-tap `k < K` tests and the
+//   conversions the compiler duplicated into their branches disappear (same arithmetic, same bits).
+enum Walk : int { kAnyStride = 0, kUnitStride = 1, kSliding = 2, kSlidingExact = 3 };
 
 template <typename T, int kTaps, int kVec, int kWalk, int kMult>
 __global__ void __launch_bounds__(kThreads, 2)
@@ -203,8 +233,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   const Conv1dParams& p = prm.p;
   const bool ncw = p.layout == Layout::kNCW;
   const int tid = threadIdx.x;
-  const int K = static_cast<int>(p.kernel_size);
-  constexpr bool kSlide = kWalk == kSliding;
+  const int K = kWalk == kSlidingExact ? kTaps : static_cast<int>(p.kernel_size);
+  constexpr bool kSlide = kWalk == kSliding || kWalk == kSlidingExact;
   static_assert(kVec % kMult == 0, "a thread owns whole input channels");
   const bool rows = kMult > 1 && ncw;  // NCW with several (virtual) channel rows per thread
   const int s = kWalk == kAnyStride ? static_cast<int>(p.stride) : 1;
@@ -246,7 +276,16 @@ __global__ void __launch_bounds__(kThreads, 2)
     wd.line_valid = c_valid;
     wd.pos_lo = -t_start;
     wd.pos_hi = p.out_length - t_start;
-    load_window(dy, wd, dy_s, prm.dy_pitch, prm.vec_dy, ncw, tid, kThreads);
+    constexpr int sz = sizeof(T);
+    // The strided walk keeps the general loader: the row copies' extra code made ptxas spill in three of its
+    // instantiations, and the measured gain was on the stride-1 walks (mamba).
+    constexpr bool kRowCopies = kWalk != kAnyStride;
+    const bool whole_cb = kRowCopies && c_valid == prm.cb;
+    if (prm.rows_dy_log2 >= 0 && whole_cb && t_start >= 0 && t_start + prm.dy_rows <= p.out_length)
+      copy_rows_16(dy + wd.offset, p.y_t * sz, prm.dy_rows, smem_u32(dy_s), prm.dy_pitch * sz, prm.rows_dy_log2,
+                   tid, kThreads);
+    else
+      load_window(dy, wd, dy_s, prm.dy_pitch, prm.vec_dy, ncw, tid, kThreads);
     if (prm.want_dwdb) {
       const int64_t l_start = u0 * p.stride - p.pad_lo;
       TileWindow wx;
@@ -258,7 +297,11 @@ __global__ void __launch_bounds__(kThreads, 2)
       wx.line_valid = c_valid / kMult;
       wx.pos_lo = -l_start;
       wx.pos_hi = p.in_length - l_start;
-      load_window(x, wx, dy_s + prm.dy_elems, prm.x_pitch, prm.vec_x, ncw, tid, kThreads);
+      if (prm.rows_x_log2 >= 0 && whole_cb && l_start >= 0 && l_start + prm.x_rows <= p.in_length)
+        copy_rows_16(x + wx.offset, p.x_l * sz, prm.x_rows, smem_u32(dy_s + prm.dy_elems), prm.x_pitch * sz,
+                     prm.rows_x_log2, tid, kThreads);
+      else
+        load_window(x, wx, dy_s + prm.dy_elems, prm.x_pitch, prm.vec_x, ncw, tid, kThreads);
     }
   };
 
@@ -310,6 +353,57 @@ __global__ void __launch_bounds__(kThreads, 2)
     const int shift_dy = ncw ? low_bits(n * p.y_n + c_first * p.y_o + t_start, prm.vec_dy) : 0;
     const int shift_x = ncw ? low_bits(n * p.x_n + (c_first / kMult) * p.x_c + l_start, prm.vec_x) : 0;
     const uint32_t dyc = dy_s + c_local * dy_c + shift_dy * sz;
+    if constexpr (kWalk == kSlidingExact) {
+      if (prm.want_dx && prm.want_dwdb) {
+        // Both gradients in one walk: the dy value position t reads for dw/db (tile row t + H) is the newest
+        // slot (tap 0) of dx's window at q = t, so each position loads dy once for both, and x once. Same
+        // positions per thread and the same FMA order as the two separate walks below: the same bits.
+        const uint32_t xc = x_s + c_local * x_c;
+        T* const dx_tile = dx + (n * p.x_n + c_thread * p.x_c + l_start * p.x_l);
+        const int lo = c_ok ? clamp_int(-l_start) : 0, hi = c_ok ? clamp_int(p.in_length - l_start) : 0;
+        const int xl = static_cast<int>(p.x_l);
+        for (GridWalk run(pg, pgroups, d); run.row < prm.merged_runs; run.next()) {
+          const int t0 = run.col + prm.run_len * d * run.row;
+          const uint32_t xr = xc + t0 * x_p, dq = dyc + t0 * dy_p;
+          float xw[kTaps][kVec], gw[kTaps][kVec];
+#pragma unroll
+          for (int m = 0; m < kTaps - 1; ++m) {
+            lds_vec<T, kVec>(xr + sx[m], xw[m]);
+            lds_vec<T, kVec>(dq + sdy[m], gw[m]);
+          }
+          for (int j4 = 0; j4 < prm.run_len; j4 += 4) {
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              const int jj = j4 + j;
+              lds_vec<T, kVec>(xr + sx[kTaps - 1] + jj * step_x, xw[kTaps - 1]);
+              lds_vec<T, kVec>(dq + sdy[kTaps - 1] + jj * step_dy, gw[kTaps - 1]);
+#pragma unroll
+              for (int v = 0; v < kVec; ++v) accb[v] += gw[kTaps - 1][v];
+#pragma unroll
+              for (int m = 0; m < kTaps; ++m)
+#pragma unroll
+                for (int v = 0; v < kVec; ++v) acc[m][v] = fmaf(gw[kTaps - 1][v], xw[m][v], acc[m][v]);
+              const int i = t0 + jj * d;
+              if (i >= lo && i < hi) {
+                float a[kVec];
+#pragma unroll
+                for (int v = 0; v < kVec; ++v) a[v] = 0.0f;
+#pragma unroll
+                for (int m = 0; m < kTaps; ++m)
+#pragma unroll
+                  for (int v = 0; v < kVec; ++v) a[v] = fmaf(wv[m][v], gw[m][v], a[v]);
+                store_vec<T, kVec>(dx_tile + i * xl, a);
+              }
+#pragma unroll
+              for (int m = 0; m < kTaps - 1; ++m)
+#pragma unroll
+                for (int v = 0; v < kVec; ++v) xw[m][v] = xw[m + 1][v], gw[m][v] = gw[m + 1][v];
+            }
+          }
+        }
+        return;
+      }
+    }
     if (kSlide && prm.want_dwdb) {
       const uint32_t xc = x_s + (c_local / kMult) * x_c;
       const uint32_t dyt = dyc + prm.halo * dy_p;
@@ -497,6 +591,12 @@ cudaError_t launch_vec(const FusedPlan& q, size_t smem, const T* x, const T* dy,
   constexpr int vec_slide = std::max(1, std::min(vec_wide, 16 / kTaps));
   if (q.slide_runs > 0) {
     if constexpr (kTaps * kMult <= 16) {
+      // The exact-K walk is built for the wide multiplier-1 kernels of 4 and 8 taps only (mamba's K = 4 among
+      // them), to keep the instantiation count down.
+      if constexpr (kMult == 1 && kTaps <= 8 && vec_slide > 1) {
+        if (q.vec == vec_slide && q.exact_taps)
+          return launch<T, kTaps, vec_slide, kSlidingExact, kMult>(q, smem, x, dy, w, dx, stream);
+      }
       if (q.vec == kMult) return launch<T, kTaps, kMult, kSliding, kMult>(q, smem, x, dy, w, dx, stream);
       if (q.vec == vec_slide) return launch<T, kTaps, vec_slide, kSliding, kMult>(q, smem, x, dy, w, dx, stream);
     }
