@@ -23,7 +23,7 @@ from jax_conv1d import dilated_conv1d
 from jax_conv1d._timing import median_ms
 from jax_conv1d.bench import copy_bandwidth, time_call
 
-REPEAT = {"mamba_dw_causal": 5, "depthwise_tcn": 2}
+REPEAT = {"mamba_dw_causal": 3, "depthwise_tcn": 1}
 
 
 def lax_reference(x, w, b, kw):
@@ -43,27 +43,29 @@ CASES = {
     "mamba_dw_causal": ((8, 2048, 5120), (4, 1, 5120), dict(padding="CAUSAL", groups=5120), jnp.bfloat16),
 }
 
+S6 = {"JAX_CONV1D_DW_TILE": "128", "JAX_CONV1D_DW_COORDS32": "0"}
+T64 = {"JAX_CONV1D_DW_TILE": "64"}
+T64B = {"JAX_CONV1D_DW_TILE": "64", "JAX_CONV1D_DW_OUT_BUFS": "2"}
+T256 = {"JAX_CONV1D_DW_TILE": "256"}
+B2 = {"JAX_CONV1D_DW_OUT_BUFS": "2"}
+# Two rounds in the same order, so a drift of the machine shows as a difference between the rounds.
 CONFIGS = [
-    ("tile 128, 1 out buffer (s6 default)", {"JAX_CONV1D_DW_TILE": "128"}),
-    ("tile 128, store evict-first", {"JAX_CONV1D_DW_TILE": "128", "JAX_CONV1D_DW_STORE_HINT": "1"}),
-    ("tile 128, 2 out buffers", {"JAX_CONV1D_DW_TILE": "128", "JAX_CONV1D_DW_OUT_BUFS": "2"}),
-    ("tile 256, 1 out buffer", {"JAX_CONV1D_DW_TILE": "256"}),
-    ("tile 256, 2 out buffers", {"JAX_CONV1D_DW_TILE": "256", "JAX_CONV1D_DW_OUT_BUFS": "2"}),
-    ("tile 256, 2 out buffers, evict-first", {"JAX_CONV1D_DW_TILE": "256", "JAX_CONV1D_DW_OUT_BUFS": "2",
-                                              "JAX_CONV1D_DW_STORE_HINT": "1"}),
-    ("tile 256, 2 out buffers, 3 stages", {"JAX_CONV1D_DW_TILE": "256", "JAX_CONV1D_DW_OUT_BUFS": "2",
-                                           "JAX_CONV1D_DW_STAGES": "3"}),
-    ("tile 256, no stores", {"JAX_CONV1D_DW_TILE": "256", "JAX_CONV1D_DW_DIAG": "4"}),
-    ("tile 128, no stores", {"JAX_CONV1D_DW_TILE": "128", "JAX_CONV1D_DW_DIAG": "4"}),
-    ("tile 128, register stores", {"JAX_CONV1D_DW_TILE": "128", "JAX_CONV1D_DW_TMA_STORE": "0"}),
-    ("tile 128 (again)", {"JAX_CONV1D_DW_TILE": "128"}),
-    ("tile 256, 2 out buffers (again)", {"JAX_CONV1D_DW_TILE": "256", "JAX_CONV1D_DW_OUT_BUFS": "2"}),
-    ("tile 256 (again)", {"JAX_CONV1D_DW_TILE": "256"}),
-]
+    ("s6 kernel (tile 128, 64-bit coords)", S6),
+    ("default (tile 128, 32-bit coords)", {}),
+    ("tile 64 (32 vectors, 512-byte rows)", T64),
+    ("tile 64, 2 out buffers", T64B),
+    ("tile 256 (8 vectors, 128-byte rows)", T256),
+    ("tile 128, 2 out buffers", B2),
+    ("tile 64, no stores", {**T64, "JAX_CONV1D_DW_DIAG": "4"}),
+    ("tile 128, no stores", {"JAX_CONV1D_DW_DIAG": "4"}),
+] * 2
 # Variants whose outputs must be bitwise those of the per-tap kernel.
-SAME_AS_PER_TAP = [c for c in CONFIGS[:6]] + [("tile 128, register stores", {"JAX_CONV1D_DW_TILE": "128", "JAX_CONV1D_DW_TMA_STORE": "0"})]
+SAME_AS_PER_TAP = [("s6 kernel", S6), ("default", {}), ("tile 64", T64), ("tile 64, 2 out buffers", T64B),
+                   ("tile 256", T256), ("tile 128, 2 out buffers", B2),
+                   ("tile 64, 2 out buffers, evict-first", {**T64B, "JAX_CONV1D_DW_STORE_HINT": "1"})]
 KNOBS = ("JAX_CONV1D_DW_CHAIN", "JAX_CONV1D_DW_BLOCKS", "JAX_CONV1D_DW_STAGES", "JAX_CONV1D_DW_DIAG",
-         "JAX_CONV1D_DW_TMA_STORE", "JAX_CONV1D_DW_TILE", "JAX_CONV1D_DW_OUT_BUFS", "JAX_CONV1D_DW_STORE_HINT")
+         "JAX_CONV1D_DW_TMA_STORE", "JAX_CONV1D_DW_TILE", "JAX_CONV1D_DW_OUT_BUFS", "JAX_CONV1D_DW_STORE_HINT",
+         "JAX_CONV1D_DW_COORDS32")
 
 
 @jax.jit

@@ -45,6 +45,7 @@ struct DwArgs {
   int diag;         // timing only (wrong results), sliding-window kernel: 1 skips the taps, 4 the stores
   int out_bufs;     // sliding-window kernel with tensor-map stores: output tiles in shared memory (1 or 2)
   bool store_evict_first;  // ... stored with the L2 evict-first policy
+  bool coords32;    // tile coordinates in 32-bit arithmetic (tiles < 2^31)
 };
 
 // Stage buffers start on 1 KiB boundaries (bulk copies need 128-byte aligned destinations).
@@ -124,8 +125,14 @@ constexpr int kNcwBT = 256;
 struct DwTile {
   int64_t n, tt, cb;
 };
+// coords32 (fewer than 2^31 tiles): 32-bit divisions, a fraction of the 64-bit ones' instructions.
 __device__ __forceinline__ DwTile dw_tile(const DwArgs& a, int64_t f) {
   const int64_t j = blockIdx.x + f * gridDim.x;
+  if (a.coords32) {
+    const uint32_t j32 = uint32_t(j), ct = uint32_t(a.c_tiles), tt = uint32_t(a.t_tiles);
+    const uint32_t r = j32 / ct;
+    return {int64_t(r / tt), int64_t(r % tt), int64_t(j32 - r * ct)};
+  }
   const int64_t r = j / a.c_tiles;
   return {r / a.t_tiles, r % a.t_tiles, j % a.c_tiles};
 }
@@ -604,6 +611,7 @@ int plan_nwc(const Conv1dParams& p, DwArgs& a, const DeviceLimits& dev, bool x_a
   a.c_tiles = ceil_div(p.out_channels, BO);
   a.t_tiles = ceil_div(p.out_length, BT);
   a.tiles = p.batch * a.c_tiles * a.t_tiles;
+  a.coords32 = a.tiles < (int64_t(1) << 31) && dw_env_int("JAX_CONV1D_DW_COORDS32", 1) != 0;
   CUtensorMap tmap{};
   // Boxes of at most 256 rows, a multiple of 8 rows each.
   a.boxes = int(ceil_div(win, 256));
@@ -686,11 +694,15 @@ bool conv1d_fwd_depthwise(const Conv1dParams& p, const T* x, const T* w, const T
   a.x = x, a.w = w, a.bias = bias, a.y = y;
   int smem = 0;
   if (p.layout == Layout::kNWC) {
-    // Position tiles of 256 (8 channel vectors wide) for the sliding-window kernel with copy-engine stages:
-    // 1.19 instead of 1.375 window rows read per output row at depthwise_tcn's halo. JAX_CONV1D_DW_TILE=128
-    // keeps the 16-vector x 128-position tile (also the fallback where the wide tile does not apply).
-    if (dw_env_int("JAX_CONV1D_DW_TILE", 128) == 256) {
-      if (plan_nwc<T, TOut, 8, 256>(p, a, dev, x_aligned, stream, err) == 1) return true;
+    // Other tiles for the sliding-window kernel with copy-engine stages, for timing: JAX_CONV1D_DW_TILE=256
+    // (8 channel vectors x 256 positions: 1.19 instead of 1.375 window rows per output row at depthwise_tcn's
+    // halo, rows of 128 bytes) or 64 (32 vectors x 64 positions: 512-byte rows). The default 16 vectors x 128
+    // positions is also the fallback where another tile does not apply.
+    const int tile = dw_env_int("JAX_CONV1D_DW_TILE", 128);
+    if (tile == 256 || tile == 64) {
+      if ((tile == 256 ? plan_nwc<T, TOut, 8, 256>(p, a, dev, x_aligned, stream, err)
+                       : plan_nwc<T, TOut, 32, 64>(p, a, dev, x_aligned, stream, err)) == 1)
+        return true;
       a = DwArgs{};
       a.p = p;
       a.x = x, a.w = w, a.bias = bias, a.y = y;
