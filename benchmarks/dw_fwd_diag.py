@@ -1,5 +1,5 @@
 """Depthwise forward variants timed in one process: the sliding-window NWC kernel's tiles (JAX_CONV1D_DW_TILE),
-output buffers (JAX_CONV1D_DW_OUT_BUFS), store eviction hint (JAX_CONV1D_DW_STORE_HINT), parts switched off;
+output buffers (JAX_CONV1D_DW_OUT_BUFS), tile coordinates (JAX_CONV1D_DW_COORDS32), parts switched off;
 the default repeated with XLA in between (spread within one process) and the compiled program's ops.
 
     python benchmarks/dw_fwd_diag.py [case ...]
@@ -46,7 +46,6 @@ CASES = {
 S6 = {"JAX_CONV1D_DW_TILE": "128", "JAX_CONV1D_DW_COORDS32": "0"}
 T64 = {"JAX_CONV1D_DW_TILE": "64"}
 T64B = {"JAX_CONV1D_DW_TILE": "64", "JAX_CONV1D_DW_OUT_BUFS": "2"}
-T256 = {"JAX_CONV1D_DW_TILE": "256"}
 B2 = {"JAX_CONV1D_DW_OUT_BUFS": "2"}
 # Two rounds in the same order, so a drift of the machine shows as a difference between the rounds.
 CONFIGS = [
@@ -54,17 +53,15 @@ CONFIGS = [
     ("default (tile 128, 32-bit coords)", {}),
     ("tile 64 (32 vectors, 512-byte rows)", T64),
     ("tile 64, 2 out buffers", T64B),
-    ("tile 256 (8 vectors, 128-byte rows)", T256),
     ("tile 128, 2 out buffers", B2),
     ("tile 64, no stores", {**T64, "JAX_CONV1D_DW_DIAG": "4"}),
     ("tile 128, no stores", {"JAX_CONV1D_DW_DIAG": "4"}),
 ] * 2
 # Variants whose outputs must be bitwise those of the per-tap kernel.
 SAME_AS_PER_TAP = [("s6 kernel", S6), ("default", {}), ("tile 64", T64), ("tile 64, 2 out buffers", T64B),
-                   ("tile 256", T256), ("tile 128, 2 out buffers", B2),
-                   ("tile 64, 2 out buffers, evict-first", {**T64B, "JAX_CONV1D_DW_STORE_HINT": "1"})]
+                   ("tile 128, 2 out buffers", B2)]
 KNOBS = ("JAX_CONV1D_DW_CHAIN", "JAX_CONV1D_DW_BLOCKS", "JAX_CONV1D_DW_STAGES", "JAX_CONV1D_DW_DIAG",
-         "JAX_CONV1D_DW_TMA_STORE", "JAX_CONV1D_DW_TILE", "JAX_CONV1D_DW_OUT_BUFS", "JAX_CONV1D_DW_STORE_HINT",
+         "JAX_CONV1D_DW_TMA_STORE", "JAX_CONV1D_DW_TILE", "JAX_CONV1D_DW_OUT_BUFS",
          "JAX_CONV1D_DW_COORDS32")
 
 

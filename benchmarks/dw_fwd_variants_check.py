@@ -19,12 +19,10 @@ VARIANTS = [
     ("default", {}),
     ("64-bit coordinates", {"JAX_CONV1D_DW_COORDS32": "0"}),
     ("tile 64", {"JAX_CONV1D_DW_TILE": "64"}),
-    ("tile 64, 2 out buffers, evict-first", {"JAX_CONV1D_DW_TILE": "64", "JAX_CONV1D_DW_OUT_BUFS": "2",
-                                             "JAX_CONV1D_DW_STORE_HINT": "1"}),
-    ("tile 256, 2 out buffers", {"JAX_CONV1D_DW_TILE": "256", "JAX_CONV1D_DW_OUT_BUFS": "2"}),
+    ("tile 64, 2 out buffers", {"JAX_CONV1D_DW_TILE": "64", "JAX_CONV1D_DW_OUT_BUFS": "2"}),
     ("tile 128, 2 out buffers", {"JAX_CONV1D_DW_OUT_BUFS": "2"}),
 ]
-KNOBS = ("JAX_CONV1D_DW_TILE", "JAX_CONV1D_DW_OUT_BUFS", "JAX_CONV1D_DW_STORE_HINT", "JAX_CONV1D_DW_COORDS32")
+KNOBS = ("JAX_CONV1D_DW_TILE", "JAX_CONV1D_DW_OUT_BUFS", "JAX_CONV1D_DW_COORDS32")
 
 
 def wide_configs():

@@ -44,7 +44,6 @@ struct DwArgs {
   int out_offset;   // ... which starts this many bytes after the aligned stage buffers
   int diag;         // timing only (wrong results), sliding-window kernel: 1 skips the taps, 4 the stores
   int out_bufs;     // sliding-window kernel with tensor-map stores: output tiles in shared memory (1 or 2)
-  bool store_evict_first;  // ... stored with the L2 evict-first policy
   bool coords32;    // tile coordinates in 32-bit arithmetic (tiles < 2^31)
 };
 
@@ -54,25 +53,13 @@ __device__ __forceinline__ unsigned char* align_smem(unsigned char* p) {
 }
 
 // Shared -> global tensor-map store of one box, tracked in this thread's bulk group; out-of-range elements
-// (positions past the output's end, channels past the last) are not written.
-// evict_first: the lines leave L2 before the input's (whose halos the neighbouring tiles still read).
-__device__ __forceinline__ void tma_store_3d(const void* tensor_map, const void* src, int c0, int c1, int c2,
-                                             bool evict_first) {
+// (positions past the output's end, channels past the last) are not written. (An L2 evict-first policy on these
+// stores measured the same as none, session 7.)
+__device__ __forceinline__ void tma_store_3d(const void* tensor_map, const void* src, int c0, int c1, int c2) {
 #ifdef JC_BULK_COPY_AVAILABLE
-  if (evict_first) {
-    uint64_t policy;
-    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
-    asm volatile(
-        "cp.async.bulk.tensor.3d.global.shared::cta.bulk_group.L2::cache_hint [%0, {%2, %3, %4}], [%1], %5;\n" ::"l"(
-            tensor_map),
-        "r"(smem_addr(src)), "r"(c0), "r"(c1), "r"(c2), "l"(policy)
-        : "memory");
-  } else {
-    asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%2, %3, %4}], [%1];\n" ::"l"(
-                     tensor_map),
-                 "r"(smem_addr(src)), "r"(c0), "r"(c1), "r"(c2)
-                 : "memory");
-  }
+  asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%2, %3, %4}], [%1];\n" ::"l"(tensor_map),
+               "r"(smem_addr(src)), "r"(c0), "r"(c1), "r"(c2)
+               : "memory");
   asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
 #endif
 }
@@ -398,7 +385,7 @@ __global__ void __launch_bounds__(kDwThreads, 1)
       fence_proxy_async();  // the generic-proxy writes above, before the copy engine reads them
       __syncthreads();
       if (threadIdx.x == 0) {
-        if (!(a.diag & 4)) tma_store_3d(&tmap_y, ys, int(cb * BO), int(tt * BT), int(n), a.store_evict_first);
+        if (!(a.diag & 4)) tma_store_3d(&tmap_y, ys, int(cb * BO), int(tt * BT), int(n));
         if (a.out_bufs == 2) bulk_store_wait_read_one();
       }
       return;
@@ -535,7 +522,9 @@ __global__ void __launch_bounds__(kDwThreads)
 // Timing and testing knobs, read per call: JAX_CONV1D_DW_CHAIN=0 turns the sliding-window NWC kernel off,
 // JAX_CONV1D_DW_BLOCKS=b sizes the pipeline for b resident blocks per multiprocessor (1 or 2; a second block
 // only fits where registers allow), JAX_CONV1D_DW_STAGES caps the pipeline depth (2..4),
-// JAX_CONV1D_DW_TMA_STORE=0 makes the sliding-window kernel store from registers, and JAX_CONV1D_DW_DIAG
+// JAX_CONV1D_DW_TMA_STORE=0 makes the sliding-window kernel store from registers, JAX_CONV1D_DW_OUT_BUFS=2
+// gives its tensor-map stores two shared-memory output tiles, JAX_CONV1D_DW_TILE=64 its 32 x 64 tile,
+// JAX_CONV1D_DW_COORDS32=0 brings back 64-bit tile coordinates (all NWC kernels), and JAX_CONV1D_DW_DIAG
 // drops parts of it (1: taps, 4: stores; wrong results, for timing where the time goes).
 int dw_env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
@@ -636,7 +625,6 @@ int plan_nwc(const Conv1dParams& p, DwArgs& a, const DeviceLimits& dev, bool x_a
                 encode_nwc_window_map(&tmap_y, y, sizeof(TOut), p.batch, p.out_length, p.out_channels, BO, BT,
                                       false);
   if (kWide && !a.tma_store) return -1;
-  a.store_evict_first = dw_env_int("JAX_CONV1D_DW_STORE_HINT", 0) != 0;
   const int stage_elems = a.stage_elems;
   a.out_bufs = 1;
   if (a.tma_store && dw_env_int("JAX_CONV1D_DW_OUT_BUFS", 1) == 2 &&
@@ -694,15 +682,12 @@ bool conv1d_fwd_depthwise(const Conv1dParams& p, const T* x, const T* w, const T
   a.x = x, a.w = w, a.bias = bias, a.y = y;
   int smem = 0;
   if (p.layout == Layout::kNWC) {
-    // Other tiles for the sliding-window kernel with copy-engine stages, for timing: JAX_CONV1D_DW_TILE=256
-    // (8 channel vectors x 256 positions: 1.19 instead of 1.375 window rows per output row at depthwise_tcn's
-    // halo, rows of 128 bytes) or 64 (32 vectors x 64 positions: 512-byte rows). The default 16 vectors x 128
-    // positions is also the fallback where another tile does not apply.
-    const int tile = dw_env_int("JAX_CONV1D_DW_TILE", 128);
-    if (tile == 256 || tile == 64) {
-      if ((tile == 256 ? plan_nwc<T, TOut, 8, 256>(p, a, dev, x_aligned, stream, err)
-                       : plan_nwc<T, TOut, 32, 64>(p, a, dev, x_aligned, stream, err)) == 1)
-        return true;
+    // JAX_CONV1D_DW_TILE=64, for timing: the sliding-window kernel with copy-engine stages on tiles of 32
+    // channel vectors x 64 positions (512-byte rows; measured within the spread of the default 16 x 128, see
+    // docs/notes/dwfwd7_session7.md; 8 x 256 with 128-byte rows measured 10 % slower on mamba and was dropped).
+    // The default tile is also the fallback where this one does not apply.
+    if (dw_env_int("JAX_CONV1D_DW_TILE", 128) == 64) {
+      if (plan_nwc<T, TOut, 32, 64>(p, a, dev, x_aligned, stream, err) == 1) return true;
       a = DwArgs{};
       a.p = p;
       a.x = x, a.w = w, a.bias = bias, a.y = y;
