@@ -1,5 +1,6 @@
-"""Depthwise forward variants timed in one process: the sliding-window NWC kernel against the per-tap one,
-pipeline plans, and parts switched off.
+"""Depthwise forward variants timed in one process: the sliding-window NWC kernel's tiles (JAX_CONV1D_DW_TILE),
+output buffers (JAX_CONV1D_DW_OUT_BUFS), tile coordinates (JAX_CONV1D_DW_COORDS32), parts switched off;
+the default repeated with XLA in between (spread within one process) and the compiled program's ops.
 
     python benchmarks/dw_fwd_diag.py [case ...]
 
@@ -19,7 +20,21 @@ import jax
 import jax.numpy as jnp
 
 from jax_conv1d import dilated_conv1d
+from jax_conv1d._timing import median_ms
 from jax_conv1d.bench import copy_bandwidth, time_call
+
+REPEAT = {"mamba_dw_causal": 3, "depthwise_tcn": 1}
+
+
+def lax_reference(x, w, b, kw):
+    """XLA's convolution of the same layer (the bench's comparison)."""
+    pad = kw["padding"]
+    k, d = w.shape[0], kw.get("dilation", 1)
+    if pad == "CAUSAL":
+        pad = [((k - 1) * d, 0)]
+    y = jax.lax.conv_general_dilated(x, w, (1,), pad, rhs_dilation=(d,), dimension_numbers=("NWC", "WIO", "NWC"),
+                                     feature_group_count=kw["groups"])
+    return y + b
 
 CASES = {
     # name: (x shape, w shape, kwargs, dtype)
@@ -28,20 +43,32 @@ CASES = {
     "mamba_dw_causal": ((8, 2048, 5120), (4, 1, 5120), dict(padding="CAUSAL", groups=5120), jnp.bfloat16),
 }
 
+S6 = {"JAX_CONV1D_DW_TILE": "128", "JAX_CONV1D_DW_COORDS32": "0"}
+T64 = {"JAX_CONV1D_DW_TILE": "64"}
+T64B = {"JAX_CONV1D_DW_TILE": "64", "JAX_CONV1D_DW_OUT_BUFS": "2"}
+B2 = {"JAX_CONV1D_DW_OUT_BUFS": "2"}
+# Two rounds in the same order, so a drift of the machine shows as a difference between the rounds.
 CONFIGS = [
-    ("per-tap kernel (v5)", {"JAX_CONV1D_DW_CHAIN": "0"}),
-    ("sliding window, register stores", {"JAX_CONV1D_DW_TMA_STORE": "0"}),
-    ("sliding window, tensor-map stores", {}),
-    ("tensor-map stores, 3 stages", {"JAX_CONV1D_DW_STAGES": "3"}),
-    ("tensor-map stores, no taps", {"JAX_CONV1D_DW_DIAG": "1"}),
-    ("tensor-map stores, no stores", {"JAX_CONV1D_DW_DIAG": "4"}),
-    ("register stores, no taps", {"JAX_CONV1D_DW_TMA_STORE": "0", "JAX_CONV1D_DW_DIAG": "1"}),
-    ("per-tap kernel (again)", {"JAX_CONV1D_DW_CHAIN": "0"}),
-    ("register stores (again)", {"JAX_CONV1D_DW_TMA_STORE": "0"}),
-    ("tensor-map stores (again)", {}),
-]
+    ("s6 kernel (tile 128, 64-bit coords)", S6),
+    ("default (tile 128, 32-bit coords)", {}),
+    ("tile 64 (32 vectors, 512-byte rows)", T64),
+    ("tile 64, 2 out buffers", T64B),
+    ("tile 128, 2 out buffers", B2),
+    ("tile 64, no stores", {**T64, "JAX_CONV1D_DW_DIAG": "4"}),
+    ("tile 128, no stores", {"JAX_CONV1D_DW_DIAG": "4"}),
+] * 2
+# Variants whose outputs must be bitwise those of the per-tap kernel.
+SAME_AS_PER_TAP = [("s6 kernel", S6), ("default", {}), ("tile 64", T64), ("tile 64, 2 out buffers", T64B),
+                   ("tile 128, 2 out buffers", B2)]
 KNOBS = ("JAX_CONV1D_DW_CHAIN", "JAX_CONV1D_DW_BLOCKS", "JAX_CONV1D_DW_STAGES", "JAX_CONV1D_DW_DIAG",
-         "JAX_CONV1D_DW_TMA_STORE")
+         "JAX_CONV1D_DW_TMA_STORE", "JAX_CONV1D_DW_TILE", "JAX_CONV1D_DW_OUT_BUFS",
+         "JAX_CONV1D_DW_COORDS32")
+
+
+@jax.jit
+def bitwise_equal(a, b):
+    bits = jnp.uint32 if a.dtype.itemsize == 4 else jnp.uint16
+    return jnp.all(jax.lax.bitcast_convert_type(a, bits) == jax.lax.bitcast_convert_type(b, bits))
 
 
 def set_env(env):
@@ -61,19 +88,31 @@ def main():
         b = jax.random.normal(jax.random.key(2), (ws[-1],), jnp.float32).astype(dt)
         f = jax.jit(lambda x, w, b: dilated_conv1d(x, w, b, layout="NWC", **kw))
         set_env({"JAX_CONV1D_DW_CHAIN": "0"})
-        y_old = np.asarray(f(x, w, b).astype(jnp.float32))
-        for label, env in (("register stores", {"JAX_CONV1D_DW_TMA_STORE": "0"}), ("tensor-map stores", {})):
+        y_old = f(x, w, b)
+        for label, env in SAME_AS_PER_TAP:
             set_env(env)
-            y_new = np.asarray(f(x, w, b).astype(jnp.float32))
-            same = np.array_equal(y_old.view(np.uint32), y_new.view(np.uint32))
-            print(f"{name}: sliding window, {label}, bitwise equal to per-tap: {same}", flush=True)
-            del y_new
+            same = bool(bitwise_equal(y_old, f(x, w, b)))
+            print(f"{name}: {label}, bitwise equal to per-tap: {same}", flush=True)
         del y_old
         floor = (x.size * x.dtype.itemsize * 2 + w.size * w.dtype.itemsize) / bw
         for label, env in CONFIGS:
             set_env(env)
             t = time_call(f, (x, w, b))
-            print(f"{name:18s} {label:30s} {t * 1e3:8.4f} ms  {floor / t * 100:5.1f}% of floor", flush=True)
+            print(f"{name:18s} {label:38s} {t * 1e3:8.4f} ms  {floor / t * 100:5.1f}% of floor", flush=True)
+        if name in REPEAT:
+            # Spread within one process: the default five more times, XLA between them, single-call medians.
+            xla = jax.jit(lambda x, w, b: lax_reference(x, w, b, kw))
+            for r in range(REPEAT[name]):
+                set_env({})
+                t = time_call(f, (x, w, b))
+                tx = time_call(xla, (x, w, b))
+                t1 = median_ms(f, x, w, b, reps=50)
+                print(f"{name:18s} default, repeat {r}: batched {t * 1e3:.4f} ms ({floor / t * 100:.1f}% of floor), "
+                      f"XLA {tx * 1e3:.4f} ms ({tx / t:.1f}x), single calls {t1:.4f} ms", flush=True)
+            hlo = f.lower(x, w, b).compile().as_text()
+            ops = [ln.strip()[:160] for ln in hlo.splitlines() if "custom-call" in ln or "fusion" in ln.split("=")[0]
+                   or ln.strip().startswith("ROOT")]
+            print(f"{name}: compiled program, {len(ops)} op lines:", *ops, sep="\n  ", flush=True)
         set_env({})
         del x, w, b
 

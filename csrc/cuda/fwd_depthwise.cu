@@ -43,6 +43,8 @@ struct DwArgs {
   bool tma_store;   // sliding-window kernel: tiles leave through a shared-memory buffer and tensor-map stores
   int out_offset;   // ... which starts this many bytes after the aligned stage buffers
   int diag;         // timing only (wrong results), sliding-window kernel: 1 skips the taps, 4 the stores
+  int out_bufs;     // sliding-window kernel with tensor-map stores: output tiles in shared memory (1 or 2)
+  bool coords32;    // tile coordinates in 32-bit arithmetic (tiles < 2^31)
 };
 
 // Stage buffers start on 1 KiB boundaries (bulk copies need 128-byte aligned destinations).
@@ -51,13 +53,21 @@ __device__ __forceinline__ unsigned char* align_smem(unsigned char* p) {
 }
 
 // Shared -> global tensor-map store of one box, tracked in this thread's bulk group; out-of-range elements
-// (positions past the output's end, channels past the last) are not written.
+// (positions past the output's end, channels past the last) are not written. (An L2 evict-first policy on these
+// stores measured the same as none, session 7.)
 __device__ __forceinline__ void tma_store_3d(const void* tensor_map, const void* src, int c0, int c1, int c2) {
 #ifdef JC_BULK_COPY_AVAILABLE
   asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%2, %3, %4}], [%1];\n" ::"l"(tensor_map),
                "r"(smem_addr(src)), "r"(c0), "r"(c1), "r"(c2)
                : "memory");
   asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+#endif
+}
+
+// Waits until all but this thread's latest bulk store have read their shared-memory source.
+__device__ __forceinline__ void bulk_store_wait_read_one() {
+#ifdef JC_BULK_COPY_AVAILABLE
+  asm volatile("cp.async.bulk.wait_group.read 1;\n" ::: "memory");
 #endif
 }
 
@@ -102,8 +112,14 @@ constexpr int kNcwBT = 256;
 struct DwTile {
   int64_t n, tt, cb;
 };
+// coords32 (fewer than 2^31 tiles): 32-bit divisions, a fraction of the 64-bit ones' instructions.
 __device__ __forceinline__ DwTile dw_tile(const DwArgs& a, int64_t f) {
   const int64_t j = blockIdx.x + f * gridDim.x;
+  if (a.coords32) {
+    const uint32_t j32 = uint32_t(j), ct = uint32_t(a.c_tiles), tt = uint32_t(a.t_tiles);
+    const uint32_t r = j32 / ct;
+    return {int64_t(r / tt), int64_t(r % tt), int64_t(j32 - r * ct)};
+  }
   const int64_t r = j / a.c_tiles;
   return {r / a.t_tiles, r % a.t_tiles, j % a.c_tiles};
 }
@@ -272,12 +288,12 @@ __global__ void __launch_bounds__(kDwThreads)
 // once and feeds every output it belongs to: 14 instead of 56 16-byte reads per thread and tile for
 // depthwise_tcn, 11 instead of 32 (and as many fewer bf16 widenings) for mamba. Every output still sums its
 // taps in order k = 0..K-1 from zero, then adds the bias: bitwise the same result as the NWC kernel.
-template <typename T, typename TOut, bool kBulk, int KMAX>
+template <typename T, typename TOut, bool kBulk, int KMAX, int NV = kNwcVectors, int BT = kNwcBT>
 __global__ void __launch_bounds__(kDwThreads, 1)
     conv1d_fwd_depthwise_nwc_chain(const DwArgs a, const __grid_constant__ CUtensorMap tmap,
                                    const __grid_constant__ CUtensorMap tmap_y) {
-  constexpr int VEC = vec_width<T>(), BO = kNwcVectors * VEC;
-  constexpr int TPR = kDwThreads / kNwcVectors, R = kNwcBT / TPR;
+  constexpr int VEC = vec_width<T>(), BO = NV * VEC;
+  constexpr int TPR = kDwThreads / NV, R = BT / TPR;
   extern __shared__ unsigned char smem_raw[];
   __shared__ uint64_t stage_full[4];
   T* xs = reinterpret_cast<T*>(align_smem(smem_raw));
@@ -286,16 +302,17 @@ __global__ void __launch_bounds__(kDwThreads, 1)
   const T* __restrict__ w = static_cast<const T*>(a.w);
   const T* __restrict__ bias = static_cast<const T*>(a.bias);
   TOut* __restrict__ y = static_cast<TOut*>(a.y);
-  const int tid = threadIdx.x, cv = tid % kNwcVectors, pr = tid / kNwcVectors;
+  const int tid = threadIdx.x, cv = tid % NV, pr = tid / NV;
   const int K = int(p.kernel_size), d = int(p.dilation);
   // The host guarantees d | TPR, so the chains (a, b) tile the BT positions exactly.
   const int first = pr % d + d * R * (pr / d);  // this thread's first position in the tile
   const int row_step = d * a.row;               // elements between the window rows of consecutive positions
   const int64_t my = blockIdx.x < a.tiles ? (a.tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+  uint32_t out_count = 0;  // tiles stored so far through shared memory (picks the output buffer)
 
   auto load = [&](int64_t f) {
     const DwTile t = dw_tile(a, f);
-    copy_nwc_window<T, VEC>(xs + size_t(f % a.stages) * a.stage_elems, x, a, t.n, t.tt * kNwcBT - p.pad_lo,
+    copy_nwc_window<T, VEC>(xs + size_t(f % a.stages) * a.stage_elems, x, a, t.n, t.tt * BT - p.pad_lo,
                             t.cb * BO, BO / VEC, tid);
   };
 
@@ -348,9 +365,16 @@ __global__ void __launch_bounds__(kDwThreads, 1)
       // The tile goes out as one tensor-map box: the warps only write shared memory, and the copy engine
       // keeps the stores in flight while the next tile computes. One buffer: before overwriting it, the
       // previous tile's store must have read it (issued a whole tile earlier, so the wait is normally free).
-      TOut* ys = reinterpret_cast<TOut*>(reinterpret_cast<unsigned char*>(xs) + a.out_offset);
-      if (threadIdx.x == 0) bulk_store_wait<false>();
-      __syncthreads();
+      // Two buffers (out_bufs 2): thread 0 waits for the store before last right after issuing this one, and
+      // the pipeline's barrier at the next step orders that wait before anyone writes the buffer again.
+      const int buf = a.out_bufs == 2 ? int(out_count & 1) : 0;
+      ++out_count;
+      TOut* ys = reinterpret_cast<TOut*>(reinterpret_cast<unsigned char*>(xs) + a.out_offset +
+                                         size_t(buf) * BT * BO * sizeof(TOut));
+      if (a.out_bufs != 2) {
+        if (threadIdx.x == 0) bulk_store_wait<false>();
+        __syncthreads();
+      }
 #pragma unroll
       for (int i = 0; i < R; ++i) {
         float v[VEC];
@@ -360,13 +384,16 @@ __global__ void __launch_bounds__(kDwThreads, 1)
       }
       fence_proxy_async();  // the generic-proxy writes above, before the copy engine reads them
       __syncthreads();
-      if (threadIdx.x == 0 && !(a.diag & 4)) tma_store_3d(&tmap_y, ys, int(cb * BO), int(tt * kNwcBT), int(n));
+      if (threadIdx.x == 0) {
+        if (!(a.diag & 4)) tma_store_3d(&tmap_y, ys, int(cb * BO), int(tt * BT), int(n));
+        if (a.out_bufs == 2) bulk_store_wait_read_one();
+      }
       return;
     }
     const bool vec_store = a.vec_y && full;
 #pragma unroll
     for (int i = 0; i < R; ++i) {
-      const int64_t tpos = tt * kNwcBT + first + i * d;
+      const int64_t tpos = tt * BT + first + i * d;
       if (tpos >= p.out_length || (a.diag & 4)) continue;
       store_nwc_outputs<TOut, VEC>(y + n * p.y_n + tpos * p.y_t + ob * p.y_o, acc[i], bv, vec_store, ob, p);
     }
@@ -375,7 +402,7 @@ __global__ void __launch_bounds__(kDwThreads, 1)
   auto issue = [&](int64_t f, uint64_t* bar) {
     if (threadIdx.x != 0) return;
     const DwTile t = dw_tile(a, f);
-    issue_nwc_window<T, BO>(xs + size_t(f % a.stages) * a.stage_elems, &tmap, a, t.n, t.tt * kNwcBT - p.pad_lo,
+    issue_nwc_window<T, BO>(xs + size_t(f % a.stages) * a.stage_elems, &tmap, a, t.n, t.tt * BT - p.pad_lo,
                             t.cb * BO, bar);
   };
 
@@ -495,7 +522,9 @@ __global__ void __launch_bounds__(kDwThreads)
 // Timing and testing knobs, read per call: JAX_CONV1D_DW_CHAIN=0 turns the sliding-window NWC kernel off,
 // JAX_CONV1D_DW_BLOCKS=b sizes the pipeline for b resident blocks per multiprocessor (1 or 2; a second block
 // only fits where registers allow), JAX_CONV1D_DW_STAGES caps the pipeline depth (2..4),
-// JAX_CONV1D_DW_TMA_STORE=0 makes the sliding-window kernel store from registers, and JAX_CONV1D_DW_DIAG
+// JAX_CONV1D_DW_TMA_STORE=0 makes the sliding-window kernel store from registers, JAX_CONV1D_DW_OUT_BUFS=2
+// gives its tensor-map stores two shared-memory output tiles, JAX_CONV1D_DW_TILE=64 its 32 x 64 tile,
+// JAX_CONV1D_DW_COORDS32=0 brings back 64-bit tile coordinates (all NWC kernels), and JAX_CONV1D_DW_DIAG
 // drops parts of it (1: taps, 4: stores; wrong results, for timing where the time goes).
 int dw_env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
@@ -539,65 +568,83 @@ cudaError_t launch_persistent(Kernel kernel, DwArgs& a, int smem, const DeviceLi
 
 }  // namespace
 
-template <typename T, typename TOut>
-bool conv1d_fwd_depthwise(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y,
-                          cudaStream_t stream, cudaError_t* err) {
-  if (p.groups != p.in_channels || p.in_per_group() != 1) return false;
+namespace {
+
+// Plans and launches the NWC depthwise forward with tiles of NV channel vectors x BT positions: 1 launched,
+// 0 the shape does not fit (the dispatcher falls back to the direct kernel), -1 the tile does not apply here
+// (a tile other than the default runs only in the sliding-window kernel with copy-engine stages and tensor-map
+// stores). For such a tile the caller treats 0 like -1 and plans the default tile.
+template <typename T, typename TOut, int NV, int BT>
+int plan_nwc(const Conv1dParams& p, DwArgs& a, const DeviceLimits& dev, bool x_aligned, cudaStream_t stream,
+             cudaError_t* err) {
+  constexpr int VEC = vec_width<T>(), BO = NV * VEC;
+  constexpr bool kWide = NV != kNwcVectors || BT != kNwcBT;
   const int64_t span = (p.kernel_size - 1) * p.dilation;
-  if (p.stride > (1 << 12) || span > (1 << 20)) return false;
-  constexpr int VEC = vec_width<T>();
-  const DeviceLimits dev = device_limits();
   const int64_t mult = p.out_per_group();
-  const bool x_aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  DwArgs a{};
-  a.p = p;
-  a.x = x, a.w = w, a.bias = bias, a.y = y;
+  if (kWide && mult != 1) return -1;
+  const T* x = static_cast<const T*>(a.x);
+  const T* w = static_cast<const T*>(a.w);
+  const T* bias = static_cast<const T*>(a.bias);
+  TOut* y = static_cast<TOut*>(a.y);
   int smem = 0;
-  if (p.layout == Layout::kNWC) {
-    constexpr int BO = kNwcVectors * VEC;
-    const int64_t win = (kNwcBT - 1) * p.stride + span + 1;
-    // Input channels a tile of BO output channels reads, at worst: (BO-1)/mult + 2 when the block straddles
-    // an input channel; whole vectors when the tile starts on a vector boundary.
-    const bool mult_vec = mult == 1 || (BO % (mult * VEC) == 0);
-    a.vec_x = x_aligned && p.in_channels % VEC == 0 && mult_vec;
-    const int64_t span_in = mult == 1 ? BO : (BO - 1) / mult + 2;
-    a.row = int(ceil_div(span_in, VEC) * VEC);
-    a.win = int(win);
-    if (win * a.row > (int64_t(1) << 30)) return false;
-    a.vec_y = reinterpret_cast<uintptr_t>(y) % 16 == 0 && p.out_channels % VEC == 0;
-    a.c_tiles = ceil_div(p.out_channels, BO);
-    a.t_tiles = ceil_div(p.out_length, kNwcBT);
-    a.tiles = p.batch * a.c_tiles * a.t_tiles;
-    CUtensorMap tmap{};
-    // Boxes of at most 256 rows, a multiple of 8 rows each.
-    a.boxes = int(ceil_div(win, 256));
-    a.box_rows = int(ceil_div(ceil_div(win, a.boxes), 8) * 8);
-    const bool bulk = dev.cc_major >= 9 && bulk_copies_enabled() && mult == 1 && a.vec_x &&
-                      p.in_length < (int64_t(1) << 31) && p.in_channels < (int64_t(1) << 31) &&
-                      encode_nwc_window_map(&tmap, x, sizeof(T), p.batch, p.in_length, p.in_channels, BO, a.box_rows,
-                                            false);
-    a.stage_elems = int(bulk ? int64_t(a.boxes) * a.box_rows * a.row : win * a.row);
-    a.vec_w = p.w_o == 1 && p.w_k % VEC == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
-              reinterpret_cast<uintptr_t>(bias) % 16 == 0;
-    const bool chain = mult == 1 && p.stride == 1 && (kDwThreads / kNwcVectors) % p.dilation == 0 &&
-                       p.kernel_size <= 8 && dw_env_int("JAX_CONV1D_DW_CHAIN", 1) != 0;
-    const int blocks = chain ? dw_env_int("JAX_CONV1D_DW_BLOCKS", 1) : 1;
-    a.diag = chain ? dw_env_int("JAX_CONV1D_DW_DIAG", 0) : 0;
-    const int max_stages = dw_env_int("JAX_CONV1D_DW_STAGES", 4);
-    CUtensorMap tmap_y{};
-    const int64_t out_tile_bytes = int64_t(kNwcBT) * BO * int64_t(sizeof(TOut));
-    a.tma_store = chain && bulk && dw_env_int("JAX_CONV1D_DW_TMA_STORE", 1) != 0 &&
-                  reinterpret_cast<uintptr_t>(y) % 16 == 0 && (p.out_channels * sizeof(TOut)) % 16 == 0 &&
-                  p.out_length < (int64_t(1) << 31) && p.out_channels < (int64_t(1) << 31) &&
-                  encode_nwc_window_map(&tmap_y, y, sizeof(TOut), p.batch, p.out_length, p.out_channels, BO, kNwcBT,
-                                        false);
-    const int stage_elems = a.stage_elems;
-    if (a.tma_store && !pick_stages(a, sizeof(T), dev, smem, blocks, max_stages, out_tile_bytes)) {
-      a.tma_store = false;
-      a.stage_elems = stage_elems;
-    }
-    if (a.tma_store) a.out_offset = int(int64_t(a.stages) * a.stage_elems * int64_t(sizeof(T)));
-    else if (!pick_stages(a, sizeof(T), dev, smem, blocks, max_stages)) return false;
+  const int64_t win = (BT - 1) * p.stride + span + 1;
+  // Input channels a tile of BO output channels reads, at worst: (BO-1)/mult + 2 when the block straddles
+  // an input channel; whole vectors when the tile starts on a vector boundary.
+  const bool mult_vec = mult == 1 || (BO % (mult * VEC) == 0);
+  a.vec_x = x_aligned && p.in_channels % VEC == 0 && mult_vec;
+  const int64_t span_in = mult == 1 ? BO : (BO - 1) / mult + 2;
+  a.row = int(ceil_div(span_in, VEC) * VEC);
+  a.win = int(win);
+  if (win * a.row > (int64_t(1) << 30)) return 0;
+  a.vec_y = reinterpret_cast<uintptr_t>(y) % 16 == 0 && p.out_channels % VEC == 0;
+  a.c_tiles = ceil_div(p.out_channels, BO);
+  a.t_tiles = ceil_div(p.out_length, BT);
+  a.tiles = p.batch * a.c_tiles * a.t_tiles;
+  a.coords32 = a.tiles < (int64_t(1) << 31) && dw_env_int("JAX_CONV1D_DW_COORDS32", 1) != 0;
+  CUtensorMap tmap{};
+  // Boxes of at most 256 rows, a multiple of 8 rows each.
+  a.boxes = int(ceil_div(win, 256));
+  a.box_rows = int(ceil_div(ceil_div(win, a.boxes), 8) * 8);
+  const bool bulk = dev.cc_major >= 9 && bulk_copies_enabled() && mult == 1 && a.vec_x &&
+                    p.in_length < (int64_t(1) << 31) && p.in_channels < (int64_t(1) << 31) &&
+                    encode_nwc_window_map(&tmap, x, sizeof(T), p.batch, p.in_length, p.in_channels, BO, a.box_rows,
+                                          false);
+  a.stage_elems = int(bulk ? int64_t(a.boxes) * a.box_rows * a.row : win * a.row);
+  a.vec_w = p.w_o == 1 && p.w_k % VEC == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
+            reinterpret_cast<uintptr_t>(bias) % 16 == 0;
+  const bool chain = mult == 1 && p.stride == 1 && (kDwThreads / NV) % p.dilation == 0 &&
+                     p.kernel_size <= 8 && dw_env_int("JAX_CONV1D_DW_CHAIN", 1) != 0;
+  const int blocks = chain ? dw_env_int("JAX_CONV1D_DW_BLOCKS", 1) : 1;
+  a.diag = chain ? dw_env_int("JAX_CONV1D_DW_DIAG", 0) : 0;
+  const int max_stages = dw_env_int("JAX_CONV1D_DW_STAGES", 4);
+  CUtensorMap tmap_y{};
+  const int64_t out_tile_bytes = int64_t(BT) * BO * int64_t(sizeof(TOut));
+  a.tma_store = chain && bulk && dw_env_int("JAX_CONV1D_DW_TMA_STORE", 1) != 0 &&
+                reinterpret_cast<uintptr_t>(y) % 16 == 0 && (p.out_channels * sizeof(TOut)) % 16 == 0 &&
+                p.out_length < (int64_t(1) << 31) && p.out_channels < (int64_t(1) << 31) &&
+                encode_nwc_window_map(&tmap_y, y, sizeof(TOut), p.batch, p.out_length, p.out_channels, BO, BT,
+                                      false);
+  if (kWide && !a.tma_store) return -1;
+  const int stage_elems = a.stage_elems;
+  a.out_bufs = 1;
+  if (a.tma_store && dw_env_int("JAX_CONV1D_DW_OUT_BUFS", 1) == 2 &&
+      pick_stages(a, sizeof(T), dev, smem, blocks, max_stages, 2 * out_tile_bytes)) {
+    a.out_bufs = 2;
+  } else if (a.tma_store && !pick_stages(a, sizeof(T), dev, smem, blocks, max_stages, out_tile_bytes)) {
+    if (kWide) return -1;
+    a.tma_store = false;
+    a.stage_elems = stage_elems;
+  }
+  if (a.tma_store) a.out_offset = int(int64_t(a.stages) * a.stage_elems * int64_t(sizeof(T)));
+  else if (!pick_stages(a, sizeof(T), dev, smem, blocks, max_stages)) return 0;
+  if constexpr (kWide) {
+    *err = p.kernel_size <= 4
+               ? launch_persistent(conv1d_fwd_depthwise_nwc_chain<T, TOut, true, 4, NV, BT>, a, smem, dev, stream,
+                                   tmap, tmap_y)
+               : launch_persistent(conv1d_fwd_depthwise_nwc_chain<T, TOut, true, 8, NV, BT>, a, smem, dev, stream,
+                                   tmap, tmap_y);
+    return 1;
+  } else {
     if (chain && p.kernel_size <= 4)
       *err = bulk ? launch_persistent(conv1d_fwd_depthwise_nwc_chain<T, TOut, true, 4>, a, smem, dev, stream, tmap,
                                       tmap_y)
@@ -614,6 +661,38 @@ bool conv1d_fwd_depthwise(const Conv1dParams& p, const T* x, const T* w, const T
       *err = launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, true, false>, a, smem, dev, stream, tmap);
     else
       *err = launch_persistent(conv1d_fwd_depthwise_nwc<T, TOut, false, false>, a, smem, dev, stream, tmap);
+    return 1;
+  }
+}
+
+}  // namespace
+
+template <typename T, typename TOut>
+bool conv1d_fwd_depthwise(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y,
+                          cudaStream_t stream, cudaError_t* err) {
+  if (p.groups != p.in_channels || p.in_per_group() != 1) return false;
+  const int64_t span = (p.kernel_size - 1) * p.dilation;
+  if (p.stride > (1 << 12) || span > (1 << 20)) return false;
+  constexpr int VEC = vec_width<T>();
+  const DeviceLimits dev = device_limits();
+  const int64_t mult = p.out_per_group();
+  const bool x_aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  DwArgs a{};
+  a.p = p;
+  a.x = x, a.w = w, a.bias = bias, a.y = y;
+  int smem = 0;
+  if (p.layout == Layout::kNWC) {
+    // JAX_CONV1D_DW_TILE=64, for timing: the sliding-window kernel with copy-engine stages on tiles of 32
+    // channel vectors x 64 positions (512-byte rows; measured within the spread of the default 16 x 128, see
+    // docs/notes/dwfwd7_session7.md; 8 x 256 with 128-byte rows measured 10 % slower on mamba and was dropped).
+    // The default tile is also the fallback where this one does not apply.
+    if (dw_env_int("JAX_CONV1D_DW_TILE", 128) == 64) {
+      if (plan_nwc<T, TOut, 32, 64>(p, a, dev, x_aligned, stream, err) == 1) return true;
+      a = DwArgs{};
+      a.p = p;
+      a.x = x, a.w = w, a.bias = bias, a.y = y;
+    }
+    return plan_nwc<T, TOut, kNwcVectors, kNwcBT>(p, a, dev, x_aligned, stream, err) == 1;
   } else {
     const int64_t win = (kNcwBT - 1) * p.stride + span + 1;
     a.win = int(win);
