@@ -38,7 +38,11 @@ VARIANTS = {
     # the defaults with session 5's wgrad loop (one block barrier per unit) instead of the stage releases
     "pair+skip+block": {"gate_keeps_input": False, "fused_pointwise": True, "skip_grad_once": True,
                         "env": {"JAX_CONV1D_WGRAD_RELEASE": "block"}},
+    # the defaults on one flat parameter vector (wavenet.make_flat_train_step): a few donated buffers per step
+    # instead of ~3 per parameter leaf, to see how much of the host time per step is argument handling
+    "pair+skip+flat": {"gate_keeps_input": False, "fused_pointwise": True, "skip_grad_once": True, "flat": True},
 }
+_NOT_CONFIG = ("env", "flat")
 
 
 class _env:
@@ -126,10 +130,14 @@ def main() -> None:
     print(f"{jax.devices()[0].device_kind}, jax {jax.__version__}")
     state = {}
     for name in names:
-        cfg = dataclasses.replace(base_cfg, **{k: v for k, v in VARIANTS[name].items() if k != "env"})
+        cfg = dataclasses.replace(base_cfg, **{k: v for k, v in VARIANTS[name].items() if k not in _NOT_CONFIG})
         tx = optax.adam(cfg.lr)
-        step = wavenet.make_train_step(wavenet.WaveNet(wavenet.BACKENDS["ours"], cfg), tx)
-        p = jax.tree.map(jnp.array, params)
+        model = wavenet.WaveNet(wavenet.BACKENDS["ours"], cfg)
+        if VARIANTS[name].get("flat"):
+            step, p, _ = wavenet.make_flat_train_step(model, tx, params)
+        else:
+            step = wavenet.make_train_step(model, tx)
+            p = jax.tree.map(jnp.array, params)
         s = tx.init(p)
         with _env(VARIANTS[name].get("env", {})):
             t0 = time.perf_counter()
@@ -138,7 +146,7 @@ def main() -> None:
             compile_s = time.perf_counter() - t0
             p, s, loss = step(p, s, signal)
             float(loss)
-        state[name] = [step, p, s, loss, []]
+        state[name] = [step, p, s, loss, [], []]
         print(f"{name}: first step (compile) {compile_s:.1f} s", flush=True)
 
     for _ in range(args.rounds):
@@ -147,6 +155,7 @@ def main() -> None:
             with _env(VARIANTS[name].get("env", {})):
                 t0 = time.perf_counter()
                 st[1], st[2], st[3] = st[0](st[1], st[2], signal)
+                st[5].append(time.perf_counter() - t0)  # the call's return: host time before the step runs on
                 float(st[3])
                 st[4].append(time.perf_counter() - t0)
 
@@ -192,6 +201,7 @@ def main() -> None:
         total = sum(kinds.values())  # 0 without a GPU (no GPU planes in the trace)
         ms = statistics.median(st[4]) * 1e3
         pipe_s = f", back to back {statistics.median(pipe[name]) * 1e3:.2f} ms" if pipe[name] else ""
+        pipe_s += f", call returns after {statistics.median(st[5]) * 1e3:.2f} ms"
         print(f"\n{name}: step {ms:.2f} ms median of {len(st[4])} (min {min(st[4]) * 1e3:.2f}){pipe_s}, GPU time "
               f"{total:.2f} ms/step, {len(events) // args.profile_steps} kernels/step; loss {float(st[3]):.7f} "
               f"(rel diff to {names[0]} {abs(float(st[3]) - base_loss) / abs(base_loss):.2e})")
