@@ -19,9 +19,10 @@ Timing: each jitted function is compiled and run once, then timed in batches of 
 fill a few milliseconds, so host dispatch overlaps device work) with one synchronisation per batch; the
 reported time is the median over batches of the per-call time.
 
-The training-step row (train/wavenet) times one jitted forward + backward + Adam step of a 10-layer
-WaveNet-style model with our layers and with Flax's lax-backed Conv; it runs unless --no-backward is given or
---cases leaves it out. Order: the named cases, the training step, then the sweep; --json is rewritten after
+The training-step rows (train/wavenet) time one jitted forward + backward + Adam step of a 10-layer
+WaveNet-style model with our layers and with Flax's lax-backed Conv: pass "step" waits for each step's loss,
+pass "pipe" dispatches the steps back to back and waits once (host dispatch then overlaps the GPU). They run
+unless --no-backward is given or --cases leaves them out. Order: the named cases, the training step, then the sweep; --json is rewritten after
 every case, so a run cut short keeps what it measured.
 """
 
