@@ -4,9 +4,11 @@ one's GPU time goes by kind of kernel:
     python benchmarks/step_variants.py [--variants base,pair,pair+skip,all] [--rounds 15] [--list DIR]
 
 Every variant trains from the same parameters on the same batch; steps are timed round-robin (one step of
-each variant per round, after two warm-up steps), and the table gives the median wall time per step, the loss
-after all steps against the base variant's, and the GPU time per step summed by kind from a jax.profiler trace
-of three further steps. --list writes each variant's ordered kernel list (one step) to DIR/<variant>.txt.
+each variant per round, after two warm-up steps, each step waiting for its loss), and the table gives the
+median wall time per step, the time per step of --pipe steps dispatched back to back with one wait at the end
+(median of three such runs per variant, round-robin), the loss after all steps against the base variant's, and
+the GPU time per step summed by kind from a jax.profiler trace of three further steps. --list writes each
+variant's ordered kernel list (one step) to DIR/<variant>.txt.
 """
 
 from __future__ import annotations
@@ -33,7 +35,14 @@ VARIANTS = {
     # kernel A/B switches (read by the CUDA host code on every call) on top of all three routes
     "all+t64": {"gate_keeps_input": True, "fused_pointwise": True, "skip_grad_once": True,
                 "env": {"JAX_CONV1D_IGEMM_TILE": "64x256"}},
+    # the defaults with session 5's wgrad loop (one block barrier per unit) instead of the stage releases
+    "pair+skip+block": {"gate_keeps_input": False, "fused_pointwise": True, "skip_grad_once": True,
+                        "env": {"JAX_CONV1D_WGRAD_RELEASE": "block"}},
+    # the defaults on one flat parameter vector (wavenet.make_flat_train_step): a few donated buffers per step
+    # instead of ~3 per parameter leaf, to see how much of the host time per step is argument handling
+    "pair+skip+flat": {"gate_keeps_input": False, "fused_pointwise": True, "skip_grad_once": True, "flat": True},
 }
+_NOT_CONFIG = ("env", "flat")
 
 
 class _env:
@@ -100,6 +109,7 @@ def main() -> None:
     ap.add_argument("--variants", default="base,pair,gate+pair,pair+skip,all,all+t64")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--profile-steps", type=int, default=3)
+    ap.add_argument("--pipe", type=int, default=10, help="steps per back-to-back run (0: none)")
     ap.add_argument("--length", type=int, default=None, help="smaller smoke runs (default: the issue's 65536)")
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--list", default=None, help="folder for per-variant ordered kernel lists")
@@ -120,10 +130,14 @@ def main() -> None:
     print(f"{jax.devices()[0].device_kind}, jax {jax.__version__}")
     state = {}
     for name in names:
-        cfg = dataclasses.replace(base_cfg, **{k: v for k, v in VARIANTS[name].items() if k != "env"})
+        cfg = dataclasses.replace(base_cfg, **{k: v for k, v in VARIANTS[name].items() if k not in _NOT_CONFIG})
         tx = optax.adam(cfg.lr)
-        step = wavenet.make_train_step(wavenet.WaveNet(wavenet.BACKENDS["ours"], cfg), tx)
-        p = jax.tree.map(jnp.array, params)
+        model = wavenet.WaveNet(wavenet.BACKENDS["ours"], cfg)
+        if VARIANTS[name].get("flat"):
+            step, p, _ = wavenet.make_flat_train_step(model, tx, params)
+        else:
+            step = wavenet.make_train_step(model, tx)
+            p = jax.tree.map(jnp.array, params)
         s = tx.init(p)
         with _env(VARIANTS[name].get("env", {})):
             t0 = time.perf_counter()
@@ -132,7 +146,7 @@ def main() -> None:
             compile_s = time.perf_counter() - t0
             p, s, loss = step(p, s, signal)
             float(loss)
-        state[name] = [step, p, s, loss, []]
+        state[name] = [step, p, s, loss, [], []]
         print(f"{name}: first step (compile) {compile_s:.1f} s", flush=True)
 
     for _ in range(args.rounds):
@@ -141,8 +155,20 @@ def main() -> None:
             with _env(VARIANTS[name].get("env", {})):
                 t0 = time.perf_counter()
                 st[1], st[2], st[3] = st[0](st[1], st[2], signal)
+                st[5].append(time.perf_counter() - t0)  # the call's return: host time before the step runs on
                 float(st[3])
                 st[4].append(time.perf_counter() - t0)
+
+    pipe = {name: [] for name in names}
+    for _ in range(3 if args.pipe else 0):
+        for name in names:
+            st = state[name]
+            with _env(VARIANTS[name].get("env", {})):
+                t0 = time.perf_counter()
+                for _ in range(args.pipe):
+                    st[1], st[2], st[3] = st[0](st[1], st[2], signal)
+                jax.block_until_ready((st[1], st[2], st[3]))
+                pipe[name].append((time.perf_counter() - t0) / args.pipe)
 
     report = []
     for name in names:
@@ -174,7 +200,9 @@ def main() -> None:
         st = state[name]
         total = sum(kinds.values())  # 0 without a GPU (no GPU planes in the trace)
         ms = statistics.median(st[4]) * 1e3
-        print(f"\n{name}: step {ms:.2f} ms median of {len(st[4])} (min {min(st[4]) * 1e3:.2f}), GPU time "
+        pipe_s = f", back to back {statistics.median(pipe[name]) * 1e3:.2f} ms" if pipe[name] else ""
+        pipe_s += f", call returns after {statistics.median(st[5]) * 1e3:.2f} ms"
+        print(f"\n{name}: step {ms:.2f} ms median of {len(st[4])} (min {min(st[4]) * 1e3:.2f}){pipe_s}, GPU time "
               f"{total:.2f} ms/step, {len(events) // args.profile_steps} kernels/step; loss {float(st[3]):.7f} "
               f"(rel diff to {names[0]} {abs(float(st[3]) - base_loss) / abs(base_loss):.2e})")
         for kind, v in sorted(kinds.items(), key=lambda kv: -kv[1]):

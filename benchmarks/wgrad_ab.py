@@ -35,7 +35,7 @@ CASES = {
     "headline_ncw": (64, 64, 128, 524280, 3, 3, 4, "VALID", "NCW", False),
 }
 _OFF = {"JAX_CONV1D_WGRAD_LOADS": None, "JAX_CONV1D_WGRAD_STEPS": None, "JAX_CONV1D_WGRAD_SWIZZLE": None,
-        "JAX_CONV1D_WGRAD_WAVES": None}
+        "JAX_CONV1D_WGRAD_WAVES": None, "JAX_CONV1D_WGRAD_RELEASE": None}
 VARIANTS = {
     # the session-3 kernel: padded tiles, load_window_fast copies, indexed 32-bit fragment loads
     "old": {**_OFF, "JAX_CONV1D_WGRAD_LOADS": "window", "JAX_CONV1D_WGRAD_STEPS": "indexed"},
@@ -43,6 +43,8 @@ VARIANTS = {
     "rows": {**_OFF, "JAX_CONV1D_WGRAD_LOADS": "rows"},
     # the default (session 5): NWC float32 tiles as tensor-map boxes (wgrad_tma_kernel; same bits as rows)
     "new": dict(_OFF),
+    # session 5's TMA loop: thread 0 loads, one block barrier per unit (same bits as the default's stage releases)
+    "block": {**_OFF, "JAX_CONV1D_WGRAD_RELEASE": "block"},
     # the default with 2 / 1 waves of splits instead of 4 (longer accumulation chains: other dw bits)
     "w2": {**_OFF, "JAX_CONV1D_WGRAD_WAVES": "2"},
     "w1": {**_OFF, "JAX_CONV1D_WGRAD_WAVES": "1"},

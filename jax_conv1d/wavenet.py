@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
+from jax.flatten_util import ravel_pytree
 
 from .linen import Conv1D
 
@@ -273,10 +274,13 @@ def synthetic_batch(key, batch: int, length: int, tones: int = 4):
     return signal + 0.01 * jax.random.normal(k_noise, (batch, length))
 
 
+def next_sample_loss(model: WaveNet, params, signal):
+    pred = model.apply({"params": params}, signal)
+    return jnp.mean((pred[:, :-1] - signal[:, 1:]) ** 2)
+
+
 def make_train_step(model: WaveNet, tx: optax.GradientTransformation):
-    def loss_fn(params, signal):
-        pred = model.apply({"params": params}, signal)
-        return jnp.mean((pred[:, :-1] - signal[:, 1:]) ** 2)
+    loss_fn = functools.partial(next_sample_loss, model)
 
     def train_step(params, opt_state, signal):
         loss, grads = jax.value_and_grad(loss_fn)(params, signal)
@@ -284,6 +288,24 @@ def make_train_step(model: WaveNet, tx: optax.GradientTransformation):
         return optax.apply_updates(params, updates), opt_state, loss
 
     return jax.jit(train_step, donate_argnums=(0, 1))
+
+
+def make_flat_train_step(model: WaveNet, tx: optax.GradientTransformation, params):
+    """The same step on one flat vector of every parameter (ravel_pytree's order), so that the jitted call takes
+    and donates a handful of buffers (the vector, Adam's two moment vectors and its count) instead of three per
+    parameter leaf. Returns (step, flat parameters, unravel). Adam is elementwise, so the update is the tree
+    step's; XLA may fuse it differently (last-bit differences)."""
+    flat, unravel = ravel_pytree(params)
+
+    def loss_fn(flat_params, signal):
+        return next_sample_loss(model, unravel(flat_params), signal)
+
+    def train_step(flat_params, opt_state, signal):
+        loss, grads = jax.value_and_grad(loss_fn)(flat_params, signal)
+        updates, opt_state = tx.update(grads, opt_state, flat_params)
+        return optax.apply_updates(flat_params, updates), opt_state, loss
+
+    return jax.jit(train_step, donate_argnums=(0, 1)), flat, unravel
 
 
 def init_params(cfg: Config):

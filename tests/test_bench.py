@@ -49,11 +49,12 @@ def test_training_step_row():
     from jax_conv1d import wavenet
 
     cfg = wavenet.Config(layers=2, channels=4, skip_channels=4, length=64, batch=2)
-    (row,) = bench.run_train_step(jax.random.key(0), log=lambda s: None, steps=3, config=cfg)
-    assert row.case == bench.TRAIN_CASE and row.pass_ == "step"
-    assert row.ours_ms > 0 and row.xla_ms > 0 and row.speedup > 0
-    assert row.rel_err < 1e-4  # same parameters, same batch, same number of updates
-    assert np.isnan(row.floor_ms) and "-" in bench._format_row(row)
+    rows = bench.run_train_step(jax.random.key(0), log=lambda s: None, steps=3, config=cfg)
+    assert [(r.case, r.pass_) for r in rows] == [(bench.TRAIN_CASE, "step"), (bench.TRAIN_CASE, "pipe")]
+    for row in rows:
+        assert row.ours_ms > 0 and row.xla_ms > 0 and row.speedup > 0
+        assert row.rel_err < 1e-4  # same parameters, same batch, same number of updates
+        assert np.isnan(row.floor_ms) and "-" in bench._format_row(row)
 
 
 def test_list_names_the_training_row(capsys):

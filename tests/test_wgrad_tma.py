@@ -60,3 +60,25 @@ def test_tma_wgrad_matches_row_copies_and_float64(shape, gpu, monkeypatch):
     db_err = np.linalg.norm(np.asarray(db, np.float64) - db_ref) / np.linalg.norm(db_ref)
     assert err < 1e-3, err
     assert db_err < 1e-5, db_err
+
+
+@pytest.mark.gpu
+def test_stage_releases_match_the_block_barrier_loop(gpu, monkeypatch):
+    """The default loop (a producer warp, stages released per warp) against session 5's (one block barrier per
+    unit, JAX_CONV1D_WGRAD_RELEASE=block): the same bits, repeatable, on a shape whose splits take ~15 units
+    each, so the stage ring wraps several times (SHAPES above give each split one or two units)."""
+    rng = np.random.default_rng(7)
+    kw = dict(dilation=32, padding="CAUSAL", layout="NWC")
+    on = lambda a: jax.device_put(jnp.asarray(a, jnp.float32), gpu)  # noqa: E731
+    x = on(rng.standard_normal((8, 16384, 128)))
+    w = on(rng.standard_normal((2, 128, 256)))
+    b = on(rng.standard_normal((256,)))
+    g = on(rng.standard_normal((8, 16384, 256)))
+    monkeypatch.setenv("JAX_CONV1D_WGRAD_RELEASE", "block")
+    dw_block, db_block = _dw_db(x, w, b, g, **kw)
+    monkeypatch.delenv("JAX_CONV1D_WGRAD_RELEASE")
+    dw, db = _dw_db(x, w, b, g, **kw)
+    dw_again, db_again = _dw_db(x, w, b, g, **kw)
+    assert bool(jnp.array_equal(dw, dw_block)) and bool(jnp.array_equal(db, db_block))
+    assert bool(jnp.array_equal(dw, dw_again)) and bool(jnp.array_equal(db, db_again))
+    assert bool(jnp.all(jnp.isfinite(dw))) and float(jnp.max(jnp.abs(dw))) > 0

@@ -19,6 +19,13 @@
 //
 // Every accumulator sums the same products in the same k order as wgrad_gemm_kernel's, so dw (and db, summed
 // over the same positions per thread) has the same bits.
+//
+// Stage release (session 7): with kProducerWarp (128 x 128 tiles) a ninth warp issues the copies, and each of
+// the 8 MMA warps releases a stage on its "empty" mbarrier when it has read it, so the warps never meet at a
+// block barrier: a warp waits only for its next unit to land, and the producer only for the 8 releases of
+// the stage it refills. Without it (JAX_CONV1D_WGRAD_RELEASE=block, session 5's loop) thread 0 issues the
+// copies and all warps pass one __syncthreads per unit. The loop order inside a warp is the same, so are the
+// bits.
 #pragma once
 
 #include <cuda.h>  // CUtensorMap (the type only; the encoder comes through the runtime's driver entry point)
@@ -27,6 +34,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "wgrad_tma_copy.cuh"
 #include "tensor_map_encoder.h"
@@ -37,14 +45,17 @@ namespace wgrad_gemm {
 constexpr int kTmaBoxCh = 32;      // channels per box: one 128-byte swizzled row
 constexpr int kTmaRowBytes = 128;
 constexpr int kTmaAlign = 1024;    // the 128-byte swizzle repeats every 8 rows; boxes start 1024-aligned
+constexpr int kTmaMaxStages = 4;
+constexpr int kTmaBarBytes = 2 * kTmaMaxStages * 8;  // a "full" and an "empty" mbarrier per stage
+constexpr int kTmaMmaWarps = 8;
 
 // Byte offset of (row r, channel c) in a swizzled box of 32-channel rows.
 __host__ __device__ __forceinline__ uint32_t tma_box_off(int r, int c) {
   return uint32_t(r) * kTmaRowBytes + ((((c >> 2) ^ r) & 7) << 4) + ((c & 3) << 2);
 }
 
-template <int kNT>
-__global__ void __launch_bounds__(256, 1)
+template <int kNT, bool kProducerWarp>
+__global__ void __launch_bounds__(kProducerWarp ? 32 * (kTmaMmaWarps + 1) : 32 * kTmaMmaWarps, 1)
     wgrad_tma_kernel(const Params prm, const __grid_constant__ CUtensorMap x_map,
                      const __grid_constant__ CUtensorMap dy_map, float* __restrict__ dw, float* __restrict__ db) {
   constexpr int kMT = 4, kBM = 128, kBT = 64;
@@ -79,8 +90,10 @@ __global__ void __launch_bounds__(256, 1)
   const uint32_t x_box = uint32_t(prm.tma_rows) * kTmaRowBytes;  // bytes of one 32-channel x box
   const int x_boxes = prm.bch / kTmaBoxCh;
   const uint32_t stage_bytes = uint32_t(prm.dy_elems + prm.x_elems) * 4;
-  uint64_t* const bars = reinterpret_cast<uint64_t*>(smem + size_t(prm.nstage) * stage_bytes);
+  uint64_t* const bars = reinterpret_cast<uint64_t*>(smem + size_t(prm.nstage) * stage_bytes);  // full
+  uint64_t* const empty = bars + kTmaMaxStages;  // kProducerWarp: the MMA warps' releases of each stage
   if (tid < prm.nstage) wgrad_bulk::mbar_init(&bars[tid], 1);
+  if (kProducerWarp && tid >= 32 && tid < 32 + prm.nstage) wgrad_bulk::mbar_init(&empty[tid - 32], kTmaMmaWarps);
   __syncthreads();
 
   // A: byte offsets of this lane's words for chunk pair v (m-tile rows g / g+8 of m-tiles with c0 + h = v) at
@@ -133,7 +146,7 @@ __global__ void __launch_bounds__(256, 1)
   }
   const uint32_t unit_bytes = uint32_t(kBM / kTmaBoxCh) * kDyBox + uint32_t(prm.nseg * x_boxes) * x_box;
 
-  auto load_unit = [&](int stage) {  // thread 0 only
+  auto load_unit = [&](int stage) {  // one thread only
     const int n = static_cast<int>(load_at.n), t0 = static_cast<int>(load_at.t0);
     load_at.advance(t_end, kBT);
     unsigned char* const dy_s = smem + size_t(stage) * stage_bytes;
@@ -204,18 +217,46 @@ __global__ void __launch_bounds__(256, 1)
     }
   };
 
-  if (tid == 0)
-    for (int st = 0; st < prm.nstage - 1 && st < count; ++st) load_unit(st);
-  int load_stage = prm.nstage - 1, compute_stage = 0;
-  uint32_t phase = 0;
-  for (int64_t i = 0; i < count; ++i) {
-    wgrad_bulk::mbar_wait(&bars[compute_stage], phase);
-    wgrad_bulk::fence_proxy_async();
-    __syncthreads();  // unit i has landed, and every warp is done with the stage about to be refilled
-    if (tid == 0 && i + prm.nstage - 1 < count) load_unit(load_stage);
-    compute_unit(compute_stage);
-    load_stage = load_stage + 1 == prm.nstage ? 0 : load_stage + 1;
-    if (++compute_stage == prm.nstage) compute_stage = 0, phase ^= 1;
+  if constexpr (kProducerWarp) {
+    if (warp == kTmaMmaWarps) {  // the producer: refills each stage once all 8 MMA warps have released it
+      if (lane == 0) {
+        int stage = 0;
+        uint32_t phase = 0;  // of the stage's release mbarrier: its first wait is for phase 0
+        for (int64_t i = 0; i < count; ++i) {
+          if (i >= prm.nstage) wgrad_bulk::mbar_wait(&empty[stage], phase);
+          load_unit(stage);
+          if (++stage == prm.nstage) {
+            stage = 0;
+            if (i >= prm.nstage) phase ^= 1;
+          }
+        }
+      }
+      return;  // no block barrier follows
+    }
+    int stage = 0;
+    uint32_t phase = 0;
+    for (int64_t i = 0; i < count; ++i) {
+      wgrad_bulk::mbar_wait(&bars[stage], phase);
+      compute_unit(stage);
+      wgrad_bulk::fence_proxy_async();  // this thread's reads of the stage before the copy engine's next writes
+      __syncwarp();
+      if (lane == 0) wgrad_bulk::mbar_arrive(&empty[stage]);
+      if (++stage == prm.nstage) stage = 0, phase ^= 1;
+    }
+  } else {
+    if (tid == 0)
+      for (int st = 0; st < prm.nstage - 1 && st < count; ++st) load_unit(st);
+    int load_stage = prm.nstage - 1, compute_stage = 0;
+    uint32_t phase = 0;
+    for (int64_t i = 0; i < count; ++i) {
+      wgrad_bulk::mbar_wait(&bars[compute_stage], phase);
+      wgrad_bulk::fence_proxy_async();
+      __syncthreads();  // unit i has landed, and every warp is done with the stage about to be refilled
+      if (tid == 0 && i + prm.nstage - 1 < count) load_unit(load_stage);
+      compute_unit(compute_stage);
+      load_stage = load_stage + 1 == prm.nstage ? 0 : load_stage + 1;
+      if (++compute_stage == prm.nstage) compute_stage = 0, phase ^= 1;
+    }
   }
 
   const int64_t w_size = p.w_size();
@@ -297,20 +338,28 @@ inline bool make_tma_plan(const Plan& padded, Plan* out) {
   for (int j = 0; j < q.nseg; ++j) q.seg_base[j] = j * q.bch * rows;  // element offsets in the x tile
   q.x_elems = q.nseg * q.bch * rows;
   const size_t stage_bytes = size_t(q.dy_elems + q.x_elems) * 4;
-  const size_t budget = std::min<size_t>(device_limits().smem_optin, kMaxSmem) - kTmaAlign - 8 * 4;
-  q.nstage = static_cast<int>(std::min<size_t>(4, budget / stage_bytes));
+  const size_t budget = std::min<size_t>(device_limits().smem_optin, kMaxSmem) - kTmaAlign - kTmaBarBytes;
+  q.nstage = static_cast<int>(std::min<size_t>(kTmaMaxStages, budget / stage_bytes));
   if (q.nstage < 2) return false;
-  out->smem = stage_bytes * q.nstage + kTmaAlign + 8 * 4;
+  out->smem = stage_bytes * q.nstage + kTmaAlign + kTmaBarBytes;
   return true;
 }
 
-template <int kNT>
+template <int kNT, bool kProducerWarp>
 cudaError_t launch_tma(const Plan& plan, const CUtensorMap& x_map, const CUtensorMap& dy_map, float* dw, float* db,
                        cudaStream_t stream) {
-  auto kernel = wgrad_tma_kernel<kNT>;
+  auto kernel = wgrad_tma_kernel<kNT, kProducerWarp>;
   if (cudaError_t err = allow_dynamic_smem(kernel, plan.smem); err != cudaSuccess) return err;
-  kernel<<<plan.grid, 256, plan.smem, stream>>>(plan.prm, x_map, dy_map, dw, db);
+  const int threads = 32 * (kTmaMmaWarps + (kProducerWarp ? 1 : 0));
+  kernel<<<plan.grid, threads, plan.smem, stream>>>(plan.prm, x_map, dy_map, dw, db);
   return cudaGetLastError();
+}
+
+// JAX_CONV1D_WGRAD_RELEASE=block: session 5's loop (thread 0 loads, one block barrier per unit), for A/B runs
+// in one process (read at every call); the default releases stages per warp to a producer warp.
+inline bool wgrad_tma_producer_warp() {
+  const char* env = std::getenv("JAX_CONV1D_WGRAD_RELEASE");
+  return !(env && std::string(env) == "block");
 }
 
 // The TMA kernel when the shape, the pointers and the device allow it; cudaErrorNotSupported otherwise (the
@@ -332,11 +381,16 @@ cudaError_t try_launch_tma(const Plan& padded, const float* x, const float* dy, 
   if (!encode_wgrad_box_map(&x_map, x, p.batch, p.in_length, p.in_channels, plan.prm.tma_rows) ||
       !encode_wgrad_box_map(&dy_map, dy, p.batch, p.out_length, p.out_channels, plan.prm.bt))
     return cudaErrorNotSupported;
+  // The 128 x 192 tile keeps the block barrier: with a ninth warp ptxas caps it at 168 registers (three warps
+  // on one scheduler), and its 220 would spill 152 bytes.
+  const bool producer = plan.nt == 4 && wgrad_tma_producer_warp();
   static const bool trace = std::getenv("JAX_CONV1D_TRACE_BWD") != nullptr;  // names the kernel, as the dispatcher
-  if (trace) std::fprintf(stderr, "jax_conv1d wgrad: tma kernel (%d stages, x boxes of %d rows)\n", plan.prm.nstage,
-                          plan.prm.tma_rows);
-  return plan.nt == 6 ? launch_tma<6>(plan, x_map, dy_map, dw, db, stream)
-                      : launch_tma<4>(plan, x_map, dy_map, dw, db, stream);
+  if (trace)
+    std::fprintf(stderr, "jax_conv1d wgrad: tma kernel (%d stages, x boxes of %d rows, %s)\n", plan.prm.nstage,
+                 plan.prm.tma_rows, producer ? "producer warp" : "block barrier");
+  if (producer) return launch_tma<4, true>(plan, x_map, dy_map, dw, db, stream);
+  return plan.nt == 6 ? launch_tma<6, false>(plan, x_map, dy_map, dw, db, stream)
+                      : launch_tma<4, false>(plan, x_map, dy_map, dw, db, stream);
 }
 
 }  // namespace wgrad_gemm
