@@ -22,8 +22,8 @@ reported time is the median over batches of the per-call time.
 The training-step rows (train/wavenet) time one jitted forward + backward + Adam step of a 10-layer
 WaveNet-style model with our layers and with Flax's lax-backed Conv: pass "step" waits for each step's loss,
 pass "pipe" dispatches the steps back to back and waits once (host dispatch then overlaps the GPU). They run
-unless --no-backward is given or --cases leaves them out. Order: the named cases, the training step, then the sweep; --json is rewritten after
-every case, so a run cut short keeps what it measured.
+unless --no-backward is given or --cases leaves them out. Order: the named cases, the training step, then
+the sweep; --json is rewritten after every row, so a run cut short keeps what it measured.
 """
 
 from __future__ import annotations
@@ -267,7 +267,8 @@ class Row:
     rel_err: float
 
 
-def run_case(case: Case, bandwidth: float, key, backward: bool, log=print) -> list[Row]:
+def run_case(case: Case, bandwidth: float, key, backward: bool, log=print, on_row=None) -> list[Row]:
+    """The case's forward (and backward) rows; on_row sees each row as soon as it is measured."""
     rows = []
     x, w, b, ky = make_inputs(case, key)
     _, _, ys = case.shapes()
@@ -290,6 +291,8 @@ def run_case(case: Case, bandwidth: float, key, backward: bool, log=print) -> li
     rows.append(Row(case.name, "fwd", case.describe(), t_ours * 1e3, t_xla * 1e3, t_xla / t_ours, floor * 1e3,
                     floor / t_ours, scratch_bytes(ours, args), scratch_bytes(xla, args), err))
     log(_format_row(rows[-1]))
+    if on_row:
+        on_row(rows[-1])
     gc.collect()
 
     if backward:
@@ -313,6 +316,8 @@ def run_case(case: Case, bandwidth: float, key, backward: bool, log=print) -> li
         rows.append(Row(case.name, "bwd", case.describe(), t_ours * 1e3, t_xla * 1e3, t_xla / t_ours, floor * 1e3,
                         floor / t_ours, scratch_bytes(ours_b, bargs), scratch_bytes(xla_b, bargs), err))
         log(_format_row(rows[-1]))
+        if on_row:
+            on_row(rows[-1])
         del dy
     del x, w, b
     gc.collect()
@@ -489,9 +494,21 @@ def main(argv=None) -> int:
     key = jax.random.key(args.seed)
     log = lambda s: print(s, flush=True)  # noqa: E731
 
-    def save():  # after every case, so a run stopped by a time limit still leaves what it measured
+    def save(extra=()):  # after every row, so a run stopped by a time limit still leaves what it measured
         if args.json:
-            write_json(args.json, dev, bandwidth, rows, cases)
+            write_json(args.json, dev, bandwidth, rows + list(extra), cases)
+
+    def case_rows(case, case_key):
+        measured: list[Row] = []
+
+        def on_row(row):
+            measured.append(row)
+            save(measured)
+
+        # A backward that fails (e.g. out of memory) keeps the forward row measured before it.
+        _run_guarded(case.name, lambda: run_case(case, bandwidth, case_key, backward=not args.no_backward,
+                                                 log=log, on_row=on_row))
+        return measured
 
     # The named cases, then the training step, then the sweep: the sweep is the longest and the first to give
     # when a run has a time limit. None stands for the training step.
@@ -503,8 +520,7 @@ def main(argv=None) -> int:
         if case is None:
             rows += _run_guarded(TRAIN_CASE, lambda: run_train_step(case_key, log=log))
         else:
-            rows += _run_guarded(case.name, lambda: run_case(case, bandwidth, case_key,
-                                                              backward=not args.no_backward, log=log))
+            rows += case_rows(case, case_key)
         save()
 
     print("\n" + _HEADER)

@@ -74,20 +74,40 @@ def test_named_cases_and_training_step_run_before_the_sweep(monkeypatch, tmp_pat
 
 
 def test_json_keeps_the_rows_of_a_run_cut_short(monkeypatch, tmp_path):
+    """Every row is in the JSON as soon as it is measured: a time limit in the middle of a case (here after
+    the second case's forward row) loses only what was not measured yet."""
     calls = []
 
-    def run_case(case, *a, **k):
+    def run_case(case, *a, on_row=None, **k):
         calls.append(case.name)
+        fwd = bench.Row(case.name, "fwd", "", 1.0, 2.0, 2.0, 0.5, 0.5, 0, 0, 0.0)
+        on_row(fwd)
         if len(calls) == 2:
-            raise KeyboardInterrupt  # the time limit
-        return [bench.Row(case.name, "fwd", "", 1.0, 2.0, 2.0, 0.5, 0.5, 0, 0, 0.0)]
+            raise KeyboardInterrupt  # the time limit, before this case's backward row
+        bwd = bench.Row(case.name, "bwd", "", 1.0, 2.0, 2.0, 0.5, 0.5, 0, 0, 0.0)
+        on_row(bwd)
+        return [fwd, bwd]
 
     monkeypatch.setattr(bench, "copy_bandwidth", lambda: 1e12)
     monkeypatch.setattr(bench, "run_case", run_case)
     out = tmp_path / "rows.json"
     with pytest.raises(KeyboardInterrupt):
-        bench.main(["--cases", "sweep/*", "--sweep", "3", "--no-backward", "--json", str(out)])
-    assert [r["case"] for r in json.loads(out.read_text())["rows"]] == ["sweep/000"]
+        bench.main(["--cases", "sweep/*", "--sweep", "3", "--json", str(out)])
+    rows = [(r["case"], r["pass_"]) for r in json.loads(out.read_text())["rows"]]
+    assert rows == [("sweep/000", "fwd"), ("sweep/000", "bwd"), ("sweep/001", "fwd")]
+
+
+def test_a_failing_backward_keeps_the_forward_row(monkeypatch, tmp_path):
+    def run_case(case, *a, on_row=None, **k):
+        on_row(bench.Row(case.name, "fwd", "", 1.0, 2.0, 2.0, 0.5, 0.5, 0, 0, 0.0))
+        raise RuntimeError("RESOURCE_EXHAUSTED: out of memory")
+
+    monkeypatch.setattr(bench, "copy_bandwidth", lambda: 1e12)
+    monkeypatch.setattr(bench, "run_case", run_case)
+    out = tmp_path / "rows.json"
+    assert bench.main(["--cases", "sweep/*", "--sweep", "2", "--json", str(out)]) == 0
+    rows = [(r["case"], r["pass_"]) for r in json.loads(out.read_text())["rows"]]
+    assert rows == [("sweep/000", "fwd"), ("sweep/001", "fwd")]
 
 
 def test_readme_table_from_bench_json(tmp_path):
