@@ -15,9 +15,9 @@ exceed 4 GB the error is taken on the first N/8 samples, since XLA's reference n
 Floor: bytes that must cross device memory (each input read once, each output written once; forward
 x + w + y, backward dy + x + w + dx + dw) over the copy bandwidth measured at the start of the same run.
 
-Timing: each jitted function is compiled and run once, then timed in batches of back-to-back calls (enough to
-fill a few milliseconds, so host dispatch overlaps device work) with one synchronisation per batch; the
-reported time is the median over batches of the per-call time.
+Timing: each jitted function is compiled and run once, then timed in batches of back-to-back calls (at least
+three, and enough to fill ~20 ms, so host dispatch overlaps device work) with one synchronisation per batch;
+the reported time is the median over batches of the per-call time.
 
 The training-step rows (train/wavenet) time one jitted forward + backward + Adam step of a 10-layer
 WaveNet-style model with our layers and with Flax's lax-backed Conv: pass "step" waits for each step's loss,
