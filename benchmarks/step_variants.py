@@ -38,6 +38,9 @@ VARIANTS = {
     # the defaults with session 5's wgrad loop (one block barrier per unit) instead of the stage releases
     "pair+skip+block": {"gate_keeps_input": False, "fused_pointwise": True, "skip_grad_once": True,
                         "env": {"JAX_CONV1D_WGRAD_RELEASE": "block"}},
+    # the defaults with session 7's 128 x 128 wgrad tiles (one tap per block) instead of 128 x 256 (same bits)
+    "pair+skip+narrow": {"gate_keeps_input": False, "fused_pointwise": True, "skip_grad_once": True,
+                         "env": {"JAX_CONV1D_WGRAD_TILE": "narrow"}},
     # the defaults on one flat parameter vector (wavenet.make_flat_train_step): a few donated buffers per step
     # instead of ~3 per parameter leaf, to see how much of the host time per step is argument handling
     "pair+skip+flat": {"gate_keeps_input": False, "fused_pointwise": True, "skip_grad_once": True, "flat": True},

@@ -26,6 +26,8 @@ from jax_conv1d import dilated_conv1d
 # name: (n, c, o, length, k, stride, dilation, padding, layout, bias)
 CASES = {
     "wavenet_d1": (8, 128, 256, 65536, 2, 1, 1, "CAUSAL", "NWC", True),
+    "wavenet_d16": (8, 128, 256, 65536, 2, 1, 16, "CAUSAL", "NWC", True),
+    "wavenet_d32": (8, 128, 256, 65536, 2, 1, 32, "CAUSAL", "NWC", True),
     "wavenet_d64": (8, 128, 256, 65536, 2, 1, 64, "CAUSAL", "NWC", True),
     "wavenet_d512": (8, 128, 256, 65536, 2, 1, 512, "CAUSAL", "NWC", True),
     # NWC 1x1 layers lower to XLA's GEMM on CUDA (_pointwise.py), so no variant here changes this case: its
@@ -35,7 +37,7 @@ CASES = {
     "headline_ncw": (64, 64, 128, 524280, 3, 3, 4, "VALID", "NCW", False),
 }
 _OFF = {"JAX_CONV1D_WGRAD_LOADS": None, "JAX_CONV1D_WGRAD_STEPS": None, "JAX_CONV1D_WGRAD_SWIZZLE": None,
-        "JAX_CONV1D_WGRAD_WAVES": None, "JAX_CONV1D_WGRAD_RELEASE": None}
+        "JAX_CONV1D_WGRAD_WAVES": None, "JAX_CONV1D_WGRAD_RELEASE": None, "JAX_CONV1D_WGRAD_TILE": None}
 VARIANTS = {
     # the session-3 kernel: padded tiles, load_window_fast copies, indexed 32-bit fragment loads
     "old": {**_OFF, "JAX_CONV1D_WGRAD_LOADS": "window", "JAX_CONV1D_WGRAD_STEPS": "indexed"},
@@ -45,6 +47,9 @@ VARIANTS = {
     "new": dict(_OFF),
     # session 5's TMA loop: thread 0 loads, one block barrier per unit (same bits as the default's stage releases)
     "block": {**_OFF, "JAX_CONV1D_WGRAD_RELEASE": "block"},
+    # session 7's default for WaveNet's layers: 128 x 128 tiles with the producer warp, one tap per block (the
+    # default since session 8 takes both taps in a 128 x 256 tile; same splits, same bits)
+    "narrow": {**_OFF, "JAX_CONV1D_WGRAD_TILE": "narrow"},
     # the default with 2 / 1 waves of splits instead of 4 (longer accumulation chains: other dw bits)
     "w2": {**_OFF, "JAX_CONV1D_WGRAD_WAVES": "2"},
     "w1": {**_OFF, "JAX_CONV1D_WGRAD_WAVES": "1"},

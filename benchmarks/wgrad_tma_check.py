@@ -3,8 +3,9 @@
     python benchmarks/wgrad_tma_check.py
 
 For each NWC float32 shape: dw (and db) with JAX_CONV1D_WGRAD_LOADS=rows (per-thread cp.async copies) and with
-the default (wgrad_tma_kernel where the shape allows it) and with JAX_CONV1D_WGRAD_RELEASE=block (the TMA
-kernel's session-5 loop, one block barrier per unit) must be bitwise equal, bitwise repeatable, and within
+the default (wgrad_tma_kernel where the shape allows it, on 128 x 256 tiles where they cost no more MMA
+columns), with JAX_CONV1D_WGRAD_RELEASE=block (the TMA kernel's session-5 loop, one block barrier per unit) and
+with JAX_CONV1D_WGRAD_TILE=narrow (no 128 x 256 tile) must be bitwise equal, bitwise repeatable, and within
 the TF32 bound of a float64 reference. Shapes cover padding on both sides, ragged last units, odd and even
 strides, dilations, several taps per column block, partial output-channel tiles, channel blocks of 32/64/96/128,
 and groups.
@@ -77,10 +78,14 @@ def main():
         os.environ["JAX_CONV1D_WGRAD_RELEASE"] = "block"  # session 5's loop: one block barrier per unit
         block_bits = jax.block_until_ready(f(x, w, b, g))
         os.environ.pop("JAX_CONV1D_WGRAD_RELEASE")
+        os.environ["JAX_CONV1D_WGRAD_TILE"] = "narrow"  # no 128 x 256 tile (session 7's plans)
+        narrow_bits = jax.block_until_ready(f(x, w, b, g))
+        os.environ.pop("JAX_CONV1D_WGRAD_TILE")
         out = jax.block_until_ready(f(x, w, b, g))
         again = jax.block_until_ready(f(x, w, b, g))
         same = all(bool(jnp.array_equal(p, q)) for p, q in zip(out, ref_bits) if p is not None)
         same_block = all(bool(jnp.array_equal(p, q)) for p, q in zip(out, block_bits) if p is not None)
+        same_narrow = all(bool(jnp.array_equal(p, q)) for p, q in zip(out, narrow_bits) if p is not None)
         rep = all(bool(jnp.array_equal(p, q)) for p, q in zip(out, again) if p is not None)
         if padding == "CAUSAL":
             pad = ((k - 1) * d, 0)
@@ -94,7 +99,7 @@ def main():
         dw64, db64 = ref_dw(x, g, k=k, stride=s, dilation=d, pad=pad, groups=groups)
         err = float(np.linalg.norm(np.asarray(out[0], np.float64) - dw64) / np.linalg.norm(dw64))
         db_err = 0.0 if b is None else float(np.linalg.norm(np.asarray(out[1], np.float64) - db64) / np.linalg.norm(db64))
-        ok = same and same_block and rep and err < 1e-3 and db_err < 1e-5 and bool(jnp.all(jnp.isfinite(out[0])))
+        ok = same and same_block and same_narrow and rep and err < 1e-3 and db_err < 1e-5 and bool(jnp.all(jnp.isfinite(out[0])))
         ok_all &= ok
         print(f"{'ok  ' if ok else 'FAIL'} {(n, c, o, length, k, s, d, padding, groups, bias)} bits vs rows "
               f"{'same' if same else 'DIFF'} vs block {'same' if same_block else 'DIFF'} "

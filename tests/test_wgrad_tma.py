@@ -63,22 +63,30 @@ def test_tma_wgrad_matches_row_copies_and_float64(shape, gpu, monkeypatch):
 
 
 @pytest.mark.gpu
-def test_stage_releases_match_the_block_barrier_loop(gpu, monkeypatch):
-    """The default loop (a producer warp, stages released per warp) against session 5's (one block barrier per
-    unit, JAX_CONV1D_WGRAD_RELEASE=block): the same bits, repeatable, on a shape whose splits take ~15 units
-    each, so the stage ring wraps several times (SHAPES above give each split one or two units)."""
-    rng = np.random.default_rng(7)
-    kw = dict(dilation=32, padding="CAUSAL", layout="NWC")
+@pytest.mark.parametrize("dilation", [1, 32, 512])
+def test_loops_and_tiles_give_the_same_bits(dilation, gpu, monkeypatch):
+    """WaveNet's layer shape (C 128 -> O 256, K 2) through the three TMA loops: the default 128 x 256 tile (both
+    taps in one block, block barrier per unit; 3 stages at d 1, 2 at d 32 and 512), session 7's 128 x 128 tile
+    with the producer warp (JAX_CONV1D_WGRAD_TILE=narrow) and session 5's 128 x 128 block loop (and
+    JAX_CONV1D_WGRAD_RELEASE=block): the same bits (same splits, same products in the same order), repeatable,
+    on a shape whose splits take ~15 units each, so the stage ring wraps several times (SHAPES above give each
+    split one or two units)."""
+    rng = np.random.default_rng(7 + dilation)
+    kw = dict(dilation=dilation, padding="CAUSAL", layout="NWC")
     on = lambda a: jax.device_put(jnp.asarray(a, jnp.float32), gpu)  # noqa: E731
     x = on(rng.standard_normal((8, 16384, 128)))
     w = on(rng.standard_normal((2, 128, 256)))
     b = on(rng.standard_normal((256,)))
     g = on(rng.standard_normal((8, 16384, 256)))
+    monkeypatch.setenv("JAX_CONV1D_WGRAD_TILE", "narrow")
+    dw_narrow, db_narrow = _dw_db(x, w, b, g, **kw)
     monkeypatch.setenv("JAX_CONV1D_WGRAD_RELEASE", "block")
     dw_block, db_block = _dw_db(x, w, b, g, **kw)
     monkeypatch.delenv("JAX_CONV1D_WGRAD_RELEASE")
+    monkeypatch.delenv("JAX_CONV1D_WGRAD_TILE")
     dw, db = _dw_db(x, w, b, g, **kw)
     dw_again, db_again = _dw_db(x, w, b, g, **kw)
+    assert bool(jnp.array_equal(dw, dw_narrow)) and bool(jnp.array_equal(db, db_narrow))
     assert bool(jnp.array_equal(dw, dw_block)) and bool(jnp.array_equal(db, db_block))
     assert bool(jnp.array_equal(dw, dw_again)) and bool(jnp.array_equal(db, db_again))
     assert bool(jnp.all(jnp.isfinite(dw))) and float(jnp.max(jnp.abs(dw))) > 0

@@ -674,13 +674,16 @@ __global__ void __launch_bounds__(threads_of(kWarpsM), 1)
 struct Plan {
   Params prm;
   int mt = 4, nt = 4;  // block tile (32*mt) x (32*nt), on 2 x 4 warps
+  int64_t mma_cols = 0;  // MMA columns over the whole weight (channel and tap blocks times the tile width)
   size_t smem = 0;
   dim3 grid;
 };
 
-// Fills everything but the split count; false when the shape is outside the kernel's range.
+// Fills everything but the split count; false when the shape is outside the kernel's range. only_nt = 8: the
+// 128 x 256 tile of the TMA kernel (wgrad_tma.cuh; the padded kernel has no such instantiation), else the
+// cheaper of 128 x 128 and 128 x 192.
 template <class Op>
-bool make_plan(const Conv1dParams& p, Plan* plan) {
+bool make_plan(const Conv1dParams& p, Plan* plan, int only_nt = 0) {
   using T = typename Op::T;
   constexpr int sz = sizeof(T);
   const int64_t og = p.out_per_group(), cg = p.in_per_group(), K = p.kernel_size;
@@ -704,8 +707,9 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
 
   // Column blocks: the fewest MMA columns over the whole weight, then the widest channel block.
   int64_t best_cost = -1;
-  for (int nt : {4, 6}) {
-    if (plan->mt == 2 && nt == 6) continue;  // instantiated shapes: (4,4), (4,6), (2,4)
+  for (int nt : {4, 6, 8}) {
+    if (only_nt ? nt != only_nt : nt == 8) continue;
+    if (plan->mt == 2 && nt != 4) continue;  // instantiated shapes: (4,4), (4,6), (2,4); TMA only: (4,8)
     if (std::is_same_v<Op, Mma3xTf32> && nt == 6) continue;  // the compensated sums need the registers
     const int bn = 32 * nt;
     for (int bch = 8; bch <= std::min<int64_t>(bn, round_up(cg, 8)); bch += 8) {
@@ -717,6 +721,7 @@ bool make_plan(const Conv1dParams& p, Plan* plan) {
     }
   }
   if (best_cost < 0) return false;
+  plan->mma_cols = best_cost;
 
   const bool ncw = p.layout == Layout::kNCW;
   q.vec_dy = ncw ? widest_vec(sz, {p.out_length}) : widest_vec(sz, {p.out_channels, og, bm});
@@ -909,7 +914,22 @@ cudaError_t run(const Conv1dParams& p, const typename Op::T* x, const typename O
   // 16-bit A pairs load as words when dy's positions are contiguous (NCW); float never needs it.
   cudaError_t err = cudaErrorNotSupported;
   if constexpr (std::is_same_v<Op, MmaTf32>) {
-    if (q.tma) err = try_launch_tma<Op>(plan, x, dy, dw, db, stream);
+    // The 128 x 256 TMA tile where it costs no more MMA columns than the narrow plan (WaveNet's K = 2 over 128
+    // channels: both taps in one block, so each warp computes 64 x 64 and reads 1 fragment word per MMA
+    // instead of 1.5). Half the waves of splits, so a shape that halves its tiles keeps its split count, and
+    // with it the bits of the narrow plan.
+    Plan wide;
+    if (q.tma && wgrad_tma_wide_tile() && make_plan<Op>(p, &wide, 8) && wide.prm.tma &&
+        wide.mma_cols <= plan.mma_cols) {
+      Params& wq = wide.prm;
+      const int waves = waves_env ? std::clamp(std::atoi(waves_env), 1, 4) : 4;
+      wq.splits = choose_splits(wq, wide.grid.x, ws.bytes, std::max(1, waves / 2));
+      wq.partials = wq.splits > 1 ? static_cast<float*>(ws.ptr) : nullptr;
+      wide.grid.y = wq.splits;
+      err = try_launch_tma<Op>(wide, x, dy, dw, db, stream);
+      if (err == cudaSuccess) q = wq;  // the split sums below follow the launched plan
+    }
+    if (q.tma && err == cudaErrorNotSupported) err = try_launch_tma<Op>(plan, x, dy, dw, db, stream);
   }
   if (err == cudaErrorNotSupported) {  // not the TMA kernel's shape: the padded cp.async kernel
     if constexpr (sizeof(T) == 2) {

@@ -362,6 +362,13 @@ inline bool wgrad_tma_producer_warp() {
   return !(env && std::string(env) == "block");
 }
 
+// JAX_CONV1D_WGRAD_TILE=narrow: no 128 x 256 tile (session 7's 128 x 128 plan for WaveNet's layers), for A/B
+// runs in one process (read at every call).
+inline bool wgrad_tma_wide_tile() {
+  const char* env = std::getenv("JAX_CONV1D_WGRAD_TILE");
+  return !(env && std::string(env) == "narrow");
+}
+
 // The TMA kernel when the shape, the pointers and the device allow it; cudaErrorNotSupported otherwise (the
 // caller then launches wgrad_gemm_kernel on the padded plan). A template so that only the float32 TF32
 // translation unit compiles the kernels.
@@ -386,9 +393,11 @@ cudaError_t try_launch_tma(const Plan& padded, const float* x, const float* dy, 
   const bool producer = plan.nt == 4 && wgrad_tma_producer_warp();
   static const bool trace = std::getenv("JAX_CONV1D_TRACE_BWD") != nullptr;  // names the kernel, as the dispatcher
   if (trace)
-    std::fprintf(stderr, "jax_conv1d wgrad: tma kernel (%d stages, x boxes of %d rows, %s)\n", plan.prm.nstage,
-                 plan.prm.tma_rows, producer ? "producer warp" : "block barrier");
+    std::fprintf(stderr, "jax_conv1d wgrad: tma kernel (128 x %d tile, %d stages, x boxes of %d rows, %d splits, %s)\n",
+                 32 * plan.nt, plan.prm.nstage, plan.prm.tma_rows, plan.prm.splits,
+                 producer ? "producer warp" : "block barrier");
   if (producer) return launch_tma<4, true>(plan, x_map, dy_map, dw, db, stream);
+  if (plan.nt == 8) return launch_tma<8, false>(plan, x_map, dy_map, dw, db, stream);
   return plan.nt == 6 ? launch_tma<6, false>(plan, x_map, dy_map, dw, db, stream)
                       : launch_tma<4, false>(plan, x_map, dy_map, dw, db, stream);
 }
