@@ -103,6 +103,7 @@ def main():
         ok_all &= ok
         print(f"{'ok  ' if ok else 'FAIL'} {(n, c, o, length, k, s, d, padding, groups, bias)} bits vs rows "
               f"{'same' if same else 'DIFF'} vs block {'same' if same_block else 'DIFF'} "
+              f"vs narrow {'same' if same_narrow else 'DIFF'} "
               f"repeat {'ok' if rep else 'NO'} dw err {err:.2e} db err {db_err:.1e}",
               flush=True)
     print("tma check:", "all ok" if ok_all else "FAILURES")

@@ -940,9 +940,9 @@ cudaError_t run(const Conv1dParams& p, const typename Op::T* x, const typename O
     }
   }
   if (err != cudaSuccess || q.splits == 1) return err;
-  err = wgrad_sum_splits_strided<T>(q.partials, q.splits, q.split_stride, p.w_size(), dw, stream);
-  if (err != cudaSuccess || !db) return err;
-  return wgrad_sum_splits_strided<T>(q.partials + p.w_size(), q.splits, q.split_stride, p.out_channels, db, stream);
+  // dw and db (its partials follow dw's in each split) in one launch.
+  return wgrad_sum_splits_strided<T>(q.partials, q.splits, q.split_stride, p.w_size(), dw, stream,
+                                     db ? p.out_channels : 0, db);
 }
 
 }  // namespace wgrad_gemm

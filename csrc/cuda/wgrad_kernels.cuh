@@ -54,10 +54,11 @@ size_t wgrad_depthwise_workspace(const Conv1dParams& p);
 template <typename T>
 cudaError_t wgrad_sum_splits(const float* partials, int splits, int64_t w_size, T* dw, cudaStream_t stream);
 
-// out[e] = sum over s < splits of partials[s * split_stride + e] for e < count, in order of s.
+// out[e] = sum over s < splits of partials[s * split_stride + e] for e < count, in order of s; with out2, the
+// next count2 elements of each split likewise into out2 (one launch).
 template <typename T>
 cudaError_t wgrad_sum_splits_strided(const float* partials, int splits, int64_t split_stride, int64_t count, T* out,
-                                     cudaStream_t stream);
+                                     cudaStream_t stream, int64_t count2 = 0, T* out2 = nullptr);
 
 // db[o] = sum over (n, t) of dy[n, o, t] in float64, each element's terms in a fixed order: the bias gradient of
 // the families that do not fuse it (depthwise, direct, float64).
