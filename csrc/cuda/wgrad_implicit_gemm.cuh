@@ -914,13 +914,13 @@ cudaError_t run(const Conv1dParams& p, const typename Op::T* x, const typename O
   // 16-bit A pairs load as words when dy's positions are contiguous (NCW); float never needs it.
   cudaError_t err = cudaErrorNotSupported;
   if constexpr (std::is_same_v<Op, MmaTf32>) {
-    // The 128 x 256 TMA tile where it costs no more MMA columns than the narrow plan (WaveNet's K = 2 over 128
-    // channels: both taps in one block, so each warp computes 64 x 64 and reads 1 fragment word per MMA
-    // instead of 1.5). Half the waves of splits, so a shape that halves its tiles keeps its split count, and
-    // with it the bits of the narrow plan.
+    // The 128 x 256 TMA tile where it costs no more MMA columns than the narrow plan, on the shapes verified on
+    // the device: K = 2, ungrouped, both taps of 128 channels in one block (WaveNet's layers), so each warp
+    // computes 64 x 64 and reads 1 fragment word per MMA instead of 1.5. Half the waves of splits, so a shape
+    // that halves its tiles keeps its split count, and with it the bits of the narrow plan.
     Plan wide;
-    if (q.tma && wgrad_tma_wide_tile() && make_plan<Op>(p, &wide, 8) && wide.prm.tma &&
-        wide.mma_cols <= plan.mma_cols) {
+    if (q.tma && p.groups == 1 && p.kernel_size == 2 && wgrad_tma_wide_tile() && make_plan<Op>(p, &wide, 8) &&
+        wide.prm.tma && wide.prm.bch == 128 && wide.prm.kb == 2 && wide.mma_cols <= plan.mma_cols) {
       Params& wq = wide.prm;
       const int waves = waves_env ? std::clamp(std::atoi(waves_env), 1, 4) : 4;
       wq.splits = choose_splits(wq, wide.grid.x, ws.bytes, std::max(1, waves / 2));
