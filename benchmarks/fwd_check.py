@@ -194,7 +194,8 @@ PINNED_TILES = {"igemm+w128x256": {"JAX_CONV1D_IGEMM_TILE": "128x256"},
                 # the wgmma (sm_90a) kernel of fwd_wgmma.cuh, dense NWC only, both blocks
                 "wgmma": {"JAX_CONV1D_WGMMA": "1"},
                 "wgmma+128x128": {"JAX_CONV1D_WGMMA": "1", "JAX_CONV1D_WGMMA_TILE": "128x128"},
-                "wgmma+128x64": {"JAX_CONV1D_WGMMA": "1", "JAX_CONV1D_WGMMA_TILE": "128x64"}}
+                "wgmma+128x64": {"JAX_CONV1D_WGMMA": "1", "JAX_CONV1D_WGMMA_TILE": "128x64"},
+                "wgmma+128x64s": {"JAX_CONV1D_WGMMA": "1", "JAX_CONV1D_WGMMA_TILE": "128x64s"}}
 
 
 ONLY_FAMILIES = None  # --families

@@ -24,6 +24,7 @@ ROWS = [
     ("default (mma.sync)", {}),
     ("wgmma 128x64 (1 WG)", {"JAX_CONV1D_WGMMA": "1", "JAX_CONV1D_WGMMA_TILE": "128x64"}),
     ("wgmma 128x128 (2 WG)", {"JAX_CONV1D_WGMMA": "1", "JAX_CONV1D_WGMMA_TILE": "128x128"}),
+    ("wgmma 128x64s (2 WG split N)", {"JAX_CONV1D_WGMMA": "1", "JAX_CONV1D_WGMMA_TILE": "128x64s"}),
     ("wgmma 128x64 no-stores", {"JAX_CONV1D_WGMMA": "1", "JAX_CONV1D_WGMMA_TILE": "128x64",
                                 "JAX_CONV1D_IGEMM_DIAG": "4"}),
     ("wgmma 128x128 no-stores", {"JAX_CONV1D_WGMMA": "1", "JAX_CONV1D_WGMMA_TILE": "128x128",

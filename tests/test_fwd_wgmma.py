@@ -1,7 +1,7 @@
 """The wgmma (sm_90a) NWC forward (csrc/cuda/fwd_wgmma.cuh, JAX_CONV1D_WGMMA=1) against a float64 reference.
 
-Both blocks (JAX_CONV1D_WGMMA_TILE=128x64: one warp group; 128x128: two) on shapes that exercise its paths:
-several channel chunks per step, taps, partial o-tiles, two o-tiles, padding (negative too), gapped windows,
+The three blocks (JAX_CONV1D_WGMMA_TILE=128x64: one warp group; 128x128: two; 128x64s: two splitting the
+channels) on shapes that exercise its paths: several channel chunks per step, taps, partial o-tiles, two o-tiles, padding (negative too), gapped windows,
 bias, every input type. Each float32-output case also checks that the wgmma kernel ran (its sums differ in the
 last bits from the mma.sync kernel's, so identical outputs mean the dispatcher fell back) and that a second
 call gives the same bits. Skipped without a GPU; on a GPU that is not sm_90 the kernel declines and the
@@ -50,7 +50,7 @@ def _run(monkeypatch, env, x, w, b, **kw):
     return np.asarray(jnp.asarray(dilated_conv1d(x, w, b, **kw)).astype(jnp.float64))
 
 
-@pytest.mark.parametrize("tile", ["128x64", "128x128"])
+@pytest.mark.parametrize("tile", ["128x64", "128x128", "128x64s"])
 @pytest.mark.parametrize("dtypes", ["float32", "bfloat16", "float16", "bfloat16->float32"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"N{s[0]}C{s[1]}O{s[2]}K{s[3]}L{s[4]}s{s[5]}d{s[6]}")
 def test_wgmma_forward_matches_float64(monkeypatch, shape, dtypes, tile):

@@ -22,9 +22,9 @@
 // Results are deterministic (fixed summation order, no atomics) but not bitwise equal to fwd_igemm's (the
 // tensor core sums a k-step's products in its own order).
 //
-// JAX_CONV1D_WGMMA=1 enables it for dense NWC (float32 at DEFAULT/HIGH precision as TF32, bfloat16, float16);
-// JAX_CONV1D_WGMMA_TILE=128x128|128x64 picks the block (output channels x positions: two warp groups of 64
-// positions, or one); read per call.
+// JAX_CONV1D_WGMMA=1 enables it for dense NWC (float32 at DEFAULT precision as TF32, bfloat16, float16);
+// JAX_CONV1D_WGMMA_TILE=128x128|128x64|128x64s picks the block (output channels x positions: two warp groups
+// of 64 positions, one, or two on the same 64 positions with 64 channels each); read per call.
 #pragma once
 
 #include <cuda.h>
@@ -39,10 +39,15 @@
 
 namespace jax_conv1d::cuda {
 
-// Block tile: 128 output channels (the wgmma N) x BN output positions, one warp group per 64 positions.
-template <int BN_>
+// Block tile: 128 output channels x BN output positions. Either one warp group per 64 positions, each taking
+// all 128 channels (wgmma N = 128, 64 accumulators per thread), or (kSplitN, BN = 64) two warp groups on the
+// same 64 positions, each taking 64 of the channels (N = 64, 32 accumulators; both load the same A fragments).
+template <int BN_, bool kSplitN_ = false>
 struct WgmmaTile {
-  static constexpr int BM = 128, BN = BN_, kGroups = BN / 64, kThreads = kGroups * 128;
+  static constexpr bool kSplitN = kSplitN_;
+  static constexpr int BM = 128, BN = BN_, kGroups = kSplitN ? 2 : BN / 64, kThreads = kGroups * 128;
+  static constexpr int kN = kSplitN ? 64 : 128;  // wgmma N: output channels per warp group
+  static_assert(!kSplitN || BN == 64, "the split block is 64 positions");
   // The fwd_igemm tile with the same block shape, whose window plan this kernel uses unchanged.
   using PlanTile = std::conditional_t<BN == 64, IgemmTile128s, IgemmTile128>;
 };
@@ -59,6 +64,12 @@ __device__ __forceinline__ void wgmma_step(float (&acc)[64], const uint32_t (&a)
   if constexpr (std::is_same_v<T, float>) wgmma_m64n128k8_tf32_rs(acc, a, desc, 1);
   else if constexpr (std::is_same_v<T, __nv_bfloat16>) wgmma_m64n128k16_bf16_rs(acc, a, desc, 1);
   else wgmma_m64n128k16_f16_rs(acc, a, desc, 1);
+}
+template <typename T>
+__device__ __forceinline__ void wgmma_step(float (&acc)[32], const uint32_t (&a)[4], uint64_t desc) {
+  if constexpr (std::is_same_v<T, float>) wgmma_m64n64k8_tf32_rs(acc, a, desc, 1);
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) wgmma_m64n64k16_bf16_rs(acc, a, desc, 1);
+  else wgmma_m64n64k16_f16_rs(acc, a, desc, 1);
 }
 
 template <typename T, typename TOut, class Tile>
@@ -157,15 +168,18 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   // pipeline's first block barrier follows).
   fence_proxy_async();
 
-  float acc[64];
+  constexpr int kN = Tile::kN, kAcc = kN / 2;
+  float acc[kAcc];
 #pragma unroll
-  for (int i = 0; i < 64; ++i) acc[i] = 0.f;
+  for (int i = 0; i < kAcc; ++i) acc[i] = 0.f;
+  // This warp group's first position in the tile and first output channel in the o-tile.
+  const int wg_pos = Tile::kSplitN ? 0 : wg * 64, wg_o = Tile::kSplitN ? wg * 64 : 0;
 
   const uint32_t ws_sh = smem_addr(ws), xs_sh = smem_addr(xs);
   const uint32_t stage_bytes = uint32_t(a.stage_elems) * sizeof(T), sub_bytes = uint32_t(a.sub_elems) * sizeof(T);
   // ldmatrix lane L gives the row address of matrix L/8: rows 0-7 / 8-15 of the warp's 16 positions (L/8 % 2)
   // and the 16-byte half of the k-step (L/16) — the m16 A fragment (a0..a3) of mma.sync.
-  const int pos_row0 = (wg * 64 + wq * 16 + (lane & 7) + 8 * ((lane >> 3) & 1)) * s;
+  const int pos_row0 = (wg_pos + wq * 16 + (lane & 7) + 8 * ((lane >> 3) & 1)) * s;
   const int half16 = lane >> 4;
 
   // Pair j = (chunk sub of the step, tap k); its two k-steps' A fragments.
@@ -187,17 +201,17 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     wgmma_fence();
 #pragma unroll
     for (int q = 0; q < QS; ++q)
-      wgmma_step<T>(acc, fa[q], wgmma_desc_noswizzle(ws_sh + uint32_t(kk0 + q) * kStepBytes, wa.desc_lbo, wa.desc_sbo));
+      wgmma_step<T>(acc, fa[q], wgmma_desc_noswizzle(ws_sh + uint32_t(kk0 + q) * kStepBytes + uint32_t(wg_o / 8) * 256, wa.desc_lbo, wa.desc_sbo));
     wgmma_commit();
   };
 
   auto epilogue = [&](int64_t n, int64_t tt, auto streaming) {
     constexpr bool kStream = decltype(streaming)::value;
-    const int64_t pos0 = tt * BN + wg * 64 + wq * 16 + g;
+    const int64_t pos0 = tt * BN + wg_pos + wq * 16 + g;
     TOut* yn = y + n * p.y_n;
 #pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      const int64_t o = int64_t(mtile) * BM + 8 * i + 2 * t;
+    for (int i = 0; i < kN / 8; ++i) {
+      const int64_t o = int64_t(mtile) * BM + wg_o + 8 * i + 2 * t;
       const float b0 = bias && o < og ? to_acc(bias[o]) : 0.f;
       const float b1 = bias && o + 1 < og ? to_acc(bias[o + 1]) : 0.f;
 #pragma unroll
@@ -245,7 +259,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
         else epilogue(c.n, c.tt, std::true_type{});
       }
 #pragma unroll
-      for (int i = 0; i < 64; ++i) acc[i] = 0.f;
+      for (int i = 0; i < kAcc; ++i) acc[i] = 0.f;
     }
   };
 
@@ -264,13 +278,15 @@ inline bool wgmma_requested() {
   return v != nullptr && std::strcmp(v, "1") == 0;
 }
 
-// JAX_CONV1D_WGMMA_TILE=128x128|128x64 (output channels x positions); otherwise 128 x 64 (one warp group,
-// whole input rows per pipeline step where the plan allows) for float32 and 128 x 128 for 16-bit types (the
-// 128 x 128 plan already takes whole 128-byte rows of 64 channels there).
+// JAX_CONV1D_WGMMA_TILE=128x128|128x64|128x64s (output channels x positions; s: two warp groups splitting
+// the channels); otherwise 128 x 64 (one warp group, whole input rows per pipeline step where the plan allows)
+// for float32 and 128 x 128 for 16-bit types (the 128 x 128 plan already takes whole 128-byte rows of 64
+// channels there). Returns 128, 64, or -64 for the split block.
 inline int wgmma_positions(int elem_bytes) {
   const char* v = std::getenv("JAX_CONV1D_WGMMA_TILE");
   if (v != nullptr && std::strcmp(v, "128x128") == 0) return 128;
   if (v != nullptr && std::strcmp(v, "128x64") == 0) return 64;
+  if (v != nullptr && std::strcmp(v, "128x64s") == 0) return -64;
   return elem_bytes == 4 ? 64 : 128;
 }
 
@@ -339,7 +355,9 @@ bool wgmma_dispatch(const Conv1dParams& p, const T* x, const T* w, const T* bias
   if (std::is_same_v<T, float> && p.precision == Precision::kAccurate) return false;
   const DeviceLimits dev = device_limits();
   if (dev.cc_major != 9 || !bulk_copies_enabled()) return false;
-  if (wgmma_positions(sizeof(T)) == 64) return wgmma_launch<T, TOut, WgmmaTile<64>>(p, x, w, bias, y, stream, err);
+  const int positions = wgmma_positions(sizeof(T));
+  if (positions == 64) return wgmma_launch<T, TOut, WgmmaTile<64>>(p, x, w, bias, y, stream, err);
+  if (positions == -64) return wgmma_launch<T, TOut, WgmmaTile<64, true>>(p, x, w, bias, y, stream, err);
   return wgmma_launch<T, TOut, WgmmaTile<128>>(p, x, w, bias, y, stream, err);
 }
 
