@@ -1,8 +1,8 @@
 """The wgmma (sm_90a) NWC forward (csrc/cuda/fwd_wgmma.cuh, JAX_CONV1D_WGMMA=1) against a float64 reference.
 
 The three blocks (JAX_CONV1D_WGMMA_TILE=128x64: one warp group; 128x128: two; 128x64s: two splitting the
-channels) on shapes that exercise its paths: several channel chunks per step, taps, partial o-tiles, two o-tiles, padding (negative too), gapped windows,
-bias, every input type. Each float32-output case also checks that the wgmma kernel ran (its sums differ in the
+channels) on shapes that exercise its paths: several channel chunks per step, taps, partial o-tiles, two
+o-tiles, padding (negative too), gapped windows, bias, every input type. Each float32-output case also checks that the wgmma kernel ran (its sums differ in the
 last bits from the mma.sync kernel's, so identical outputs mean the dispatcher fell back) and that a second
 call gives the same bits. Skipped without a GPU; on a GPU that is not sm_90 the kernel declines and the
 fallback check is skipped.
