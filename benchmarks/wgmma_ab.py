@@ -4,8 +4,8 @@
 
 Cases: the NWC headline (x (N, 524280, 64), w (3, 64, 128), stride 3, dilation 4, VALID) per dtype and, with
 --wavenet, wavenet_dense's forward (N16, C128 -> O256, K 2, dilation 64, causal, bias). Rows: the default
-(mma.sync, fwd_igemm), JAX_CONV1D_WGMMA=1 with each block (JAX_CONV1D_WGMMA_TILE=128x64 / 128x128), and the
-wgmma rows without stores (JAX_CONV1D_IGEMM_DIAG=4: wrong results, timing only), in rounds. Every full row's
+(mma.sync, fwd_igemm), JAX_CONV1D_WGMMA=1 with each block (JAX_CONV1D_WGMMA_TILE=128x128 / 128x64s / 128x64),
+stores straight from the accumulators (JAX_CONV1D_IGEMM_STAGED_STORES=0) and streaming stores, in rounds. Every full row's
 output is compared with the default's and XLA's (relative error) and with its own first call (bitwise).
 Times are bench.time_call's medians of batched back-to-back calls; knobs are read per call.
 """
@@ -19,17 +19,17 @@ import jax.numpy as jnp
 from jax_conv1d.bench import Case, copy_bandwidth, make_inputs, ours_forward, time_call, xla_forward
 from jax_conv1d._timing import relative_error
 
-KNOBS = ("JAX_CONV1D_WGMMA", "JAX_CONV1D_WGMMA_TILE", "JAX_CONV1D_IGEMM_DIAG")
+KNOBS = ("JAX_CONV1D_WGMMA", "JAX_CONV1D_WGMMA_TILE", "JAX_CONV1D_IGEMM_DIAG", "JAX_CONV1D_IGEMM_STAGED_STORES",
+         "JAX_CONV1D_IGEMM_STORE_EVICT")
 ROWS = [
     ("default (mma.sync)", {}),
-    ("wgmma 128x64 (1 WG)", {"JAX_CONV1D_WGMMA": "1", "JAX_CONV1D_WGMMA_TILE": "128x64"}),
     ("wgmma 128x128 (2 WG)", {"JAX_CONV1D_WGMMA": "1", "JAX_CONV1D_WGMMA_TILE": "128x128"}),
     ("wgmma 128x64s (2 WG split N)", {"JAX_CONV1D_WGMMA": "1", "JAX_CONV1D_WGMMA_TILE": "128x64s"}),
-    ("wgmma 128x64 no-stores", {"JAX_CONV1D_WGMMA": "1", "JAX_CONV1D_WGMMA_TILE": "128x64",
-                                "JAX_CONV1D_IGEMM_DIAG": "4"}),
-    ("wgmma 128x128 no-stores", {"JAX_CONV1D_WGMMA": "1", "JAX_CONV1D_WGMMA_TILE": "128x128",
-                                 "JAX_CONV1D_IGEMM_DIAG": "4"}),
-    ("default no-stores", {"JAX_CONV1D_IGEMM_DIAG": "4"}),
+    ("wgmma 128x64 (1 WG)", {"JAX_CONV1D_WGMMA": "1", "JAX_CONV1D_WGMMA_TILE": "128x64"}),
+    ("wgmma 128x128 unstaged", {"JAX_CONV1D_WGMMA": "1", "JAX_CONV1D_WGMMA_TILE": "128x128",
+                                "JAX_CONV1D_IGEMM_STAGED_STORES": "0"}),
+    ("wgmma 128x128 evict-first", {"JAX_CONV1D_WGMMA": "1", "JAX_CONV1D_WGMMA_TILE": "128x128",
+                                   "JAX_CONV1D_IGEMM_STORE_EVICT": "first"}),
 ]
 
 

@@ -2,9 +2,8 @@
 
 The three blocks (JAX_CONV1D_WGMMA_TILE=128x64: one warp group; 128x128: two; 128x64s: two splitting the
 channels) on shapes that exercise its paths: several channel chunks per step, taps, partial o-tiles, two
-o-tiles, padding (negative too), gapped windows, bias, every input type. Each float32-output case also checks that the wgmma kernel ran (its sums differ in the
-last bits from the mma.sync kernel's, so identical outputs mean the dispatcher fell back) and that a second
-call gives the same bits. Skipped without a GPU; on a GPU that is not sm_90 the kernel declines and the
+o-tiles, padding (negative too), gapped windows, bias, every input type. Each case also checks that a second call gives the same bits and that the wgmma kernel
+ran (JAX_CONV1D_WGMMA_SWAP_LBO=1, which only it reads, must break the result). Skipped without a GPU; on a GPU that is not sm_90 the kernel declines and the
 fallback check is skipped.
 """
 
@@ -43,7 +42,7 @@ def _hopper():
 
 
 def _run(monkeypatch, env, x, w, b, **kw):
-    for k in ("JAX_CONV1D_WGMMA", "JAX_CONV1D_WGMMA_TILE"):
+    for k in ("JAX_CONV1D_WGMMA", "JAX_CONV1D_WGMMA_TILE", "JAX_CONV1D_WGMMA_SWAP_LBO"):
         monkeypatch.delenv(k, raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -72,6 +71,9 @@ def test_wgmma_forward_matches_float64(monkeypatch, shape, dtypes, tile):
     rel = np.linalg.norm(y - ref) / np.linalg.norm(ref)
     assert rel < TOL[dtypes], rel
     assert np.array_equal(y, _run(monkeypatch, env, x, w, b, **kw))  # run to run, bit for bit
-    if out_dt == "float32" and _hopper():
-        old = _run(monkeypatch, {"JAX_CONV1D_FWD_KERNEL": "igemm"}, x, w, b, **kw)
-        assert not np.array_equal(y, old), "JAX_CONV1D_WGMMA=1 gave the mma.sync kernel's bits: it did not run"
+    if _hopper():
+        # Proof that the wgmma kernel ran: its descriptor offsets swapped (a probe knob that only it reads) must
+        # break the result. (Its correct output can equal the mma.sync kernel's bit for bit: the same k-steps
+        # in the same order on the same tensor cores.)
+        broken = _run(monkeypatch, {**env, "JAX_CONV1D_WGMMA_SWAP_LBO": "1"}, x, w, b, **kw)
+        assert not np.allclose(broken, y, rtol=1e-2, atol=1e-2), "JAX_CONV1D_WGMMA=1 did not run the wgmma kernel"

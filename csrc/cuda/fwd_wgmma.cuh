@@ -57,6 +57,7 @@ struct WgmmaArgs {
   uint32_t desc_lbo;   // descriptor byte offsets of the resident weights: K-adjacent core matrices ...
   uint32_t desc_sbo;   // ... and N-adjacent ones (JAX_CONV1D_WGMMA_SWAP_LBO=1 swaps them: a probe knob)
   bool pair_store;     // two adjacent output channels are one aligned store
+  int scratch_off;     // byte offset of the per-warp output staging (0: stores straight from the accumulators)
 };
 
 template <typename T>
@@ -205,26 +206,64 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     wgmma_commit();
   };
 
+  // Epilogue. A warp's accumulators are 16 positions x kN channels, a thread holding pairs of adjacent
+  // channels. Stored straight from them, a warp instruction writes 8 positions x 32 bytes (float32; 16 bytes
+  // for 16-bit outputs): the first device call measured that epilogue at ~2.6 ms of the 5.5 ms f32 headline.
+  // So interior tiles go through a per-warp staging area in rounds of 128 bytes per position (kRound n8 blocks):
+  // the round's values, bias added and converted to the output type, then 16-byte vectors of which a warp
+  // instruction covers four positions' whole 128-byte runs. Row pitch 144 bytes (shifts each row by 4 banks).
+  constexpr int kRound = 128 / (8 * int(sizeof(TOut))), kPitch = 144;
+  static_assert((kN / 8) % kRound == 0, "whole rounds");
   auto epilogue = [&](int64_t n, int64_t tt, auto streaming) {
     constexpr bool kStream = decltype(streaming)::value;
-    const int64_t pos0 = tt * BN + wg_pos + wq * 16 + g;
+    const int64_t wpos0 = tt * BN + wg_pos + wq * 16;  // the warp's first position
+    const int64_t pos0 = wpos0 + g;
+    const bool rows_in = wpos0 + 16 <= p.out_length;
     TOut* yn = y + n * p.y_n;
+    unsigned char* const scr = smem + wa.scratch_off + warp * (16 * kPitch);
 #pragma unroll
-    for (int i = 0; i < kN / 8; ++i) {
-      const int64_t o = int64_t(mtile) * BM + wg_o + 8 * i + 2 * t;
-      const float b0 = bias && o < og ? to_acc(bias[o]) : 0.f;
-      const float b1 = bias && o + 1 < og ? to_acc(bias[o + 1]) : 0.f;
+    for (int rd = 0; rd < kN / 8 / kRound; ++rd) {
+      const int64_t o_round = int64_t(mtile) * BM + wg_o + rd * kRound * 8;
+      if (wa.scratch_off != 0 && rows_in && o_round + kRound * 8 <= og) {
+        __syncwarp();
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int64_t pos = pos0 + 8 * h;
-        if (pos >= p.out_length) continue;
-        const float v0 = acc[4 * i + 2 * h] + b0, v1 = acc[4 * i + 2 * h + 1] + b1;
-        TOut* yp = yn + pos * p.y_t + o * p.y_o;
-        if (wa.pair_store && o + 1 < og) {
-          store_out2<TOut, kStream>(yp, v0, v1);
-        } else {
-          if (o < og) store_out<TOut, kStream>(yp, v0);
-          if (o + 1 < og) store_out<TOut, kStream>(yp + p.y_o, v1);
+        for (int ii = 0; ii < kRound; ++ii) {
+          const int i = rd * kRound + ii;
+          const int64_t o = o_round + 8 * ii + 2 * t;
+          const float b0 = bias ? to_acc(bias[o]) : 0.f, b1 = bias ? to_acc(bias[o + 1]) : 0.f;
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+            store_out2<TOut, false>(reinterpret_cast<TOut*>(scr + (g + 8 * h) * kPitch + (8 * ii + 2 * t) * int(sizeof(TOut))),
+                                    acc[4 * i + 2 * h] + b0, acc[4 * i + 2 * h + 1] + b1);
+        }
+        __syncwarp();
+#pragma unroll
+        for (int v = lane; v < 16 * 8; v += 32) {
+          const int row = v >> 3, c16 = v & 7;
+          const uint4 val = *reinterpret_cast<const uint4*>(scr + row * kPitch + c16 * 16);
+          TOut* dst = yn + (wpos0 + row) * p.y_t + o_round + c16 * (16 / int(sizeof(TOut)));
+          store_global<kStream>(reinterpret_cast<uint4*>(dst), val);
+        }
+        continue;
+      }
+#pragma unroll
+      for (int ii = 0; ii < kRound; ++ii) {
+        const int i = rd * kRound + ii;
+        const int64_t o = o_round + 8 * ii + 2 * t;
+        const float b0 = bias && o < og ? to_acc(bias[o]) : 0.f;
+        const float b1 = bias && o + 1 < og ? to_acc(bias[o + 1]) : 0.f;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int64_t pos = pos0 + 8 * h;
+          if (pos >= p.out_length) continue;
+          const float v0 = acc[4 * i + 2 * h] + b0, v1 = acc[4 * i + 2 * h + 1] + b1;
+          TOut* yp = yn + pos * p.y_t + o * p.y_o;
+          if (wa.pair_store && o + 1 < og) {
+            store_out2<TOut, kStream>(yp, v0, v1);
+          } else {
+            if (o < og) store_out<TOut, kStream>(yp, v0);
+            if (o + 1 < og) store_out<TOut, kStream>(yp + p.y_o, v1);
+          }
         }
       }
     }
@@ -298,9 +337,30 @@ bool wgmma_launch(const Conv1dParams& p, const T* x, const T* w, const T* bias, 
   IgemmArgs& a = wa.ig;
   int smem = 0;
   if (!igemm_plan<T, typename Tile::PlanTile>(p, dev, true, a, smem)) return false;
-  // No output staging here: the smem the plan kept for it is left unused (at most 17 KB; the plan's stage
-  // count already accounts for it).
-  a.scratch_off = 0;
+  // The plan's own output staging (fwd_igemm's layout) is not used; this kernel's takes 16 positions x 144
+  // bytes per warp, after the stages, giving up stages beyond two if it must. JAX_CONV1D_IGEMM_STAGED_STORES=0
+  // stores from the accumulators instead.
+  {
+    const int64_t stage_bytes = int64_t(a.stage_elems) * sizeof(T);
+    const int64_t budget = dev.smem_optin - 1024 - int64_t(sizeof(uint64_t)) * 4;
+    const int64_t scratch = (Tile::kThreads / 32) * 16 * 144;
+    const bool y16 = reinterpret_cast<uintptr_t>(y) % 16 == 0;
+    const int64_t es = sizeof(TOut);
+    const bool staged = igemm_staged_stores_enabled() && y16 && p.y_o == 1 && (p.y_t * es) % 16 == 0 &&
+                        (p.y_n * es) % 16 == 0;
+    int stages = a.stages;
+    while (staged && stages > 2 && a.w_bytes_padded + stages * stage_bytes + scratch > budget) --stages;
+    const int64_t stages_end = a.w_bytes_padded + stages * stage_bytes;
+    if (staged && stages_end + scratch <= budget) {
+      a.stages = stages;
+      wa.scratch_off = int(stages_end);
+      smem = int(1024 + stages_end + scratch);
+    } else {
+      wa.scratch_off = 0;
+      smem = int(1024 + a.w_bytes_padded + a.stages * stage_bytes);
+    }
+    a.scratch_off = 0;
+  }
   a.p = p;
   a.x = x, a.w = w, a.bias = bias, a.y = y;
   a.diag = igemm_env_int("JAX_CONV1D_IGEMM_DIAG", 0);
