@@ -18,9 +18,14 @@
 // The MMAs are asynchronous: the fragments of the next (chunk, tap) pair load while the current pair's two
 // wgmmas run. The window stage is only read by ldmatrix (synchronous), so the pipeline's stage release is
 // unchanged; the accumulators are waited for once per pipeline step and at the tile's end, where the epilogue
-// adds the bias and stores pairs of adjacent output channels (NWC: contiguous) straight from the registers.
-// Results are deterministic (fixed summation order, no atomics) but not bitwise equal to fwd_igemm's (the
-// tensor core sums a k-step's products in its own order).
+// adds the bias and stores through a per-warp staging area as 16-byte vectors (edge tiles: from the registers).
+// Results are deterministic (fixed summation order, no atomics). They came out bitwise equal to fwd_igemm's in
+// the three cases compared (the headline in f32 and bf16, WaveNet's layer: the same k-steps of 8 or 16 in the
+// same order on the same tensor cores), but nothing guarantees that.
+//
+// Measured on the H100 (docs/notes/wgmma8_session8.md): correct, and its MMA loop alone is faster than the
+// mma.sync one (headline f32 without stores 2.9-3.6 ms against 4.0), but whole kernels are not faster (f32
+// 5.15 against 5.11 ms, bf16 2.72 against 2.58, WaveNet's K = 2 layer 0.99 against 0.98): off by default.
 //
 // JAX_CONV1D_WGMMA=1 enables it for dense NWC (float32 at DEFAULT precision as TF32, bfloat16, float16);
 // JAX_CONV1D_WGMMA_TILE=128x128|128x64|128x64s picks the block (output channels x positions: two warp groups
