@@ -207,6 +207,8 @@ def families(cfg):
     wide = tuple(PINNED_TILES) if cfg["layout"] == "NWC" and cfg["dtypes"][2] != "highest" else ()
     if cfg["groups"] != 1:
         wide = tuple(f for f in wide if not f.startswith("wgmma"))
+    if ONLY_FAMILIES is None:  # the wgmma blocks pinned one by one only when --families names them (run time)
+        wide = tuple(f for f in wide if not f.startswith("wgmma+"))
     if grouped_small_fits(cfg):
         return ("auto", "igemm", "grouped") + wide
     return ("auto", "igemm") + wide
