@@ -113,6 +113,15 @@ def fixed_configs():
             dict(n=1, c=1024, o=1024, k=9, length=300, stride=2, dilation=3, padding="SAME", groups=8,
                  layout=layout, dtypes=("float32", "float32", "highest"), bias=True),
         ]
+        if layout == "NWC":  # for the wgmma kernel: one chunk (bf16) with negative padding; K = 1; float16
+            out += [
+                dict(n=3, c=32, o=200, k=5, length=2501, stride=1, dilation=3, padding=(7, -2), groups=1,
+                     layout=layout, dtypes=("bfloat16", "float32", "default"), bias=True),
+                dict(n=2, c=80, o=136, k=1, length=777, stride=2, dilation=1, padding="SAME", groups=1,
+                     layout=layout, dtypes=("float32", "float32", "default"), bias=True),
+                dict(n=2, c=64, o=64, k=3, length=4000, stride=3, dilation=4, padding="VALID", groups=1,
+                     layout=layout, dtypes=("float16", "float16", "default"), bias=False),
+            ]
         # 3xTF32 on long reductions (Cg*K = 1152 and 2304) in each tile height, at the accuracy goal
         # (2e-6 against float64) rather than the general 3xTF32 tolerance.
         for c, k, o in ((384, 3, 256), (256, 9, 64), (384, 3, 24)):
@@ -181,7 +190,12 @@ PINNED_TILES = {"igemm+w128x256": {"JAX_CONV1D_IGEMM_TILE": "128x256"},
                 "igemm+w64x512": {"JAX_CONV1D_IGEMM_TILE": "64x512"},
                 "igemm+s128x64": {"JAX_CONV1D_IGEMM_TILE": "128x64"},
                 "igemm+s128x64/2x8": {"JAX_CONV1D_IGEMM_TILE": "128x64", "JAX_CONV1D_IGEMM_STEP_CHUNKS": "2",
-                                      "JAX_CONV1D_IGEMM_STAGES": "8"}}
+                                      "JAX_CONV1D_IGEMM_STAGES": "8"},
+                # the wgmma (sm_90a) kernel of fwd_wgmma.cuh, dense NWC only, both blocks
+                "wgmma": {"JAX_CONV1D_WGMMA": "1"},
+                "wgmma+128x128": {"JAX_CONV1D_WGMMA": "1", "JAX_CONV1D_WGMMA_TILE": "128x128"},
+                "wgmma+128x64": {"JAX_CONV1D_WGMMA": "1", "JAX_CONV1D_WGMMA_TILE": "128x64"},
+                "wgmma+128x64s": {"JAX_CONV1D_WGMMA": "1", "JAX_CONV1D_WGMMA_TILE": "128x64s"}}
 
 
 ONLY_FAMILIES = None  # --families
@@ -191,6 +205,10 @@ def families(cfg):
     if cfg["groups"] == cfg["c"]:
         return ("auto", "depthwise", "igemm")
     wide = tuple(PINNED_TILES) if cfg["layout"] == "NWC" and cfg["dtypes"][2] != "highest" else ()
+    if cfg["groups"] != 1:
+        wide = tuple(f for f in wide if not f.startswith("wgmma"))
+    if ONLY_FAMILIES is None:  # the wgmma blocks pinned one by one only when --families names them (run time)
+        wide = tuple(f for f in wide if not f.startswith("wgmma+"))
     if grouped_small_fits(cfg):
         return ("auto", "igemm", "grouped") + wide
     return ("auto", "igemm") + wide
@@ -271,7 +289,8 @@ def run_ours(cfg, pads, x, w, b, family):
                            preferred_element_type=out_dt)
         results.append(np.asarray(jnp.asarray(y).astype(jnp.float64)))
     os.environ["JAX_CONV1D_FWD_KERNEL"] = "auto"
-    for k in ("JAX_CONV1D_IGEMM_TILE", "JAX_CONV1D_IGEMM_STEP_CHUNKS", "JAX_CONV1D_IGEMM_STAGES"):
+    for k in ("JAX_CONV1D_IGEMM_TILE", "JAX_CONV1D_IGEMM_STEP_CHUNKS", "JAX_CONV1D_IGEMM_STAGES",
+              "JAX_CONV1D_WGMMA", "JAX_CONV1D_WGMMA_TILE"):
         os.environ.pop(k, None)
     return results
 

@@ -1096,6 +1096,7 @@ template <typename T, typename TOut>
 bool igemm_dispatch(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y, cudaStream_t stream,
                     cudaError_t* err) {
   const bool ncw = p.layout == Layout::kNCW;
+  if (!ncw && conv1d_fwd_wgmma<T, TOut>(p, x, w, bias, y, stream, err)) return true;  // JAX_CONV1D_WGMMA=1
   if constexpr (std::is_same_v<T, float>) {
     if (p.precision == Precision::kAccurate) {
       return ncw ? igemm_launch<T, TOut, Layout::kNCW, FwdMath::k3xTF32>(p, x, w, bias, y, stream, err)

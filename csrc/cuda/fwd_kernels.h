@@ -18,6 +18,12 @@ template <typename T, typename TOut>
 bool conv1d_fwd_igemm(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y, cudaStream_t stream,
                       cudaError_t* err);
 
+// Dense NWC on Hopper warp-group MMAs (fwd_wgmma.cuh, sm_90a), taken from inside the implicit GEMM's
+// dispatch when JAX_CONV1D_WGMMA=1; false when off or when the shape or device does not fit it.
+template <typename T, typename TOut>
+bool conv1d_fwd_wgmma(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y, cudaStream_t stream,
+                      cudaError_t* err);
+
 // Depthwise (groups == in_channels, any channel multiplier), memory-bound (fwd_depthwise.cu).
 template <typename T, typename TOut>
 bool conv1d_fwd_depthwise(const Conv1dParams& p, const T* x, const T* w, const T* bias, TOut* y,
