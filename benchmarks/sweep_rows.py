@@ -1,0 +1,98 @@
+"""Sweep rows timed again, several rounds in one process: spread against a real loss (session 8, issue 3).
+
+    python benchmarks/sweep_rows.py [--rounds 4] [--variants default,fwdgemm0] [--passes fwd,bwd] sweep/007 ...
+
+Per case and variant: `bench.time_call` medians of ours and XLA for each pass, `--rounds` times in a row
+(same compiled functions), then what each program runs: the custom-call targets and fusion kinds in the
+optimized HLO (ours: our FFI targets or cuBLAS/cuDNN where a route lowers to XLA; XLA: cuDNN convolution or
+cuBLAS GEMM, and its layout transposes). Variants set environment switches read at lowering time
+(JAX_CONV1D_FWD_GEMM, JAX_CONV1D_BWD_GEMM, JAX_CONV1D_IGEMM_*), so each variant is a fresh jit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import statistics
+import time
+
+VARIANTS = {
+    "default": {},
+    "fwdgemm0": {"JAX_CONV1D_FWD_GEMM": "0"},
+    "bwdgemm0": {"JAX_CONV1D_BWD_GEMM": "0"},
+    "bwd_dx_gemm": {"JAX_CONV1D_BWD_GEMM": "gemm/gemm"},
+    "bwd_ours_dw": {"JAX_CONV1D_BWD_GEMM": "ours/gemm"},
+}
+ENV_KEYS = ("JAX_CONV1D_FWD_GEMM", "JAX_CONV1D_BWD_GEMM", "JAX_CONV1D_IGEMM_TILE")
+
+
+def set_env(env):
+    for key in ENV_KEYS:
+        os.environ.pop(key, None)
+    os.environ.update(env)
+
+
+def kernels_of(fn, args) -> str:
+    """Custom-call targets and fusion kinds of the optimized program, with counts."""
+    text = fn.lower(*args).compile().as_text()
+    calls = collections.Counter(re.findall(r'custom_call_target="([^"]+)"', text))
+    fusions = collections.Counter(re.findall(r"kind=(k\w+)", text))
+    parts = [f"{k}x{v}" for k, v in sorted(calls.items())] + [f"{k}x{v}" for k, v in sorted(fusions.items())]
+    return " ".join(parts)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("cases", nargs="+")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--variants", default="default")
+    ap.add_argument("--passes", default="fwd,bwd")
+    ap.add_argument("--budget", type=float, default=1.0, help="time_call budget per timing, s")
+    ap.add_argument("--no-hlo", action="store_true")
+    args = ap.parse_args()
+
+    import jax
+    import jax.numpy as jnp
+
+    from jax_conv1d import bench
+
+    cases = {c.name: c for c in bench.all_cases(48)}
+    key = jax.random.key(0)
+    print(f"device: {jax.devices()[0].device_kind}  jax {jax.__version__}", flush=True)
+    for name in args.cases:
+        case = cases[name]
+        x, w, b, ky = bench.make_inputs(case, key)
+        _, _, ys = case.shapes()
+        dy = jax.random.normal(ky, ys, jnp.float32).astype(case.dtype)
+        print(f"== {name}: {case.describe()}", flush=True)
+        xla_f = jax.jit(bench.xla_forward(case, case.precision))
+        xla_b = jax.jit(bench.backward_of(bench.xla_forward(case, case.precision)))
+        for variant in args.variants.split(","):
+            set_env(VARIANTS[variant])
+            fns = {}
+            if "fwd" in args.passes:
+                fns["fwd"] = (jax.jit(bench.ours_forward(case)), xla_f, (x, w, b))
+            if "bwd" in args.passes:
+                fns["bwd"] = (jax.jit(bench.backward_of(bench.ours_forward(case))), xla_b, (x, w, b, dy))
+            for pass_, (ours, xla, fargs) in fns.items():
+                t0 = time.perf_counter()
+                o, r = [], []
+                for _ in range(args.rounds):
+                    o.append(bench.time_call(ours, fargs, budget_s=args.budget) * 1e3)
+                    r.append(bench.time_call(xla, fargs, budget_s=args.budget) * 1e3)
+                om, rm = statistics.median(o), statistics.median(r)
+                print(f"  {pass_} {variant:12s} ours {' '.join(f'{v:.4f}' for v in o)} | xla "
+                      f"{' '.join(f'{v:.4f}' for v in r)} | median {om:.4f} vs {rm:.4f} = {rm / om:.2f}x "
+                      f"({time.perf_counter() - t0:.1f} s)", flush=True)
+                if not args.no_hlo:
+                    print(f"    ours: {kernels_of(ours, fargs)}", flush=True)
+                    if variant == args.variants.split(",")[0]:
+                        print(f"    xla:  {kernels_of(xla, fargs)}", flush=True)
+        set_env({})
+        del x, w, b, dy
+
+
+if __name__ == "__main__":
+    main()
