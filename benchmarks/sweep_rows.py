@@ -1,6 +1,6 @@
 """Sweep rows timed again, several rounds in one process: spread against a real loss (session 8, issue 3).
 
-    python benchmarks/sweep_rows.py [--rounds 4] [--variants default,fwdgemm0] [--passes fwd,bwd] sweep/007 ...
+    python benchmarks/sweep_rows.py [--rounds 4] [--variants default,fwdgemm0] [--passes fwd,bwd] sweep/007 sweep/018:bwd ...
 
 Per case and variant: `bench.time_call` medians of ours and XLA for each pass, `--rounds` times in a row
 (same compiled functions), then what each program runs: the custom-call targets and fusion kinds in the
@@ -61,7 +61,9 @@ def main():
     cases = {c.name: c for c in bench.all_cases(48)}
     key = jax.random.key(0)
     print(f"device: {jax.devices()[0].device_kind}  jax {jax.__version__}", flush=True)
-    for name in args.cases:
+    for spec in args.cases:  # "sweep/018" or "sweep/018:bwd"
+        name, _, only = spec.partition(":")
+        passes = only or args.passes
         case = cases[name]
         x, w, b, ky = bench.make_inputs(case, key)
         _, _, ys = case.shapes()
@@ -72,9 +74,9 @@ def main():
         for variant in args.variants.split(","):
             set_env(VARIANTS[variant])
             fns = {}
-            if "fwd" in args.passes:
+            if "fwd" in passes:
                 fns["fwd"] = (jax.jit(bench.ours_forward(case)), xla_f, (x, w, b))
-            if "bwd" in args.passes:
+            if "bwd" in passes:
                 fns["bwd"] = (jax.jit(bench.backward_of(bench.ours_forward(case))), xla_b, (x, w, b, dy))
             for pass_, (ours, xla, fargs) in fns.items():
                 t0 = time.perf_counter()
