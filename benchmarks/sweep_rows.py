@@ -24,8 +24,19 @@ VARIANTS = {
     "bwdgemm0": {"JAX_CONV1D_BWD_GEMM": "0"},
     "bwd_dx_gemm": {"JAX_CONV1D_BWD_GEMM": "gemm/gemm"},
     "bwd_ours_dw": {"JAX_CONV1D_BWD_GEMM": "ours/gemm"},
+    "xlaconv0": {"JAX_CONV1D_XLA_CONV": "0"},  # session 6-7 dispatch: no XLA-convolution route
+    # forward tile and store variants (read by the kernel on every call)
+    "t128x256": {"JAX_CONV1D_IGEMM_TILE": "128x256"},
+    "t64x512": {"JAX_CONV1D_IGEMM_TILE": "64x512"},
+    "t64x256": {"JAX_CONV1D_IGEMM_TILE": "64x256"},
+    "t128x64": {"JAX_CONV1D_IGEMM_TILE": "128x64"},
+    "evict_normal": {"JAX_CONV1D_IGEMM_STORE_EVICT": "normal"},
+    "unstaged": {"JAX_CONV1D_IGEMM_STAGED_STORES": "0"},
+    "chunks1": {"JAX_CONV1D_IGEMM_STEP_CHUNKS": "1"},
 }
-ENV_KEYS = ("JAX_CONV1D_FWD_GEMM", "JAX_CONV1D_BWD_GEMM", "JAX_CONV1D_IGEMM_TILE")
+ENV_KEYS = tuple(sorted({k for v in VARIANTS.values() for k in v}))
+# Switches read when a function is lowered (the others are read by the kernels on every call).
+LOWERING_KEYS = ("JAX_CONV1D_FWD_GEMM", "JAX_CONV1D_BWD_GEMM", "JAX_CONV1D_XLA_CONV")
 
 
 def set_env(env):
@@ -88,7 +99,8 @@ def main():
                 print(f"  {pass_} {variant:12s} ours {' '.join(f'{v:.4f}' for v in o)} | xla "
                       f"{' '.join(f'{v:.4f}' for v in r)} | median {om:.4f} vs {rm:.4f} = {rm / om:.2f}x "
                       f"({time.perf_counter() - t0:.1f} s)", flush=True)
-                if not args.no_hlo:
+                lowering_switch = any(k in LOWERING_KEYS for k in VARIANTS[variant])
+                if not args.no_hlo and (variant == args.variants.split(",")[0] or lowering_switch):
                     print(f"    ours: {kernels_of(ours, fargs)}", flush=True)
                     if variant == args.variants.split(",")[0]:
                         print(f"    xla:  {kernels_of(xla, fargs)}", flush=True)

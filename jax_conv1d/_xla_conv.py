@@ -4,9 +4,10 @@ On these shapes cuDNN's strided kernels are faster than anything of ours measure
 process, ms ours / XLA; docs/notes/sweep8_session8.md): sweep/018 (N4 C64 O256 K8 s2 NWC bf16, 17 GFLOP)
 forward 0.090 (im2col GEMM route) / 0.080 and backward 0.202 (phase correlation + columns GEMM) / 0.109;
 sweep/030 (C256 O32 K7 s3 NCW bf16, 1.3 GFLOP) backward 0.147 / 0.140; sweep/042 (C32 O64 K6 s3 NCW bf16,
-2.1 GFLOP) backward 0.141 / 0.130, and the forwards of 030 and 042 tied or lost in session 6 (0.99x, 0.95x).
-Our strided passes there are several launches (columns, GEMMs, phase reshapes) around a small amount of work;
-cuDNN's are one kernel per gradient. The larger strided 16-bit shape (sweep/007, 51 GFLOP) stays on the GEMM
+2.1 GFLOP) backward 0.141 / 0.130. Our strided gradients there are several launches (columns, GEMMs, phase
+reshapes) around a small amount of work; cuDNN's are one kernel per gradient. The forward is routed only where
+our dispatch would run the im2col GEMM (_gemm_forward.py; of the sweep, 018): below that bound our kernel ties
+or wins (030 0.99x; 042 1.89x and 0.95x in two processes of session 6). The larger strided 16-bit shape (sweep/007, 51 GFLOP) stays on the GEMM
 and kernel routes, which beat cuDNN there (forward 1.4x, backward 4.3x).
 
 The route is the convolution XLA itself would run for lax.conv_general_dilated in the input type (and its
@@ -52,9 +53,11 @@ def applies(cfg: ConvConfig, x_shape, w_shape, dtype, *, backward: bool) -> bool
     n, c, length = (x_shape[a] for a in cfg.x_axes)
     o, _, k = (w_shape[a] for a in cfg.w_axes)
     out_length = (length + sum(cfg.padding) - (k - 1) * cfg.dilation - 1) // cfg.stride + 1
-    if k == 1 or out_length < 1:
+    if k == 1 or out_length < 1 or 2.0 * n * o * out_length * c * k > _MAX_FLOPS:
         return False
-    return 2.0 * n * o * out_length * c * k <= _MAX_FLOPS
+    # Forward: only the shapes the im2col GEMM route would take (018). Below its bound our kernel ties or wins
+    # (030: 0.99x; 042: 1.89x and 0.95x in two processes of session 6).
+    return backward or _gemm_forward.applies(cfg, x_shape, w_shape, dtype)
 
 
 def _conv(x, w, cfg: ConvConfig):

@@ -17,7 +17,7 @@ import pytest
 
 from conv_reference import (assert_close, custom_call_targets, float64_reference, float64_vjp_reference,
                             random_array, random_inputs)
-from jax_conv1d import _xla_conv, bench, dilated_conv1d
+from jax_conv1d import _gemm_forward, _xla_conv, bench, dilated_conv1d
 from jax_conv1d._shapes import PRECISION_ACCURATE, PRECISION_DEFAULT, ConvConfig, output_length
 
 # (layout, C, O, K, L, stride, dilation, (pad_lo, pad_hi))
@@ -75,8 +75,8 @@ def _sweep(name):
 
 
 def test_predicate_on_the_sweep_and_named_cases():
-    """The route takes the sweep rows where cuDNN won (018, 030, 042) and no other bench case: 007 (51 GFLOP)
-    stays on the GEMM and kernel routes, float32 and the stride-1 shapes on our kernels."""
+    """The route takes the sweep rows where cuDNN won (018 both passes, 030 and 042 backward) and no other bench
+    case: 007 (51 GFLOP) stays on the GEMM and kernel routes, float32 and the stride-1 shapes on our kernels."""
     taken = set()
     for case in bench.all_cases(48):
         if case.name.startswith("train"):
@@ -86,8 +86,8 @@ def test_predicate_on_the_sweep_and_named_cases():
                    PRECISION_ACCURATE if case.precision == "highest" else PRECISION_DEFAULT, case.groups)
         for backward in (False, True):
             if _xla_conv.applies(cfg, x_shape, w_shape, case.dtype, backward=backward):
-                taken.add(case.name)
-    assert taken == {"sweep/018", "sweep/030", "sweep/042"}
+                taken.add((case.name, "bwd" if backward else "fwd"))
+    assert taken == {("sweep/018", "fwd"), ("sweep/018", "bwd"), ("sweep/030", "bwd"), ("sweep/042", "bwd")}
 
 
 def test_predicate_conditions(monkeypatch):
@@ -107,6 +107,9 @@ def test_predicate_conditions(monkeypatch):
     }.items():
         assert not _xla_conv.applies(*args, backward=False), why
         assert not _xla_conv.applies(*args, backward=True), why
+    small, small_x, small_w, _ = _sweep("sweep/030")  # under the im2col bound: only the gradients
+    assert _xla_conv.applies(small, small_x, small_w, dtype, backward=True)
+    assert not _xla_conv.applies(small, small_x, small_w, dtype, backward=False)
     monkeypatch.setenv("JAX_CONV1D_BWD_GEMM", "both")  # a forced product route: backward defers to it
     assert not _xla_conv.applies(cfg, xs, ws, dtype, backward=True)
     assert _xla_conv.applies(cfg, xs, ws, dtype, backward=False)
@@ -123,6 +126,9 @@ def test_predicate_conditions(monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.parametrize("geometry", GEOMETRIES[:3])
 def test_gpu_lowers_to_xla_and_matches_float64(monkeypatch, rng, gpu, geometry):
+    """Small shapes, with the im2col bounds lowered so that the forward takes the route too."""
+    monkeypatch.setattr(_gemm_forward, "_IM2COL_MIN_FLOPS", 0)
+    monkeypatch.setattr(_gemm_forward, "_IM2COL_MIN_FLOPS_PER_BYTE", 0)
     layout, c, o, k, length, stride, dilation, pads = geometry
     x, w, b = random_inputs(rng, layout=layout, dtype="bfloat16", batch=2, in_ch=c, length=length, out_ch=o,
                             groups=1, ksize=k, bias=True)
