@@ -1,6 +1,6 @@
 """Sweep rows timed again, several rounds in one process: spread against a real loss (session 8, issue 3).
 
-    python benchmarks/sweep_rows.py [--rounds 4] [--variants default,fwdgemm0] [--passes fwd,bwd] sweep/007 sweep/018:bwd ...
+    python benchmarks/sweep_rows.py [--rounds 4] [--variants default,fwdgemm0] [--passes fwd,bwd] sweep/007 sweep/018:bwd sweep/027:fwd:default,t64x256 ...
 
 Per case and variant: `bench.time_call` medians of ours and XLA for each pass, `--rounds` times in a row
 (same compiled functions), then what each program runs: the custom-call targets and fusion kinds in the
@@ -72,9 +72,10 @@ def main():
     cases = {c.name: c for c in bench.all_cases(48)}
     key = jax.random.key(0)
     print(f"device: {jax.devices()[0].device_kind}  jax {jax.__version__}", flush=True)
-    for spec in args.cases:  # "sweep/018" or "sweep/018:bwd"
-        name, _, only = spec.partition(":")
-        passes = only or args.passes
+    for spec in args.cases:  # "sweep/018", "sweep/018:bwd" or "sweep/018:fwd,bwd:default,xlaconv0"
+        name, passes, variants = (spec.split(":") + ["", ""])[:3]
+        passes = passes or args.passes
+        variants = (variants or args.variants).split(",")
         case = cases[name]
         x, w, b, ky = bench.make_inputs(case, key)
         _, _, ys = case.shapes()
@@ -82,7 +83,7 @@ def main():
         print(f"== {name}: {case.describe()}", flush=True)
         xla_f = jax.jit(bench.xla_forward(case, case.precision))
         xla_b = jax.jit(bench.backward_of(bench.xla_forward(case, case.precision)))
-        for variant in args.variants.split(","):
+        for variant in variants:
             set_env(VARIANTS[variant])
             fns = {}
             if "fwd" in passes:
@@ -100,9 +101,9 @@ def main():
                       f"{' '.join(f'{v:.4f}' for v in r)} | median {om:.4f} vs {rm:.4f} = {rm / om:.2f}x "
                       f"({time.perf_counter() - t0:.1f} s)", flush=True)
                 lowering_switch = any(k in LOWERING_KEYS for k in VARIANTS[variant])
-                if not args.no_hlo and (variant == args.variants.split(",")[0] or lowering_switch):
+                if not args.no_hlo and (variant == variants[0] or lowering_switch):
                     print(f"    ours: {kernels_of(ours, fargs)}", flush=True)
-                    if variant == args.variants.split(",")[0]:
+                    if variant == variants[0]:
                         print(f"    xla:  {kernels_of(xla, fargs)}", flush=True)
         set_env({})
         del x, w, b, dy
