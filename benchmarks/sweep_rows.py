@@ -46,12 +46,29 @@ def set_env(env):
 
 
 def kernels_of(fn, args) -> str:
-    """Custom-call targets and fusion kinds of the optimized program, with counts."""
+    """Custom-call targets and fusion kinds of the optimized program, with counts, and the cuDNN algorithms
+    XLA's autotuner picked (algo_id of each convolution custom call)."""
     text = fn.lower(*args).compile().as_text()
     calls = collections.Counter(re.findall(r'custom_call_target="([^"]+)"', text))
     fusions = collections.Counter(re.findall(r"kind=(k\w+)", text))
     parts = [f"{k}x{v}" for k, v in sorted(calls.items())] + [f"{k}x{v}" for k, v in sorted(fusions.items())]
-    return " ".join(parts)
+    algos = re.findall(r'"algo_id":"?(\d+)"?', text)
+    return " ".join(parts) + (f" cudnn algo_id {','.join(algos)}" if algos else "")
+
+
+def same_bits(fn, args) -> bool:
+    """Two runs of the compiled function, the allocator poisoned with NaNs before each, give the same bits."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    outs = []
+    for _ in range(2):
+        jnp.full((64 << 20,), jnp.nan, jnp.float32).block_until_ready()
+        res = jax.block_until_ready(fn(*args))
+        leaves = jax.tree_util.tree_leaves(res)
+        outs.append([np.asarray(a.astype(jnp.float32)).view(np.uint32) for a in leaves])
+    return all(np.array_equal(a, b) for a, b in zip(*outs))
 
 
 def main():
@@ -101,6 +118,8 @@ def main():
                       f"{' '.join(f'{v:.4f}' for v in r)} | median {om:.4f} vs {rm:.4f} = {rm / om:.2f}x "
                       f"({time.perf_counter() - t0:.1f} s)", flush=True)
                 lowering_switch = any(k in LOWERING_KEYS for k in VARIANTS[variant])
+                if variant == variants[0] or lowering_switch:
+                    print(f"    same bits in two runs: {same_bits(ours, fargs)}", flush=True)
                 if not args.no_hlo and (variant == variants[0] or lowering_switch):
                     print(f"    ours: {kernels_of(ours, fargs)}", flush=True)
                     if variant == variants[0]:
