@@ -17,9 +17,9 @@ of three rounds): 018 forward 0.079 / 0.082, backward 0.110 / 0.113; 030 backwar
 0.126 / 0.121, the same program and cuDNN algorithms as XLA's (the difference is the spread of one program:
 XLA's own rounds read 0.097-0.126).
 
-Determinism is XLA's too: the algorithms its autotuner picked here (algo_id 62 forward, 65 and 73 for the two gradients) gave the
-same bits in two runs on every routed row, but XLA may pick a non-deterministic cuDNN algorithm unless
---xla_gpu_deterministic_ops (or --xla_gpu_exclude_nondeterministic_ops) is set.
+Determinism is XLA's too: the algorithms its autotuner picked here (algo_id 62 forward, 65 and 73 for the
+two gradients) gave the same bits in two runs on every routed row, but XLA may pick a non-deterministic cuDNN
+algorithm unless --xla_gpu_deterministic_ops (or --xla_gpu_exclude_nondeterministic_ops) is set.
 """
 
 from __future__ import annotations
