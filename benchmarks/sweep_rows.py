@@ -1,6 +1,7 @@
 """Sweep rows timed again, several rounds in one process: spread against a real loss (session 8, issue 3).
 
-    python benchmarks/sweep_rows.py [--rounds 4] [--variants default,fwdgemm0] [--passes fwd,bwd] sweep/007 sweep/018:bwd sweep/027:fwd:default,t64x256 ...
+    python benchmarks/sweep_rows.py [--rounds 4] [--variants default,fwdgemm0] [--passes fwd,bwd] \
+        sweep/007 sweep/018:bwd sweep/027:fwd:default,t64x256 ...
 
 Per case and variant: `bench.time_call` medians of ours and XLA for each pass, `--rounds` times in a row
 (same compiled functions), then what each program runs: the custom-call targets and fusion kinds in the

@@ -7,8 +7,9 @@ sweep/030 (C256 O32 K7 s3 NCW bf16, 1.3 GFLOP) backward 0.147 / 0.140; sweep/042
 2.1 GFLOP) backward 0.141 / 0.130. Our strided gradients there are several launches (columns, GEMMs, phase
 reshapes) around a small amount of work; cuDNN's are one kernel per gradient. The forward is routed only where
 our dispatch would run the im2col GEMM (_gemm_forward.py; of the sweep, 018): below that bound our kernel ties
-or wins (030 0.99x; 042 1.89x and 0.95x in two processes of session 6). The larger strided 16-bit shape (sweep/007, 51 GFLOP) stays on the GEMM
-and kernel routes, which beat cuDNN there (forward 1.4x, backward 4.3x).
+or wins (030 0.99x and 1.00x; 042 1.89x and 0.95x in session 6, 1.81x in session 8). The larger strided 16-bit
+shape (sweep/007, 51 GFLOP) stays on the GEMM and kernel routes, which beat cuDNN there (forward 1.4x, backward
+4.3x).
 
 The route is the convolution XLA itself would run for lax.conv_general_dilated in the input type (and its
 jax.vjp for the gradients), so its results are XLA's: a 16-bit output with a bias is rounded twice (product,
