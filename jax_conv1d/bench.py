@@ -5,6 +5,7 @@
     python -m jax_conv1d.bench --quick              # headline + models + a 12-configuration sweep
     python -m jax_conv1d.bench --cases 'train/*'    # the WaveNet training step alone (needs flax, optax)
     python -m jax_conv1d.bench --list               # case names
+    python -m jax_conv1d.bench --cases 'sweep/*' --no-scratch   # the 48-row sweep, ~255 s on an H100
 
 For each configuration and pass (forward; backward = jax.vjp for x and w) it prints the median time of ours
 and of XLA, the speedup, the fraction of the memory floor reached, the scratch memory XLA reserves for each
