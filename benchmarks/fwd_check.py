@@ -25,6 +25,9 @@ import numpy as np
 import jax
 
 jax.config.update("jax_enable_x64", True)
+# The "auto" family is our dispatch's kernels: small strided dense 16-bit shapes would otherwise lower to XLA's
+# own convolution (jax_conv1d/_xla_conv.py).
+os.environ.setdefault("JAX_CONV1D_XLA_CONV", "0")
 import jax.numpy as jnp  # noqa: E402
 from jax import lax  # noqa: E402
 

@@ -8,7 +8,8 @@ a custom_partitioning call (_sharding.py decides, per sharding, what each shard 
 body binds an inner primitive of the same signature, and only the inner primitive lowers to the FFI target
 for the platform (or to lax where no native handler exists; on CUDA, channels-last 1x1 convolutions lower to
 XLA's GEMM instead, see _pointwise.py, and so do the forward passes of _gemm_forward.py's shapes and the
-strided gradients of _gemm_backward.py's).
+strided gradients of _gemm_backward.py's; small strided dense 16-bit shapes lower to XLA's own convolution,
+see _xla_conv.py).
 
 Batching never loops: a batch of inputs folds into N, and a batch of weights becomes extra groups of one
 grouped convolution (the batch index becomes the outer part of the group index), so one launch covers it.
@@ -28,7 +29,7 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
 
-from . import _ffi, _gemm_backward, _gemm_forward, _lax_impl, _pointwise, _sharding
+from . import _ffi, _gemm_backward, _gemm_forward, _lax_impl, _pointwise, _sharding, _xla_conv
 from ._shapes import ConvConfig, output_length
 
 conv1d_fwd_p = Primitive("jax_conv1d_fwd")
@@ -180,6 +181,27 @@ def _bwd_gemm_routes(target, avals_in, cfg, params):
     return False, False
 
 
+def _xla_conv_applies(target, avals_in, avals_out, cfg, params) -> bool:
+    """Whether _xla_conv runs this call: its shapes, one type for every operand and result."""
+    avals_out = avals_out if isinstance(avals_out, (list, tuple)) else [avals_out]
+    dtypes = {a.dtype for a in list(avals_in) + list(avals_out) if a.size}
+    if len(dtypes) != 1:
+        return False
+    if target == "jax_conv1d_fwd":
+        x, w = avals_in[:2]
+        return _xla_conv.applies(cfg, x.shape, w.shape, x.dtype, backward=False)
+    if target == "jax_conv1d_bwd":
+        x, _, w = avals_in
+        return _xla_conv.applies(cfg, x.shape, w.shape, x.dtype, backward=True)
+    if target == "jax_conv1d_dgrad":
+        dy, w = avals_in
+        x_shape = x_shape_from(cfg, dy.shape, w.shape, params["in_length"])
+        return _xla_conv.applies(cfg, x_shape, w.shape, w.dtype, backward=True)
+    x, dy = avals_in
+    w_shape = w_shape_from(cfg, x.shape, dy.shape, params["kernel_size"])
+    return _xla_conv.applies(cfg, x.shape, w_shape, x.dtype, backward=True)
+
+
 def _cuda_rule(target, gemm_fn, weight_arg, multiple_results=False):
     """Our kernels, except for the channels-last 1x1 shapes that _pointwise sends to XLA's GEMM (every pass),
     the forward shapes _gemm_forward sends there, and the strided gradients _gemm_backward computes as
@@ -190,6 +212,9 @@ def _cuda_rule(target, gemm_fn, weight_arg, multiple_results=False):
     bwd_gemm = {"jax_conv1d_bwd": mlir.lower_fun(_bwd_routed, multiple_results=True),
                 "jax_conv1d_dgrad": mlir.lower_fun(_gemm_backward.routed_dgrad, multiple_results=False),
                 "jax_conv1d_wgrad": mlir.lower_fun(_gemm_backward.routed_wgrad, multiple_results=False)}.get(target)
+    xla_conv = {"jax_conv1d_fwd": _xla_conv.forward, "jax_conv1d_bwd": _xla_conv.backward,
+                "jax_conv1d_dgrad": _xla_conv.dgrad, "jax_conv1d_wgrad": _xla_conv.wgrad}[target]
+    xla_conv = mlir.lower_fun(xla_conv, multiple_results=multiple_results)
 
     def rule(ctx, *args, cfg, **params):
         if weight_arg is None:
@@ -198,6 +223,8 @@ def _cuda_rule(target, gemm_fn, weight_arg, multiple_results=False):
             kernel_size = ctx.avals_in[weight_arg].shape[cfg.w_axes[2]]
         if _pointwise.applies(cfg, kernel_size, ctx.avals_in[0].dtype):
             return gemm(ctx, *args, cfg=cfg, **params)
+        if _xla_conv_applies(target, ctx.avals_in, ctx.avals_out, cfg, params):
+            return xla_conv(ctx, *args, cfg=cfg, **params)
         if target == "jax_conv1d_fwd" and _gemm_forward.applies(cfg, ctx.avals_in[0].shape, ctx.avals_in[1].shape,
                                                                 ctx.avals_in[0].dtype):
             return fwd_gemm(ctx, *args, cfg=cfg, **params)
@@ -253,7 +280,8 @@ def _jitted(prim, params, gemm_switches):
 def _impl(prim):
     def impl(*args, **params):
         return _jitted(prim, tuple(sorted(params.items())),
-                       (_pointwise.enabled(), _gemm_forward.enabled(), _gemm_backward.mode()))(*args)
+                       (_pointwise.enabled(), _gemm_forward.enabled(), _gemm_backward.mode(),
+                        _xla_conv.enabled()))(*args)
 
     return impl
 
