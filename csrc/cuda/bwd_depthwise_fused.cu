@@ -45,7 +45,8 @@ inline int channel_multiplier(const Conv1dParams& p) {
 // A/B switches, read on every call (so that one process can time both sides): JAX_CONV1D_DWBWD_ROWS=0 sends
 // every tile through the general window loader, JAX_CONV1D_DWBWD_EXACT=0 keeps the run-time tap count,
 // JAX_CONV1D_DWBWD_RUN=8 makes the merged walk's runs 8 positions long, JAX_CONV1D_DWBWD_FILL=<units> sets
-// the per-block fill cost the split choice charges; JAX_CONV1D_DWBWD_SMEM and _BT (make_plan) move the tiles.
+// the per-block fill cost the split choice charges; JAX_CONV1D_DWBWD_SMEM and _BT (make_plan) move the tiles;
+// JAX_CONV1D_DWBWD_ORDER=1 launches the channel blocks of a split together (grid (c_blocks, splits)).
 inline int env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
   return (v != nullptr && *v != '\0') ? std::atoi(v) : fallback;
@@ -152,6 +153,7 @@ bool make_plan(const Conv1dParams& p, bool want_dx, bool want_dwdb, FusedPlan* o
   // with 16 taps it takes one channel per thread, which a multiplier (m channels per thread) rules out.
   if (kt * mult > 16) q.slide_runs = 0;
   q.exact_taps = K == kt && env_int("JAX_CONV1D_DWBWD_EXACT", 1) != 0;
+  q.cb_fastest = env_int("JAX_CONV1D_DWBWD_ORDER", 0) == 1;
   const bool rows = !ncw && env_int("JAX_CONV1D_DWBWD_ROWS", 1) != 0;
   q.rows_dy_log2 = rows ? rows_log2(q.cb, q.vec_dy, sz) : -1;
   q.rows_x_log2 = rows ? rows_log2(x_lines, q.vec_x, sz) : -1;
