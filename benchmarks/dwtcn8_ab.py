@@ -28,7 +28,7 @@ from dwbwd_ab import bits_equal, kernel_times, pipelined_ms  # noqa: E402
 from jax_conv1d import bench  # noqa: E402
 
 KNOBS = ("JAX_CONV1D_DW_ORDER", "JAX_CONV1D_DW_RING", "JAX_CONV1D_DW_RING_SLOTS", "JAX_CONV1D_DW_OUT_BUFS",
-         "JAX_CONV1D_DW_DIAG", "JAX_CONV1D_DW_COORDS32", "JAX_CONV1D_DW_TILE", "JAX_CONV1D_DWBWD_ORDER",
+         "JAX_CONV1D_DW_DIAG", "JAX_CONV1D_DW_COORDS32", "JAX_CONV1D_DW_GRID", "JAX_CONV1D_DW_TILE", "JAX_CONV1D_DWBWD_ORDER",
          "JAX_CONV1D_DWBWD_SMEM", "JAX_CONV1D_DWBWD_BT")
 
 FWD_VARIANTS = [
@@ -38,6 +38,7 @@ FWD_VARIANTS = [
     ("ring", {"JAX_CONV1D_DW_RING": "1"}),
     ("ring, 4 slots", {"JAX_CONV1D_DW_RING": "1", "JAX_CONV1D_DW_RING_SLOTS": "4"}),
     ("ring, 2 out buffers", {"JAX_CONV1D_DW_RING": "1", "JAX_CONV1D_DW_OUT_BUFS": "2"}),
+    ("ring, grid 128", {"JAX_CONV1D_DW_RING": "1", "JAX_CONV1D_DW_GRID": "128"}),
     ("2 out buffers", {"JAX_CONV1D_DW_OUT_BUFS": "2"}),
     ("ring, no stores", {"JAX_CONV1D_DW_RING": "1", "JAX_CONV1D_DW_DIAG": "4"}),
     ("default, no stores", {"JAX_CONV1D_DW_DIAG": "4"}),

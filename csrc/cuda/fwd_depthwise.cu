@@ -737,7 +737,10 @@ cudaError_t launch_persistent(Kernel kernel, DwArgs& a, int smem, const DeviceLi
   if (cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kDwThreads, smem); e != cudaSuccess)
     return e;
   per_sm = std::max(per_sm, 1);
-  const int64_t grid = std::min<int64_t>(blocks_per_combo(1, a.tiles, int64_t(per_sm) * dev.sms), 0x7fffffff);
+  int64_t grid = std::min<int64_t>(blocks_per_combo(1, a.tiles, int64_t(per_sm) * dev.sms), 0x7fffffff);
+  // JAX_CONV1D_DW_GRID=g (timing switch) caps the persistent grid, e.g. at one block per (batch, channel
+  // block) run for the ring kernel.
+  if (const int cap = dw_env_int("JAX_CONV1D_DW_GRID", 0); cap > 0) grid = std::min<int64_t>(grid, cap);
   kernel<<<unsigned(grid), kDwThreads, smem, stream>>>(a, maps...);
   return cudaGetLastError();
 }
