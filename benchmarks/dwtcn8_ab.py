@@ -27,29 +27,36 @@ from dwbwd_ab import bits_equal, kernel_times, pipelined_ms  # noqa: E402
 
 from jax_conv1d import bench  # noqa: E402
 
-KNOBS = ("JAX_CONV1D_DW_ORDER", "JAX_CONV1D_DW_RING", "JAX_CONV1D_DW_RING_SLOTS", "JAX_CONV1D_DW_OUT_BUFS",
-         "JAX_CONV1D_DW_DIAG", "JAX_CONV1D_DW_COORDS32", "JAX_CONV1D_DW_GRID", "JAX_CONV1D_DW_TILE", "JAX_CONV1D_DWBWD_ORDER",
-         "JAX_CONV1D_DWBWD_SMEM", "JAX_CONV1D_DWBWD_BT")
+KNOBS = ("JAX_CONV1D_DW_ORDER", "JAX_CONV1D_DW_OUT_BUFS", "JAX_CONV1D_DW_DIAG", "JAX_CONV1D_DW_COORDS32",
+         "JAX_CONV1D_DW_TILE", "JAX_CONV1D_DWBWD_ORDER", "JAX_CONV1D_DWBWD_DEEP", "JAX_CONV1D_DWBWD_SMEM",
+         "JAX_CONV1D_DWBWD_BT")
 
+# Call 1 also timed order 1 (blocked, channels fastest), the ring kernel (each input row loaded once per run;
+# removed after call 1, commit d3321f8) and a grid of 128; see docs/notes/dwtcn8_session8.md.
 FWD_VARIANTS = [
     ("default", {}),
-    ("order 1 (blocked, channels fastest)", {"JAX_CONV1D_DW_ORDER": "1"}),
-    ("order 2 (blocked, positions fastest)", {"JAX_CONV1D_DW_ORDER": "2"}),
-    ("ring", {"JAX_CONV1D_DW_RING": "1"}),
-    ("ring, 4 slots", {"JAX_CONV1D_DW_RING": "1", "JAX_CONV1D_DW_RING_SLOTS": "4"}),
-    ("ring, 2 out buffers", {"JAX_CONV1D_DW_RING": "1", "JAX_CONV1D_DW_OUT_BUFS": "2"}),
-    ("ring, grid 128", {"JAX_CONV1D_DW_RING": "1", "JAX_CONV1D_DW_GRID": "128"}),
+    ("cyclic order (session 7)", {"JAX_CONV1D_DW_ORDER": "0"}),
+    ("streams", {"JAX_CONV1D_DW_ORDER": "2"}),
     ("2 out buffers", {"JAX_CONV1D_DW_OUT_BUFS": "2"}),
-    ("ring, no stores", {"JAX_CONV1D_DW_RING": "1", "JAX_CONV1D_DW_DIAG": "4"}),
     ("default, no stores", {"JAX_CONV1D_DW_DIAG": "4"}),
 ]
 NCW_VARIANTS = [("32-bit coords", {}), ("64-bit coords", {"JAX_CONV1D_DW_COORDS32": "0"})]
 BWD_VARIANTS = [
     ("default", {}),
-    ("order 1 (channel blocks of a split together)", {"JAX_CONV1D_DWBWD_ORDER": "1"}),
-    ("smem 227 bt 128", {"JAX_CONV1D_DWBWD_SMEM": "227", "JAX_CONV1D_DWBWD_BT": "128"}),
-    ("smem 227 bt 128, order 1", {"JAX_CONV1D_DWBWD_SMEM": "227", "JAX_CONV1D_DWBWD_BT": "128",
-                                  "JAX_CONV1D_DWBWD_ORDER": "1"}),
+    ("session 7 plan (split-fastest, 2 stages)", {"JAX_CONV1D_DWBWD_ORDER": "0", "JAX_CONV1D_DWBWD_DEEP": "0"}),
+    ("split-fastest, 3 stages", {"JAX_CONV1D_DWBWD_ORDER": "0"}),
+    ("channels-fastest, 2 stages", {"JAX_CONV1D_DWBWD_DEEP": "0"}),
+]
+# Model cases beyond the bench's: depthwise_tcn at dilation 1 and at smaller batches (tiles per block 248, 124, 62).
+EXTRA_CASES = [
+    bench.Case("depthwise_tcn_d1", 16, 512, 512, 7, 65536, dilation=1, padding="SAME", groups=512, layout="NWC",
+               bias=True),
+    bench.Case("depthwise_tcn_n8", 8, 512, 512, 7, 65536, dilation=8, padding="SAME", groups=512, layout="NWC",
+               bias=True),
+    bench.Case("depthwise_tcn_n4", 4, 512, 512, 7, 65536, dilation=8, padding="SAME", groups=512, layout="NWC",
+               bias=True),
+    bench.Case("depthwise_tcn_n2", 2, 512, 512, 7, 65536, dilation=8, padding="SAME", groups=512, layout="NWC",
+               bias=True),
 ]
 
 
@@ -60,7 +67,7 @@ def set_env(env):
 
 
 def find_case(name):
-    for case in bench.model_cases() + bench.sweep_cases(48):
+    for case in bench.model_cases() + EXTRA_CASES + bench.sweep_cases(48):
         if case.name == name:
             return case
     raise SystemExit(f"unknown case {name}")
@@ -72,7 +79,7 @@ def same_bits(a, b):
     return all(bits_equal(p, q) for p, q in zip(a, b))
 
 
-def ab(case, fn, args, variants, rounds, floor_bytes, bw, log, results, trace=False):
+def ab(part, case, fn, args, variants, rounds, floor_bytes, bw, log, results, trace=False, xla=None):
     ref = None
     for label, env in variants:
         set_env(env)
@@ -98,16 +105,25 @@ def ab(case, fn, args, variants, rounds, floor_bytes, bw, log, results, trace=Fa
                 extra = " kernels " + ", ".join(f"{k[:60]} {v:.4f}" for k, v in kern.items())
             log(f"{case.name:16s} r{r} {label:46s} bench {t:8.4f} ms ({floor / t * 100:5.1f}% of floor)  "
                 f"pipelined {pipe:8.4f} ms{extra}")
-            results.append(dict(case=case.name, round=r, variant=label, bench_ms=t, pipelined_ms=pipe,
+            results.append(dict(part=part, case=case.name, round=r, variant=label, bench_ms=t, pipelined_ms=pipe,
                                 floor_ms=floor))
     set_env({})
+    if xla is not None:
+        t = bench.time_call(xla, args) * 1e3
+        ours = min(r["bench_ms"] for r in results
+                   if r["case"] == case.name and r["variant"] == variants[0][0] and r["part"] == part)
+        log(f"{case.name:16s} XLA bench {t:8.4f} ms; ours (default, best round) {ours:.4f} ms: {t / ours:.1f}x")
+        results.append(dict(part=part, case=case.name, variant="XLA", bench_ms=t))
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", nargs="*", default=["fwd", "ncw", "bwd"])
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--fwd-cases", nargs="*", default=["depthwise_tcn", "mamba_dw_causal", "sweep/002"])
+    ap.add_argument("--fwd-cases", nargs="*", default=["depthwise_tcn", "mamba_dw_causal", "depthwise_tcn_d1",
+                                                        "depthwise_tcn_n8", "depthwise_tcn_n4", "depthwise_tcn_n2"])
+    ap.add_argument("--xla", nargs="*", default=["fwd:depthwise_tcn", "fwd:mamba_dw_causal", "bwd:depthwise_tcn"],
+                    help="PART:CASE rows that also time XLA's program (after the variants)")
     ap.add_argument("--ncw-cases", nargs="*",
                     default=["sweep/006", "sweep/013", "sweep/017", "sweep/019", "sweep/021", "sweep/028"])
     ap.add_argument("--bwd-cases", nargs="*", default=["depthwise_tcn", "mamba_dw_causal"])
@@ -137,12 +153,16 @@ def main():
                 dy = jax.random.normal(ky, ys, jnp.float32).astype(case.dtype)
                 fn = jax.jit(bench.backward_of(bench.ours_forward(case)))
                 # x, dy read; dx written (dw, db are small)
-                ab(case, fn, (x, w, b, dy), variants, args.rounds, 2 * x.nbytes + y_bytes, bw, log, results,
-                   trace=True)
+                xla = None
+                if f"bwd:{name}" in args.xla:
+                    xla = jax.jit(bench.backward_of(bench.xla_forward(case, case.precision)))
+                ab(part, case, fn, (x, w, b, dy), variants, args.rounds, 2 * x.nbytes + y_bytes, bw, log, results,
+                   trace=True, xla=xla)
                 del dy
             else:
                 fn = jax.jit(bench.ours_forward(case))
-                ab(case, fn, (x, w, b), variants, args.rounds, nbytes + y_bytes, bw, log, results)
+                xla = jax.jit(bench.xla_forward(case, case.precision)) if f"{part}:{name}" in args.xla else None
+                ab(part, case, fn, (x, w, b), variants, args.rounds, nbytes + y_bytes, bw, log, results, xla=xla)
             save()
             del x, w, b
 

@@ -45,8 +45,8 @@ struct DwArgs {
   int diag;         // timing only (wrong results), sliding-window kernel: 1 skips the taps, 4 the stores
   int out_bufs;     // sliding-window kernel with tensor-map stores: output tiles in shared memory (1 or 2)
   bool coords32;    // tile coordinates in 32-bit arithmetic (tiles < 2^31)
-  int order;        // NWC tile order: 0 cyclic (tile j on block j % grid), 1 a contiguous range of tiles per
-                    // block, channel blocks fastest, 2 the same with position tiles fastest
+  bool streams;     // NWC tile order: false cyclic (tile j on block j % grid, channel blocks fastest), true a
+                    // contiguous range of tiles per block, positions fastest
 };
 
 // Stage buffers start on 1 KiB boundaries (bulk copies need 128-byte aligned destinations).
@@ -108,28 +108,29 @@ constexpr int kNwcVectors = 16;  // channel vectors per NWC tile
 constexpr int kNwcBT = 128;      // positions per NWC tile
 constexpr int kNcwChannels = kDwThreads / 32;
 constexpr int kNcwBT = 256;
-constexpr int kMaxRingSlots = 8;  // ring variant: chunks of input rows in shared memory
+constexpr int kStreamTilesPerSm = 128;  // NWC sliding-window kernel: tiles per multiprocessor from which blocks
+                                        // walk streams of tiles instead of the cyclic order
 
-// Tile f of this block (persistent grid). Order 0: tile j runs on block j % grid, channel blocks vary fastest,
-// so the blocks working at one time cover adjacent position tiles and find each other's halos in L2. Orders 1
-// and 2 (timing switch): block b takes the contiguous tiles [b * tiles / grid, (b + 1) * tiles / grid), so each
-// multiprocessor streams through its own part of x and y; order 2 walks positions fastest (a tile's halo is
-// its own block's previous window).
+// Tile f of this block (persistent grid). Cyclic order: tile j runs on block j % grid, channel blocks vary
+// fastest, so the blocks working at one time cover adjacent position tiles and find each other's halos in L2.
+// Streams (a.streams): block b takes the contiguous tiles [b * tiles / grid, (b + 1) * tiles / grid), positions
+// fastest, so each multiprocessor walks one (batch, channel block) row after another along the positions and a
+// tile's halo is its own previous window, read a tile earlier (depthwise_tcn forward -4.5 %, session 8).
 struct DwTile {
   int64_t n, tt, cb;
 };
 __device__ __forceinline__ int64_t dw_first_tile(const DwArgs& a) {
-  return a.order == 0 ? int64_t(blockIdx.x) : int64_t(blockIdx.x) * a.tiles / gridDim.x;
+  return a.streams ? int64_t(blockIdx.x) * a.tiles / gridDim.x : int64_t(blockIdx.x);
 }
 // Tiles this block runs.
 __device__ __forceinline__ int64_t dw_tile_count(const DwArgs& a) {
-  if (a.order != 0) return (int64_t(blockIdx.x) + 1) * a.tiles / gridDim.x - dw_first_tile(a);
+  if (a.streams) return (int64_t(blockIdx.x) + 1) * a.tiles / gridDim.x - dw_first_tile(a);
   return blockIdx.x < a.tiles ? (a.tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
 }
 // coords32 (fewer than 2^31 tiles): 32-bit divisions, a fraction of the 64-bit ones' instructions.
 __device__ __forceinline__ DwTile dw_tile(const DwArgs& a, int64_t f) {
-  const int64_t j = a.order == 0 ? blockIdx.x + f * gridDim.x : dw_first_tile(a) + f;
-  if (a.order == 2) {
+  const int64_t j = a.streams ? dw_first_tile(a) + f : blockIdx.x + f * gridDim.x;
+  if (a.streams) {  // the host sets streams only with fewer than 2^31 tiles
     const uint32_t j32 = uint32_t(j), ct = uint32_t(a.c_tiles), tt = uint32_t(a.t_tiles);
     const uint32_t r = j32 / tt;
     return {int64_t(r / ct), int64_t(j32 - r * tt), int64_t(r % ct)};
@@ -429,153 +430,6 @@ __global__ void __launch_bounds__(kDwThreads, 1)
   if (kBulk && a.tma_store && threadIdx.x == 0) bulk_store_wait<true>();  // shared memory outlives the last store
 }
 
-// Ring variant of the sliding-window kernel (sm_90+, JAX_CONV1D_DW_RING=1; multiplier 1, stride 1, a window
-// span (K-1)*d of at most BT). Each block walks a contiguous range of tiles, positions fastest (order 2), and
-// keeps its input as a ring of `slots` chunks of BT rows: chunk c of a (batch, channel block) run holds window
-// rows [c*BT - pad_lo, (c+1)*BT - pad_lo), and tile tt reads chunks tt and tt + 1. So every input row enters
-// shared memory once per run instead of (BT + span) / BT times per tile (1.375x for depthwise_tcn), and one
-// 128-row box per chunk replaces the 176-row window box. A run's last tile also loads the chunk after it
-// (zero past the input's end). The taps, the order of every output's sums and the stores are the
-// sliding-window kernel's: the same bits.
-template <typename T, typename TOut, int KMAX>
-__global__ void __launch_bounds__(kDwThreads, 1)
-    conv1d_fwd_depthwise_nwc_ring(const DwArgs a, const __grid_constant__ CUtensorMap tmap,
-                                  const __grid_constant__ CUtensorMap tmap_y) {
-#ifdef JC_BULK_COPY_AVAILABLE
-  constexpr int NV = kNwcVectors, BT = kNwcBT, VEC = vec_width<T>(), BO = NV * VEC;
-  constexpr int TPR = kDwThreads / NV, R = BT / TPR;
-  constexpr uint32_t kChunkBytes = uint32_t(BT) * BO * sizeof(T);
-  extern __shared__ unsigned char smem_raw[];
-  __shared__ uint64_t slot_full[kMaxRingSlots];
-  T* ring = reinterpret_cast<T*>(align_smem(smem_raw));
-  const Conv1dParams& p = a.p;
-  const T* __restrict__ w = static_cast<const T*>(a.w);
-  const T* __restrict__ bias = static_cast<const T*>(a.bias);
-  const int tid = threadIdx.x, cv = tid % NV, pr = tid / NV;
-  const int K = int(p.kernel_size), d = int(p.dilation);
-  const int first = pr % d + d * R * (pr / d);  // this thread's first position in the tile (host: d | TPR)
-  const int slots = a.stages, ring_rows = slots * BT;
-  const int64_t count = dw_tile_count(a);
-  uint32_t out_count = 0;
-
-  // Thread 0's chunk stream: tile f's own chunk, then, after a run's last tile, the chunk that follows it.
-  int64_t next_tile = 0;
-  bool tail_next = false;
-  uint32_t issued = 0;  // chunks issued (the host keeps tiles + runs below 2^31)
-  auto issue_next = [&]() {
-    const int64_t f = tail_next ? next_tile - 1 : next_tile;
-    const DwTile t = dw_tile(a, f);
-    const int c = int(t.tt) + (tail_next ? 1 : 0);
-    if (tail_next) {
-      tail_next = false;
-    } else {
-      ++next_tile;
-      tail_next = f == count - 1 || t.tt == a.t_tiles - 1;
-    }
-    const int slot = int(issued % uint32_t(slots));
-    mbar_arrive_expect_tx(&slot_full[slot], kChunkBytes);
-    tma_load_3d(ring + size_t(slot) * BT * BO, &tmap, int(t.cb * BO), c * BT - int(p.pad_lo), int(t.n),
-                &slot_full[slot]);
-    ++issued;
-  };
-  // Issues every chunk up to `last` (inclusive) that exists.
-  auto issue_upto = [&](uint32_t last) {
-    if (tid != 0) return;
-    while (issued <= last && (next_tile < count || tail_next)) issue_next();
-  };
-
-  if (tid == 0) {
-    for (int s = 0; s < slots; ++s) mbar_init(&slot_full[s], 1);
-    mbar_fence_init();
-  }
-  __syncthreads();
-  issue_upto(uint32_t(slots) - 1);
-  const uint32_t uslots = uint32_t(slots);
-  uint32_t chunk = 0;  // tile f's own chunk in this block's chunk stream
-  for (int64_t f = 0; f < count; ++f) {
-    const auto [n, tt, cb] = dw_tile(a, f);
-    // The host keeps slots >= 4, so chunk + 1 was issued in the step before (chunk - 1 + slots - 1 >= chunk + 2).
-    const uint32_t slot = chunk % uslots, slot1 = slot + 1 == uslots ? 0 : slot + 1;
-    mbar_wait(&slot_full[slot], (chunk / uslots) & 1);
-    mbar_wait(&slot_full[slot1], ((chunk + 1) / uslots) & 1);
-    __syncthreads();  // every thread is past the previous tile: chunks before `chunk` are free
-    issue_upto(chunk + uslots - 1);
-
-    const int64_t ob = cb * BO + cv * VEC;
-    const bool full = ob + VEC <= p.out_channels;
-    float wv[KMAX][VEC], bv[VEC];
-    if (a.vec_w && full) {
-#pragma unroll
-      for (int k = 0; k < KMAX; ++k)
-        if (k < K) load_vec_as_float(w + k * p.w_k + ob, wv[k]);
-      if (bias) load_vec_as_float(bias + ob, bv);
-    } else {
-#pragma unroll
-      for (int k = 0; k < KMAX; ++k)
-#pragma unroll
-        for (int e = 0; e < VEC; ++e)
-          wv[k][e] = k < K && ob + e < p.out_channels ? to_acc(w[(ob + e) * p.w_o + k * p.w_k]) : 0.f;
-#pragma unroll
-      for (int e = 0; e < VEC; ++e) bv[e] = bias && ob + e < p.out_channels ? to_acc(bias[ob + e]) : 0.f;
-    }
-    if (!bias) {
-#pragma unroll
-      for (int e = 0; e < VEC; ++e) bv[e] = 0.f;
-    }
-    // Ring row of window row 0 for this thread; rows wrap at ring_rows (a window spans at most two chunks).
-    const int r0 = int(slot) * BT + first;
-    float acc[R][VEC];
-#pragma unroll
-    for (int i = 0; i < R; ++i)
-#pragma unroll
-      for (int e = 0; e < VEC; ++e) acc[i][e] = 0.f;
-    const int rows = a.diag & 1 ? 0 : R + K - 1;
-#pragma unroll
-    for (int m = 0; m < R + KMAX - 1; ++m) {
-      if (m >= rows) break;
-      int rr = r0 + m * d;
-      if (rr >= ring_rows) rr -= ring_rows;
-      float xv[VEC];
-      load_vec_as_float(ring + rr * BO + cv * VEC, xv);
-#pragma unroll
-      for (int i = 0; i < R; ++i) {
-        const int k = m - i;
-        if (k >= 0 && k < KMAX && k < K) {
-#pragma unroll
-          for (int e = 0; e < VEC; ++e) acc[i][e] = fmaf(wv[k][e], xv[e], acc[i][e]);
-        }
-      }
-    }
-    // Stores as in the sliding-window kernel's tensor-map path.
-    const int buf = a.out_bufs == 2 ? int(out_count & 1) : 0;
-    ++out_count;
-    TOut* ys = reinterpret_cast<TOut*>(reinterpret_cast<unsigned char*>(ring) + a.out_offset +
-                                       size_t(buf) * BT * BO * sizeof(TOut));
-    if (a.out_bufs != 2) {
-      if (tid == 0) bulk_store_wait<false>();
-      __syncthreads();
-    }
-#pragma unroll
-    for (int i = 0; i < R; ++i) {
-      float v[VEC];
-#pragma unroll
-      for (int e = 0; e < VEC; ++e) v[e] = acc[i][e] + bv[e];
-      store_smem_vec<TOut, VEC>(ys + (first + i * d) * BO + cv * VEC, v);
-    }
-    fence_proxy_async();
-    __syncthreads();
-    if (tid == 0) {
-      if (!(a.diag & 4)) tma_store_3d(&tmap_y, ys, int(cb * BO), int(tt * BT), int(n));
-      if (a.out_bufs == 2) bulk_store_wait_read_one();
-    }
-    chunk += (f == count - 1 || tt == a.t_tiles - 1) ? 2 : 1;
-  }
-  if (tid == 0) bulk_store_wait<true>();
-#else
-  __trap();  // never launched: the host picks the ring only on sm_90+
-#endif
-}
-
 // kBulk (sm_90+): each channel row of a stage is one 1-D bulk copy; warp 0 issues them and writes the zeros
 // of the padding.
 template <typename T, typename TOut, bool kBulk>
@@ -699,8 +553,8 @@ __global__ void __launch_bounds__(kDwThreads)
 // only fits where registers allow), JAX_CONV1D_DW_STAGES caps the pipeline depth (2..4),
 // JAX_CONV1D_DW_TMA_STORE=0 makes the sliding-window kernel store from registers, JAX_CONV1D_DW_OUT_BUFS=2
 // gives its tensor-map stores two shared-memory output tiles, JAX_CONV1D_DW_TILE=64 its 32 x 64 tile,
-// JAX_CONV1D_DW_COORDS32=0 brings back 64-bit tile coordinates (all kernels), JAX_CONV1D_DW_ORDER=1|2 gives
-// each NWC block a contiguous range of tiles (channels or positions fastest), and JAX_CONV1D_DW_DIAG
+// JAX_CONV1D_DW_COORDS32=0 brings back 64-bit tile coordinates (all kernels), JAX_CONV1D_DW_ORDER=0|2 forces
+// the NWC kernels' cyclic tile order or the streams (plan_nwc), and JAX_CONV1D_DW_DIAG
 // drops parts of it (1: taps, 4: stores; wrong results, for timing where the time goes).
 int dw_env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
@@ -737,10 +591,7 @@ cudaError_t launch_persistent(Kernel kernel, DwArgs& a, int smem, const DeviceLi
   if (cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kDwThreads, smem); e != cudaSuccess)
     return e;
   per_sm = std::max(per_sm, 1);
-  int64_t grid = std::min<int64_t>(blocks_per_combo(1, a.tiles, int64_t(per_sm) * dev.sms), 0x7fffffff);
-  // JAX_CONV1D_DW_GRID=g (timing switch) caps the persistent grid, e.g. at one block per (batch, channel
-  // block) run for the ring kernel.
-  if (const int cap = dw_env_int("JAX_CONV1D_DW_GRID", 0); cap > 0) grid = std::min<int64_t>(grid, cap);
+  const int64_t grid = std::min<int64_t>(blocks_per_combo(1, a.tiles, int64_t(per_sm) * dev.sms), 0x7fffffff);
   kernel<<<unsigned(grid), kDwThreads, smem, stream>>>(a, maps...);
   return cudaGetLastError();
 }
@@ -780,7 +631,6 @@ int plan_nwc(const Conv1dParams& p, DwArgs& a, const DeviceLimits& dev, bool x_a
   a.t_tiles = ceil_div(p.out_length, BT);
   a.tiles = p.batch * a.c_tiles * a.t_tiles;
   a.coords32 = a.tiles < (int64_t(1) << 31) && dw_env_int("JAX_CONV1D_DW_COORDS32", 1) != 0;
-  a.order = a.tiles < (int64_t(1) << 31) ? std::clamp(dw_env_int("JAX_CONV1D_DW_ORDER", 0), 0, 2) : 0;
   CUtensorMap tmap{};
   // Boxes of at most 256 rows, a multiple of 8 rows each.
   a.boxes = int(ceil_div(win, 256));
@@ -817,30 +667,13 @@ int plan_nwc(const Conv1dParams& p, DwArgs& a, const DeviceLimits& dev, bool x_a
   }
   if (a.tma_store) a.out_offset = int(int64_t(a.stages) * a.stage_elems * int64_t(sizeof(T)));
   else if (!pick_stages(a, sizeof(T), dev, smem, blocks, max_stages)) return 0;
-  if constexpr (!kWide) {
-    // JAX_CONV1D_DW_RING=1 (timing switch): the ring variant, where it applies. JAX_CONV1D_DW_RING_SLOTS caps
-    // its chunks (4 to kMaxRingSlots).
-    CUtensorMap tmap_ring{};
-    const int64_t chunk_bytes = int64_t(BT) * BO * int64_t(sizeof(T));
-    const int64_t ring_budget = int64_t(dev.smem_optin) - 1024 - 64 - int64_t(a.out_bufs) * out_tile_bytes;
-    const int slots = int(std::min<int64_t>(std::clamp(dw_env_int("JAX_CONV1D_DW_RING_SLOTS", kMaxRingSlots), 4,
-                                                       kMaxRingSlots),
-                                            ring_budget / chunk_bytes));
-    if (dw_env_int("JAX_CONV1D_DW_RING", 0) == 1 && chain && bulk && a.tma_store && blocks == 1 && span <= BT &&
-        slots >= 4 && a.tiles < (int64_t(1) << 30) &&
-        encode_nwc_window_map(&tmap_ring, x, sizeof(T), p.batch, p.in_length, p.in_channels, BO, BT, false)) {
-      a.order = 2;
-      a.stages = slots;
-      a.stage_elems = BT * BO;
-      a.out_offset = int(slots * chunk_bytes);
-      smem = int(1024 + slots * chunk_bytes + int64_t(a.out_bufs) * out_tile_bytes);
-      *err = p.kernel_size <= 4 ? launch_persistent(conv1d_fwd_depthwise_nwc_ring<T, TOut, 4>, a, smem, dev, stream,
-                                                    tmap_ring, tmap_y)
-                                : launch_persistent(conv1d_fwd_depthwise_nwc_ring<T, TOut, 8>, a, smem, dev, stream,
-                                                    tmap_ring, tmap_y);
-      return 1;
-    }
-  }
+  // Streams where every block has many tiles, in the sliding-window kernel with tensor-map stores:
+  // depthwise_tcn (496 tiles per block) 1.69 -> 1.61 ms; with few tiles per block the cyclic order measured
+  // faster (mamba_dw_causal, 39: 0.136 against 0.144 ms; sweep/002, 8: 0.054 against 0.061). Session 8.
+  // JAX_CONV1D_DW_ORDER=0 or 2 forces the cyclic order or the streams (any NWC kernel).
+  const int order = dw_env_int("JAX_CONV1D_DW_ORDER", -1);
+  a.streams = a.tiles < (int64_t(1) << 31) &&
+              (order == 2 || (order < 0 && chain && a.tma_store && a.tiles >= int64_t(kStreamTilesPerSm) * dev.sms));
   if constexpr (kWide) {
     *err = p.kernel_size <= 4
                ? launch_persistent(conv1d_fwd_depthwise_nwc_chain<T, TOut, true, 4, NV, BT>, a, smem, dev, stream,
