@@ -1,9 +1,11 @@
 #!/bin/bash
 # Session 8 depthwise device calls (helper dwtcn8).
 #   CALL=1: build, the forward and NCW A/B in one process (dwtcn8_ab.py), the forward variants against float64
-#           (dw_fwd_variants_check.py), the backward A/B.
+#           (dw_fwd_variants_check.py), the backward A/B. (Call 1 ran this at commit 1a4cd34, when the A/B's
+#           variant lists still held the ring kernel, order 1 and a grid cap; they are gone from the code since.)
 #   CALL=2 (default): build, the new defaults against session 7's in one process (forward and backward, bits
 #           and timings, XLA's forward beside them), then the backward sweep's depthwise cases against float64.
+#           (Call 2's cold build took 145 s and the 180 s limit ended the run as the sweep started.)
 #   OUT=$OUT CALL=2 bash benchmarks/dwtcn8_call.sh
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 ROOT=$(pwd)
