@@ -24,7 +24,8 @@
 // u runs over the union of the t range [0, Lout) and the q range of dx, so every dx element is written exactly
 // once and every (n, t) term counted once.
 //
-// Grid: (splits, channel blocks). A block walks a contiguous range of (n, tile) units through a 2-3 stage
+// Grid: (channel blocks, splits) for NWC, so that the blocks of one split launch together and a wave covers
+// whole rows; (splits, channel blocks) for NCW (FusedPlan::cb_fastest). A block walks a contiguous range of (n, tile) units through a 2-3 stage
 // pipeline; at the end its threads' partials are summed in a fixed order and written to scratch as
 // [split][k][c] (k == K: db), and a second kernel adds the splits in order (float64). NWC: each thread owns
 // kVec consecutive channels (16-byte shared and global accesses), threads of a row span 128 bytes of channels;
