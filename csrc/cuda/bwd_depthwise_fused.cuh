@@ -25,9 +25,10 @@
 // once and every (n, t) term counted once.
 //
 // Grid: (channel blocks, splits) for NWC, so that the blocks of one split launch together and a wave covers
-// whole rows; (splits, channel blocks) for NCW (FusedPlan::cb_fastest). A block walks a contiguous range of (n, tile) units through a 2-3 stage
-// pipeline; at the end its threads' partials are summed in a fixed order and written to scratch as
-// [split][k][c] (k == K: db), and a second kernel adds the splits in order (float64). NWC: each thread owns
+// whole rows; (splits, channel blocks) for NCW (FusedPlan::cb_fastest). A block walks a contiguous range of
+// (n, tile) units through a 2-3 stage pipeline; at the end its threads' partials are summed in a fixed order
+// and written to scratch as [split][k][c] (k == K: db), and a second kernel adds the splits in order (float64).
+// NWC: each thread owns
 // kVec consecutive channels (16-byte shared and global accesses), threads of a row span 128 bytes of channels;
 // NCW: one warp per channel row, lanes along positions. All index math inside a tile is 32-bit.
 #pragma once

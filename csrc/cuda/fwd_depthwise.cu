@@ -672,8 +672,8 @@ int plan_nwc(const Conv1dParams& p, DwArgs& a, const DeviceLimits& dev, bool x_a
   // faster (mamba_dw_causal, 39: 0.136 against 0.144 ms; sweep/002, 8: 0.054 against 0.061). Session 8.
   // JAX_CONV1D_DW_ORDER=0 or 2 forces the cyclic order or the streams (any NWC kernel).
   const int order = dw_env_int("JAX_CONV1D_DW_ORDER", -1);
-  a.streams = a.tiles < (int64_t(1) << 31) &&
-              (order == 2 || (order < 0 && chain && a.tma_store && a.tiles >= int64_t(kStreamTilesPerSm) * dev.sms));
+  const bool many_tiles = a.tiles >= int64_t(kStreamTilesPerSm) * dev.sms;
+  a.streams = a.tiles < (int64_t(1) << 31) && (order == 2 || (order < 0 && chain && a.tma_store && many_tiles));
   if constexpr (kWide) {
     *err = p.kernel_size <= 4
                ? launch_persistent(conv1d_fwd_depthwise_nwc_chain<T, TOut, true, 4, NV, BT>, a, smem, dev, stream,
