@@ -18,11 +18,14 @@ import fwd_check  # noqa: E402  (enables float64 before jax is used)
 VARIANTS = [
     ("default", {}),
     ("64-bit coordinates", {"JAX_CONV1D_DW_COORDS32": "0"}),
-    ("tile 64", {"JAX_CONV1D_DW_TILE": "64"}),
-    ("tile 64, 2 out buffers", {"JAX_CONV1D_DW_TILE": "64", "JAX_CONV1D_DW_OUT_BUFS": "2"}),
-    ("tile 128, 2 out buffers", {"JAX_CONV1D_DW_OUT_BUFS": "2"}),
+    ("cyclic order", {"JAX_CONV1D_DW_ORDER": "0"}),
+    ("streams", {"JAX_CONV1D_DW_ORDER": "2"}),
+    ("streams, 2 out buffers", {"JAX_CONV1D_DW_ORDER": "2", "JAX_CONV1D_DW_OUT_BUFS": "2"}),
 ]
-KNOBS = ("JAX_CONV1D_DW_TILE", "JAX_CONV1D_DW_OUT_BUFS", "JAX_CONV1D_DW_COORDS32")
+# Session 7's tile variants (measured correct then): ("tile 64", {"JAX_CONV1D_DW_TILE": "64"}), with
+# "JAX_CONV1D_DW_OUT_BUFS": "2", and tile 128 with two output buffers. Session 8's call 1 also ran the ring
+# kernel (commit d3321f8, removed) and order 1 (blocked, channels fastest; removed): 72/72.
+KNOBS = ("JAX_CONV1D_DW_TILE", "JAX_CONV1D_DW_OUT_BUFS", "JAX_CONV1D_DW_COORDS32", "JAX_CONV1D_DW_ORDER")
 
 
 def wide_configs():
@@ -41,6 +44,13 @@ def wide_configs():
              dtypes=f32, bias=True),
         dict(n=2, c=256, o=256, k=7, length=2000, stride=1, dilation=8, padding="SAME", groups=256, layout="NCW",
              dtypes=f32, bias=True),
+        # Many tiles per block (a block's range of streamed tiles crosses rows), K 8 at span 112.
+        dict(n=2, c=256, o=256, k=7, length=20000, stride=1, dilation=8, padding="SAME", groups=256, layout="NWC",
+             dtypes=f32, bias=True),
+        dict(n=4, c=1280, o=1280, k=4, length=1000, stride=1, dilation=1, padding="CAUSAL", groups=1280,
+             layout="NWC", dtypes=bf16, bias=True),
+        dict(n=2, c=128, o=128, k=8, length=9000, stride=1, dilation=16, padding=(100, 12), groups=128,
+             layout="NWC", dtypes=("float16", "float16", "default"), bias=False),
     ]
 
 

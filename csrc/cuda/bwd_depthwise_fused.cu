@@ -45,7 +45,8 @@ inline int channel_multiplier(const Conv1dParams& p) {
 // A/B switches, read on every call (so that one process can time both sides): JAX_CONV1D_DWBWD_ROWS=0 sends
 // every tile through the general window loader, JAX_CONV1D_DWBWD_EXACT=0 keeps the run-time tap count,
 // JAX_CONV1D_DWBWD_RUN=8 makes the merged walk's runs 8 positions long, JAX_CONV1D_DWBWD_FILL=<units> sets
-// the per-block fill cost the split choice charges; JAX_CONV1D_DWBWD_SMEM and _BT (make_plan) move the tiles.
+// the per-block fill cost the split choice charges; JAX_CONV1D_DWBWD_SMEM and _BT (make_plan) move the tiles;
+// JAX_CONV1D_DWBWD_ORDER=0|1 picks the launch order (make_plan), JAX_CONV1D_DWBWD_DEEP=0 the two-stage plan.
 inline int env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
   return (v != nullptr && *v != '\0') ? std::atoi(v) : fallback;
@@ -144,6 +145,13 @@ bool make_plan(const Conv1dParams& p, bool want_dx, bool want_dwdb, FusedPlan* o
     }
   }
   if (q.nstage < 2) return false;
+  // NWC, where two blocks per SM leave only two stages: one block with three stages of the same tile (same
+  // tiles; the split count may change with the block slots): depthwise_tcn's kernel 2.45 -> 2.39 ms alone,
+  // 2.33 with the launch order below (session 8; session 7's JAX_CONV1D_DWBWD_SMEM=227 _BT=128).
+  // JAX_CONV1D_DWBWD_DEEP=0 keeps two. NCW is not measured and keeps two.
+  if (!ncw && q.nstage == 2 && stage_bytes * 2 <= budgets[0] && stage_bytes * 3 <= budgets[1] &&
+      env_int("JAX_CONV1D_DWBWD_DEEP", 1) != 0)
+    q.nstage = 3;
   q.slide_runs = (!ncw && s == 1 && q.bt % (4 * d) == 0) ? static_cast<int>(q.bt / (4 * d)) : 0;
 #ifdef JC_DW_FUSED_NO_SLIDE  // benchmark-only build of the per-tap variant, for A/B timing
   q.slide_runs = 0;
@@ -152,6 +160,10 @@ bool make_plan(const Conv1dParams& p, bool want_dx, bool want_dwdb, FusedPlan* o
   // with 16 taps it takes one channel per thread, which a multiplier (m channels per thread) rules out.
   if (kt * mult > 16) q.slide_runs = 0;
   q.exact_taps = K == kt && env_int("JAX_CONV1D_DWBWD_EXACT", 1) != 0;
+  // NWC: the channel blocks of a split launch together, so each wave reads and writes whole rows (session 8:
+  // depthwise_tcn's kernel 2.45 -> 2.39 ms, mamba_dw_causal's 0.199 -> 0.189). NCW keeps split-fastest
+  // (not measured).
+  q.cb_fastest = env_int("JAX_CONV1D_DWBWD_ORDER", ncw ? 0 : 1) == 1;
   const bool rows = !ncw && env_int("JAX_CONV1D_DWBWD_ROWS", 1) != 0;
   q.rows_dy_log2 = rows ? rows_log2(q.cb, q.vec_dy, sz) : -1;
   q.rows_x_log2 = rows ? rows_log2(x_lines, q.vec_x, sz) : -1;

@@ -24,9 +24,11 @@
 // u runs over the union of the t range [0, Lout) and the q range of dx, so every dx element is written exactly
 // once and every (n, t) term counted once.
 //
-// Grid: (splits, channel blocks). A block walks a contiguous range of (n, tile) units through a 2-3 stage
-// pipeline; at the end its threads' partials are summed in a fixed order and written to scratch as
-// [split][k][c] (k == K: db), and a second kernel adds the splits in order (float64). NWC: each thread owns
+// Grid: (channel blocks, splits) for NWC, so that the blocks of one split launch together and a wave covers
+// whole rows; (splits, channel blocks) for NCW (FusedPlan::cb_fastest). A block walks a contiguous range of
+// (n, tile) units through a 2-3 stage pipeline; at the end its threads' partials are summed in a fixed order
+// and written to scratch as [split][k][c] (k == K: db), and a second kernel adds the splits in order (float64).
+// NWC: each thread owns
 // kVec consecutive channels (16-byte shared and global accesses), threads of a row span 128 bytes of channels;
 // NCW: one warp per channel row, lanes along positions. All index math inside a tile is 32-bit.
 #pragma once
@@ -79,6 +81,7 @@ struct FusedPlan {
   int rows_dy_log2, rows_x_log2;
   bool exact_taps;       // K equals the kernel's tap count (the sliding walk then takes kSlidingExact)
   bool want_dx, want_dwdb;
+  bool cb_fastest;       // launch grid (c_blocks, splits): a wave covers whole rows of a few splits' tiles
   float* partials;       // [splits][K + 1][O]
 };
 
@@ -241,7 +244,10 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   // Channels below are virtual (output) channels; x and dx channel o / kMult.
   const int64_t vch = p.out_channels;
-  const int64_t c_first = int64_t(blockIdx.y) * prm.cb;
+  // Which grid axis is the split and which the channel block (cb_fastest: blocks of one split, all channel
+  // blocks, are launched together, so a wave reads whole rows; else one split after another per channel block).
+  const int64_t split = prm.cb_fastest ? blockIdx.y : blockIdx.x;
+  const int64_t c_first = int64_t(prm.cb_fastest ? blockIdx.x : blockIdx.y) * prm.cb;
   const int c_valid = static_cast<int>(vch - c_first < prm.cb ? vch - c_first : prm.cb);
   // NWC: cgroups threads across a row of channels, pgroups rows at a time; NCW: a warp per channel row.
   const int cgroups = prm.cb / kVec;
@@ -251,8 +257,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int c_local = cg * kVec;
   const bool c_ok = c_local < c_valid;  // kVec divides O: a thread's channels are all valid or all not
 
-  const int64_t u_begin = blockIdx.x * prm.units / prm.splits;
-  const int64_t u_end = (blockIdx.x + 1) * prm.units / prm.splits;
+  const int64_t u_begin = split * prm.units / prm.splits;
+  const int64_t u_end = (split + 1) * prm.units / prm.splits;
   const int64_t count = u_end - u_begin;
   const int stage_elems = prm.dy_elems + prm.x_elems;
 
@@ -545,7 +551,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
   __syncthreads();
   const int64_t C = vch;
-  float* out = prm.partials + int64_t(blockIdx.x) * kk * C + c_first;
+  float* out = prm.partials + split * kk * C + c_first;
   for (int e = tid; e < cb * kk; e += kThreads) {
     const int k = e / cb, c = e - k * cb;  // c fastest: coalesced partial rows
     if (c >= c_valid) continue;
@@ -578,7 +584,8 @@ cudaError_t launch(const FusedPlan& q, size_t smem, const T* x, const T* dy, con
                    cudaStream_t stream) {
   auto kernel = bwd_depthwise_fused_kernel<T, kTaps, kVec, kWalk, kMult>;
   if (cudaError_t err = allow_dynamic_smem(kernel, smem); err != cudaSuccess) return err;
-  kernel<<<dim3(q.splits, q.c_blocks), kThreads, smem, stream>>>(q, x, dy, w, dx);
+  const dim3 grid = q.cb_fastest ? dim3(q.c_blocks, q.splits) : dim3(q.splits, q.c_blocks);
+  kernel<<<grid, kThreads, smem, stream>>>(q, x, dy, w, dx);
   return cudaGetLastError();
 }
 

@@ -45,6 +45,8 @@ struct DwArgs {
   int diag;         // timing only (wrong results), sliding-window kernel: 1 skips the taps, 4 the stores
   int out_bufs;     // sliding-window kernel with tensor-map stores: output tiles in shared memory (1 or 2)
   bool coords32;    // tile coordinates in 32-bit arithmetic (tiles < 2^31)
+  bool streams;     // NWC tile order: false cyclic (tile j on block j % grid, channel blocks fastest), true a
+                    // contiguous range of tiles per block, positions fastest
 };
 
 // Stage buffers start on 1 KiB boundaries (bulk copies need 128-byte aligned destinations).
@@ -106,15 +108,33 @@ constexpr int kNwcVectors = 16;  // channel vectors per NWC tile
 constexpr int kNwcBT = 128;      // positions per NWC tile
 constexpr int kNcwChannels = kDwThreads / 32;
 constexpr int kNcwBT = 256;
+constexpr int kStreamTilesPerSm = 128;  // NWC sliding-window kernel: tiles per multiprocessor from which blocks
+                                        // walk streams of tiles instead of the cyclic order
 
-// Tile f of this block (persistent grid). Channel blocks vary fastest, so the blocks working at one time cover
-// adjacent position tiles and find each other's halos in L2.
+// Tile f of this block (persistent grid). Cyclic order: tile j runs on block j % grid, channel blocks vary
+// fastest, so the blocks working at one time cover adjacent position tiles and find each other's halos in L2.
+// Streams (a.streams): block b takes the contiguous tiles [b * tiles / grid, (b + 1) * tiles / grid), positions
+// fastest, so each multiprocessor walks one (batch, channel block) row after another along the positions and a
+// tile's halo is its own previous window, read a tile earlier (depthwise_tcn forward -4.5 %, session 8).
 struct DwTile {
   int64_t n, tt, cb;
 };
+__device__ __forceinline__ int64_t dw_first_tile(const DwArgs& a) {
+  return a.streams ? int64_t(blockIdx.x) * a.tiles / gridDim.x : int64_t(blockIdx.x);
+}
+// Tiles this block runs.
+__device__ __forceinline__ int64_t dw_tile_count(const DwArgs& a) {
+  if (a.streams) return (int64_t(blockIdx.x) + 1) * a.tiles / gridDim.x - dw_first_tile(a);
+  return blockIdx.x < a.tiles ? (a.tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+}
 // coords32 (fewer than 2^31 tiles): 32-bit divisions, a fraction of the 64-bit ones' instructions.
 __device__ __forceinline__ DwTile dw_tile(const DwArgs& a, int64_t f) {
-  const int64_t j = blockIdx.x + f * gridDim.x;
+  const int64_t j = a.streams ? dw_first_tile(a) + f : blockIdx.x + f * gridDim.x;
+  if (a.streams) {  // the host sets streams only with fewer than 2^31 tiles
+    const uint32_t j32 = uint32_t(j), ct = uint32_t(a.c_tiles), tt = uint32_t(a.t_tiles);
+    const uint32_t r = j32 / tt;
+    return {int64_t(r / ct), int64_t(j32 - r * tt), int64_t(r % ct)};
+  }
   if (a.coords32) {
     const uint32_t j32 = uint32_t(j), ct = uint32_t(a.c_tiles), tt = uint32_t(a.t_tiles);
     const uint32_t r = j32 / ct;
@@ -210,7 +230,7 @@ __global__ void __launch_bounds__(kDwThreads)
   const int64_t mult = p.out_per_group();
   const int tid = threadIdx.x, cv = tid % kNwcVectors, pr = tid / kNwcVectors;
   const int K = int(p.kernel_size), s = int(p.stride), d = int(p.dilation);
-  const int64_t my = blockIdx.x < a.tiles ? (a.tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+  const int64_t my = dw_tile_count(a);
 
   auto load = [&](int64_t f) {
     const DwTile t = dw_tile(a, f);
@@ -307,7 +327,7 @@ __global__ void __launch_bounds__(kDwThreads, 1)
   // The host guarantees d | TPR, so the chains (a, b) tile the BT positions exactly.
   const int first = pr % d + d * R * (pr / d);  // this thread's first position in the tile
   const int row_step = d * a.row;               // elements between the window rows of consecutive positions
-  const int64_t my = blockIdx.x < a.tiles ? (a.tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+  const int64_t my = dw_tile_count(a);
   uint32_t out_count = 0;  // tiles stored so far through shared memory (picks the output buffer)
 
   auto load = [&](int64_t f) {
@@ -429,9 +449,18 @@ __global__ void __launch_bounds__(kDwThreads)
   const int K = int(p.kernel_size), s = int(p.stride), d = int(p.dilation);
   const int64_t my = blockIdx.x < a.tiles ? (a.tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
 
-  // Position tiles vary fastest: concurrent blocks read neighbouring windows of one row.
+  // Position tiles vary fastest: concurrent blocks read neighbouring windows of one row. coords32 (fewer than
+  // 2^31 tiles): 32-bit divisions, as in the NWC kernels.
   auto coords = [&](int64_t f, int64_t& n, int64_t& tt, int64_t& cb) {
     const int64_t j = blockIdx.x + f * gridDim.x;
+    if (a.coords32) {
+      const uint32_t j32 = uint32_t(j), ct = uint32_t(a.c_tiles), nt = uint32_t(a.t_tiles);
+      const uint32_t r = j32 / nt;
+      tt = j32 - r * nt;
+      cb = r % ct;
+      n = r / ct;
+      return;
+    }
     tt = j % a.t_tiles;
     const int64_t r = j / a.t_tiles;
     cb = r % a.c_tiles;
@@ -524,7 +553,8 @@ __global__ void __launch_bounds__(kDwThreads)
 // only fits where registers allow), JAX_CONV1D_DW_STAGES caps the pipeline depth (2..4),
 // JAX_CONV1D_DW_TMA_STORE=0 makes the sliding-window kernel store from registers, JAX_CONV1D_DW_OUT_BUFS=2
 // gives its tensor-map stores two shared-memory output tiles, JAX_CONV1D_DW_TILE=64 its 32 x 64 tile,
-// JAX_CONV1D_DW_COORDS32=0 brings back 64-bit tile coordinates (all NWC kernels), and JAX_CONV1D_DW_DIAG
+// JAX_CONV1D_DW_COORDS32=0 brings back 64-bit tile coordinates (all kernels), JAX_CONV1D_DW_ORDER=0|2 forces
+// the NWC kernels' cyclic tile order or the streams (plan_nwc), and JAX_CONV1D_DW_DIAG
 // drops parts of it (1: taps, 4: stores; wrong results, for timing where the time goes).
 int dw_env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
@@ -637,6 +667,13 @@ int plan_nwc(const Conv1dParams& p, DwArgs& a, const DeviceLimits& dev, bool x_a
   }
   if (a.tma_store) a.out_offset = int(int64_t(a.stages) * a.stage_elems * int64_t(sizeof(T)));
   else if (!pick_stages(a, sizeof(T), dev, smem, blocks, max_stages)) return 0;
+  // Streams where every block has many tiles, in the sliding-window kernel with tensor-map stores:
+  // depthwise_tcn (496 tiles per block) 1.69 -> 1.61 ms; with few tiles per block the cyclic order measured
+  // faster (mamba_dw_causal, 39: 0.136 against 0.144 ms; sweep/002, 8: 0.054 against 0.061). Session 8.
+  // JAX_CONV1D_DW_ORDER=0 or 2 forces the cyclic order or the streams (any NWC kernel).
+  const int order = dw_env_int("JAX_CONV1D_DW_ORDER", -1);
+  const bool many_tiles = a.tiles >= int64_t(kStreamTilesPerSm) * dev.sms;
+  a.streams = a.tiles < (int64_t(1) << 31) && (order == 2 || (order < 0 && chain && a.tma_store && many_tiles));
   if constexpr (kWide) {
     *err = p.kernel_size <= 4
                ? launch_persistent(conv1d_fwd_depthwise_nwc_chain<T, TOut, true, 4, NV, BT>, a, smem, dev, stream,
@@ -704,6 +741,7 @@ bool conv1d_fwd_depthwise(const Conv1dParams& p, const T* x, const T* w, const T
     a.c_tiles = ceil_div(p.out_channels, kNcwChannels);
     a.t_tiles = ceil_div(p.out_length, kNcwBT);
     a.tiles = p.batch * a.c_tiles * a.t_tiles;
+    a.coords32 = a.tiles < (int64_t(1) << 31) && dw_env_int("JAX_CONV1D_DW_COORDS32", 1) != 0;
     if (!pick_stages(a, sizeof(T), dev, smem)) return false;
     const CUtensorMap unused{};
     if (dev.cc_major >= 9 && bulk_copies_enabled() && a.vec_x)
