@@ -142,7 +142,9 @@ def _grads_fn(case_kwargs, with_bias=False):
     return jax.jit(lambda x, w, b, g: (*jax.vjp(fwd, x, w)[1](g), None))
 
 
-def run_sweep(quick: bool, only=frozenset()) -> bool:
+def run_sweep(quick: bool, only=frozenset(), checks=frozenset()) -> bool:
+    """`checks`: when not empty, only the checks named "<layout> <dtype>" (e.g. "NCW bf16", "NCW f32/hi"), so
+    that a sanitizer run can take one check per process."""
     import jax
     import jax.numpy as jnp
 
@@ -162,7 +164,11 @@ def run_sweep(quick: bool, only=frozenset()) -> bool:
                     continue
                 n, c, o, length, k, s, d, (lo, hi), groups = case
                 dtype = jnp.dtype(dtype_name)
-                key, kx, kw, kg = jax.random.split(key, 4)
+                key, kx, kw, kg = jax.random.split(key, 4)  # before the filter: the data of the full sweep
+                short = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}[dtype_name]
+                name = f"{layout} {short}{'/hi' if precision == 'highest' else ''}"
+                if checks and name not in checks:
+                    continue
                 x_shape = (n, c, length) if layout == "NCW" else (n, length, c)
                 w_shape = (o, c // groups, k) if layout == "NCW" else (k, c // groups, o)
                 t_len = out_length(length, k, s, d, lo, hi)
@@ -174,8 +180,7 @@ def run_sweep(quick: bool, only=frozenset()) -> bool:
                 b = jnp.linspace(-1.0, 1.0, o, dtype=jnp.float32).astype(dtype) if with_bias else None
                 kwargs = dict(stride=s, dilation=d, padding=(lo, hi), groups=groups, layout=layout,
                               precision=precision)
-                short = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}[dtype_name]
-                label = f"{idx:2d} {layout} {short}{'/hi' if precision == 'highest' else ''}"
+                label = f"{idx:2d} {name}"
                 print(f"  running {label} {case}", flush=True)
                 try:
                     fn = _grads_fn(kwargs, with_bias)
@@ -437,6 +442,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-seconds", type=float, default=20.0)
     ap.add_argument("--xla-parts", default="dx+dw,dx,dw")
     ap.add_argument("--only", default="", help="sweep case indices, comma separated")
+    ap.add_argument("--check", default="", help='sweep checks by name, comma separated: "NCW bf16,NWC f32"')
     args = ap.parse_args(argv)
 
     import jax
@@ -446,7 +452,8 @@ def main(argv=None) -> int:
     ok = True
     if args.sweep:
         only = {int(i) for i in args.only.split(",") if i}
-        ok &= run_sweep(args.quick, only)
+        checks = {c.strip() for c in args.check.split(",") if c.strip()}
+        ok &= run_sweep(args.quick, only, checks)
     if args.bench:
         rows = run_bench([c for c in args.cases.split(",") if c], args.xla, args.reps, args.parts.split(","), args.max_seconds,
                          args.xla_parts.split(","))
