@@ -13,6 +13,7 @@
 #   a  case 1 NCW bf16 alone, kns=grad: the check where the context broke (dgrad_gemm_kernel bf16 NCW, staged)
 #   b  the same check with racecheck on but no kernel instrumented: does the tool's presence alone break it
 #      (XLA's dw GEMM and db sum run in this check, uninstrumented)?
+#   a2 as a, with JAX_CONV1D_BWD_GEMM=0: dw on our wgrad_gemm_kernel, so no XLA GEMM in the process
 #   c  case 1 NCW f32/hi alone, kns=grad: the check before (dgrad + wgrad 3xTF32 with fused bias, split sums)
 #   d  cases 0, 5, 7, 13, 22, 11 one process each, kns=grad (dgrad_gemm / wgrad_gemm / sum / bias kernels)
 #   e  kernels the kns=grad filter never instrumented: the stride-1 dx that runs the forward implicit GEMM
@@ -56,7 +57,7 @@ run() {
   XLA_FLAGS="$xflags" timeout "$PER_RUN" compute-sanitizer $OPTS --kernel-name "kns=$filter" \
     python3 "$ROOT/benchmarks/bwd_check.py" --sweep --quick "$@" > "$log" 2>&1
   local rc=$?
-  echo "== $name (kns=$filter; $*): exit $rc, $(( $(date +%s) - t0 )) s"
+  echo "== $name (kns=$filter${JAX_CONV1D_BWD_GEMM:+ JAX_CONV1D_BWD_GEMM=$JAX_CONV1D_BWD_GEMM}; $*): exit $rc, $(( $(date +%s) - t0 )) s"
   grep -E "RACECHECK SUMMARY|^sweep:|ILLEGAL|rror" "$log" | grep -v "Race reported" | sort | uniq -c | head -8
   # The first hazards with both accesses' places (kernel, file:line).
   grep -E -A4 "Race reported|Warning: .*[Rr]ace|Error: .*[Hh]azard" "$log" | cut -c1-240 | head -30
@@ -67,6 +68,8 @@ run() {
 NONE=jax_conv1d_race8_no_kernel_has_this_name
 run a_case1_ncw_bf16 grad "" --only 1 --check "NCW bf16"
 run b_case1_ncw_bf16_uninstrumented "$NONE" "" --only 1 --check "NCW bf16"
+# dw on our wgrad kernel instead of XLA's GEMM (the only other kernels of that check)
+JAX_CONV1D_BWD_GEMM=0 run a2_case1_ncw_bf16_our_wgrad grad "" --only 1 --check "NCW bf16"
 run c_case1_ncw_f32hi grad "" --only 1 --check "NCW f32/hi"
 for idx in 0 5 7 13 22 11; do
   run "d_case$idx" grad "$XFLAGS" --only $idx
