@@ -15,9 +15,11 @@
 #      (XLA's dw GEMM and db sum run in this check, uninstrumented)?
 #   a2 as a, with JAX_CONV1D_BWD_GEMM=0: dw on our wgrad_gemm_kernel, so no XLA GEMM in the process
 #   c  case 1 NCW f32/hi alone, kns=grad: the check before (dgrad + wgrad 3xTF32 with fused bias, split sums)
+#   f  synccheck (barrier and mbarrier misuse) on case 1 NCW bf16, kns=grad
 #   d  cases 0, 5, 7, 13, 22, 11 one process each, kns=grad (dgrad_gemm / wgrad_gemm / sum / bias kernels)
 #   e  kernels the kns=grad filter never instrumented: the stride-1 dx that runs the forward implicit GEMM
 #      (conv1d_fwd_igemm_kernel: cases 0 and 5) and the fused depthwise backward (namespace dw_fused: 15, 16, 17)
+#   g  (RACE_FULL=1 only) session 8's single-process run of all ten cases, full log, own time limit
 # Runs d and e take XLA_FLAGS=--xla_gpu_autotune_level=0 (RACE_XLA_FLAGS) where this jax accepts it: XLA's own
 # kernels are not under test, and autotuning under the sanitizer costs time.
 set -o pipefail
@@ -54,11 +56,11 @@ run() {
   local elapsed=$(( $(date +%s) - start ))
   if [ $elapsed -ge "$BUDGET" ]; then echo "== $name: skipped (${elapsed} s of ${BUDGET} s spent)"; return; fi
   local log="$OUT/race_$name.log" t0=$(date +%s)
-  XLA_FLAGS="$xflags" timeout "$PER_RUN" compute-sanitizer $OPTS --kernel-name "kns=$filter" \
+  XLA_FLAGS="$xflags" timeout "$PER_RUN" compute-sanitizer ${TOOL_OPTS:-$OPTS} --kernel-name "kns=$filter" \
     python3 "$ROOT/benchmarks/bwd_check.py" --sweep --quick "$@" > "$log" 2>&1
   local rc=$?
   echo "== $name (kns=$filter${JAX_CONV1D_BWD_GEMM:+ JAX_CONV1D_BWD_GEMM=$JAX_CONV1D_BWD_GEMM}; $*): exit $rc, $(( $(date +%s) - t0 )) s"
-  grep -E "RACECHECK SUMMARY|^sweep:|ILLEGAL|rror" "$log" | grep -v "Race reported" | sort | uniq -c | head -8
+  grep -E "SUMMARY|^sweep:|ILLEGAL|rror" "$log" | grep -v "Race reported" | sort | uniq -c | head -8
   # The first hazards with both accesses' places (kernel, file:line).
   grep -E -A4 "Race reported|Warning: .*[Rr]ace|Error: .*[Hh]azard" "$log" | cut -c1-240 | head -30
   # Where a check failed, the kernels it had run.
@@ -71,6 +73,8 @@ run b_case1_ncw_bf16_uninstrumented "$NONE" "" --only 1 --check "NCW bf16"
 # dw on our wgrad kernel instead of XLA's GEMM (the only other kernels of that check)
 JAX_CONV1D_BWD_GEMM=0 run a2_case1_ncw_bf16_our_wgrad grad "" --only 1 --check "NCW bf16"
 run c_case1_ncw_f32hi grad "" --only 1 --check "NCW f32/hi"
+# synccheck (barrier and mbarrier misuse) on the check where the context broke
+TOOL_OPTS="--tool synccheck --print-limit 1000" run f_case1_ncw_bf16_synccheck grad "" --only 1 --check "NCW bf16"
 for idx in 0 5 7 13 22 11; do
   run "d_case$idx" grad "$XFLAGS" --only $idx
 done
@@ -79,4 +83,8 @@ run e_case5_as_forward conv1d_fwd_igemm "$XFLAGS" --only 5
 for idx in 15 16 17; do
   run "e_case${idx}_dw_fused" dw_fused "$XFLAGS" --only $idx
 done
+# RACE_FULL=1: session 8's run itself (the ten cases in one process), with the full log
+if [ "${RACE_FULL:-0}" = 1 ]; then
+  BUDGET=100000 PER_RUN=${RACE_FULL_TIMEOUT_S:-200} run g_session8_all_ten grad "" --only 0,1,5,7,11,13,15,16,17,22
+fi
 echo "racecheck runs: $(( $(date +%s) - start )) s"
