@@ -43,7 +43,8 @@ echo "options: $OPTS"
 grep -A3 -- "--racecheck" "$OUT/race_help.txt" | head -40 > "$OUT/race_options.txt"
 
 XFLAGS=${RACE_XLA_FLAGS---xla_gpu_autotune_level=0}
-if [ -n "$XFLAGS" ] && ! XLA_FLAGS="$XFLAGS" timeout 60 python3 -c "import jax.numpy as j; j.ones(4).sum().block_until_ready()" \
+PROBE="import jax.numpy as j; j.ones(4).sum().block_until_ready()"
+if [ -n "$XFLAGS" ] && ! XLA_FLAGS="$XFLAGS" timeout 60 python3 -c "$PROBE" \
     > "$OUT/race_xla_flags.log" 2>&1; then
   echo "XLA_FLAGS=$XFLAGS rejected (see race_xla_flags.log): runs d and e keep the default autotuning"
   XFLAGS=""
@@ -59,7 +60,8 @@ run() {
   XLA_FLAGS="$xflags" timeout "$PER_RUN" compute-sanitizer ${TOOL_OPTS:-$OPTS} --kernel-name "kns=$filter" \
     python3 "$ROOT/benchmarks/bwd_check.py" --sweep --quick "$@" > "$log" 2>&1
   local rc=$?
-  echo "== $name (kns=$filter${JAX_CONV1D_BWD_GEMM:+ JAX_CONV1D_BWD_GEMM=$JAX_CONV1D_BWD_GEMM}; $*): exit $rc, $(( $(date +%s) - t0 )) s"
+  local env_note=${JAX_CONV1D_BWD_GEMM:+ JAX_CONV1D_BWD_GEMM=$JAX_CONV1D_BWD_GEMM}
+  echo "== $name (kns=$filter$env_note; $*): exit $rc, $(( $(date +%s) - t0 )) s"
   grep -E "SUMMARY|^sweep:|ILLEGAL|rror" "$log" | grep -v "Race reported" | sort | uniq -c | head -8
   # The first hazards with both accesses' places (kernel, file:line).
   grep -E -A4 "Race reported|Warning: .*[Rr]ace|Error: .*[Hh]azard" "$log" | cut -c1-240 | head -30
