@@ -62,6 +62,10 @@ void check_dgrad(const Conv1dParams& p, const char* op, int idx) {
     }
   }
   if (ncw) CHECK(q.bo * q.dy_pitch <= q.dy_elems);
+  // The warps of a phase cover q 0 .. bq - 1 (q_off + 31 at most) and channels 0 .. bc - 1 (c_off + 16*mt).
+  CHECK((q.warps_per_phase - 1) / q.warps_m * 32 + 31 <= q.bq - 1);
+  CHECK(((q.warps_per_phase - 1) % q.warps_m) * plan.mt * 16 + plan.mt * 16 <= q.bc);
+  CHECK(q.slots * q.warps_per_phase == dgrad_gemm::kWarps);
   // B reads of tap tj: positions tap_pos .. tap_pos + bq - 1 of its segment (plus the copy shift, NCW).
   for (int ph = 0; ph < q.nphase; ++ph)
     for (int tj = q.phase_first[ph]; tj < q.phase_first[ph] + q.phase_count[ph]; ++tj) {
